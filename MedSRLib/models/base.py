@@ -76,6 +76,17 @@ class ModelSpec:
         """True for interpolation models and for networks whose weights file is shipped."""
         return (not self.learned) or self.weights_path(scale).is_file()
 
+    def card_path(self, scale: int) -> Path:
+        """The JSON model card beside the weights file (may not exist)."""
+        return self.weights_path(scale).with_suffix(".json")
+
+    def card(self, scale: int) -> dict[str, Any] | None:
+        """The shipped model card for ``scale`` as a dict, or None when no weights are shipped."""
+        import json
+
+        path = self.card_path(scale)
+        return json.loads(path.read_text()) if path.is_file() else None
+
     def load(self, scale: int, *, weights: str | Path | None = None, allow_untrained: bool = False) -> nn.Module:
         """Build the module for ``scale`` and load verified weights (eval mode, on CPU).
 

@@ -170,7 +170,7 @@ DEFAULT_PREFERENCE: dict[str, tuple[str, ...]] = {
 }
 
 
-def count_macs(module: nn.Module, lr_shape: tuple[int, int] = (64, 64)) -> int:
+def count_macs(module: nn.Module, lr_shape: tuple[int, int] = (64, 64), *, device: torch.device | str = "cpu") -> int:
     """Conv2d/Linear MACs of one forward pass on a ``1 x 1 x H x W`` input (design doc convention).
 
     Each conv adds ``out.numel() * in_channels / groups * kH * kW``; element-wise ops, pooling,
@@ -189,20 +189,35 @@ def count_macs(module: nn.Module, lr_shape: tuple[int, int] = (64, 64)) -> int:
     handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     try:
         with torch.inference_mode():
-            module.eval()(torch.zeros(1, 1, *lr_shape))
+            module.eval()(torch.zeros(1, 1, *lr_shape, device=device))
     finally:
         for h in handles:
             h.remove()
     return total
 
 
+def _build_cheaply(spec: ModelSpec, scale: int) -> nn.Module:
+    """Build on the meta device (no memory, no init cost) when the module allows it, else on CPU."""
+    try:
+        with torch.device("meta"):
+            return spec.build(scale)
+    except Exception:  # a module whose constructor needs real tensors
+        return spec.build(scale)
+
+
 @lru_cache(maxsize=None)
 def _num_parameters(name: str, scale: int) -> int:
-    return sum(p.numel() for p in get_model(name).build(scale).parameters())
+    return sum(p.numel() for p in _build_cheaply(get_model(name), scale).parameters())
 
 
 @lru_cache(maxsize=None)
 def _macs_per_lr_pixel(name: str, scale: int) -> float:
     spec = get_model(name)
     side = max(32, spec.min_lr_size)
-    return count_macs(spec.build(scale), (side, side)) / float(side * side)
+    module = _build_cheaply(spec, scale)
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    try:
+        macs = count_macs(module, (side, side), device=device)
+    except Exception:  # an op without a meta kernel: count on CPU
+        macs = count_macs(spec.build(scale), (side, side))
+    return macs / float(side * side)

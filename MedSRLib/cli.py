@@ -3,6 +3,7 @@
     medsr run IN OUT [--model M] --scale S [--axis A] [--device D] [--batch-size B] [--tile T] [--ensemble]
     medsr models [--json]
     medsr evaluate HR [--model M] --scale S [--convention C] [--json]
+    medsr check IN SR --scale S [--axis A] [--diff OUT] [--json]
 
 Errors a user can cause print one line ``medsr: error: ...`` and exit with status 2 (no traceback);
 nothing is written. A cancelled run (Ctrl-C) exits 130 and writes nothing.
@@ -62,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--float32", action="store_true", help="write float32 instead of the input's dtype")
     run.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--check", action="store_true",
+                     help="data-consistency check: degrade the output back and compare with the input")
+    run.add_argument("--diff", default=None, metavar="OUT",
+                     help="write the difference volume degrade(SR) - input (input grid, input units); implies --check")
     _add_engine_options(run)
 
     models = sub.add_parser("models", help="list the registered models")
@@ -78,6 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--per-image", action="store_true", help="with --json: add per-image scores")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_engine_options(ev)
+    check = sub.add_parser("check", help="data-consistency check of any super-resolved volume against its input")
+    check.add_argument("input", help="the low-resolution input volume (file or DICOM folder)")
+    check.add_argument("sr", help="the super-resolved volume (from MedSR or another tool)")
+    check.add_argument("--scale", type=int, required=True)
+    check.add_argument("--axis", type=_axis, default=None, help="slice axis; default: inferred from the shapes")
+    check.add_argument("--diff", default=None, metavar="OUT", help="write the difference volume (input grid, input units)")
+    check.add_argument("--no-reference", action="store_true", help="skip the bicubic reference scores")
+    check.add_argument("--series-uid", default=None)
+    check.add_argument("--json", action="store_true", help="print the consistency object as JSON")
     return parser
 
 
@@ -109,6 +123,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import super_resolve
 
     target = check_output_path(args.output, inputs=[args.input])
+    diff_target = None
+    if args.diff is not None:
+        diff_target = check_output_path(args.diff, inputs=[args.input, args.output])
     volume = read_volume(args.input, series_uid=args.series_uid, modality=args.modality)
     if args.model is None:
         from .intensity import guess_modality
@@ -137,7 +154,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
     finally:
         bar.close()
+    report = None
+    if args.check or diff_target is not None:
+        from .consistency import check_consistency
+
+        report = check_consistency(
+            volume, result, scale=args.scale, axis=result.metadata["medsr"]["slice_axis"],
+            keep_difference=diff_target is not None,
+        )
     written = write_volume(result, target, inputs=[args.input])
+    if diff_target is not None and report is not None and report.difference is not None:
+        write_volume(report.difference, diff_target, inputs=[args.input])
     summary = {
         "input": str(args.input),
         "output": str(written),
@@ -151,6 +178,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "output_origin": list(result.origin),
         "dtype": str(result.array.dtype),
     }
+    if report is not None:
+        summary["consistency"] = report.to_json()
+        if diff_target is not None:
+            summary["difference"] = str(diff_target)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -158,6 +189,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
             f"wrote {written}: {spec.name} x{args.scale}, shape (z,y,x) {tuple(volume.shape)} -> {tuple(result.shape)}, "
             f"spacing {tuple(round(s, 4) for s in result.spacing)} mm"
         )
+        if report is not None:
+            print(report.summary())
+        if diff_target is not None:
+            print(f"wrote difference volume {diff_target}")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from .consistency import check_consistency
+    from .io import check_output_path, read_volume, write_volume
+
+    diff_target = None
+    if args.diff is not None:
+        diff_target = check_output_path(args.diff, inputs=[args.input, args.sr])
+    volume = read_volume(args.input, series_uid=args.series_uid)
+    sr = read_volume(args.sr)
+    report = check_consistency(
+        volume, sr, scale=args.scale, axis=args.axis, reference=not args.no_reference,
+        keep_difference=diff_target is not None,
+    )
+    if diff_target is not None and report.difference is not None:
+        write_volume(report.difference, diff_target, inputs=[args.input, args.sr])
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        print(report.summary())
+        if diff_target is not None:
+            print(f"wrote difference volume {diff_target}")
     return 0
 
 
@@ -229,7 +288,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "models": _cmd_models, "evaluate": _cmd_evaluate}
+COMMANDS = {"run": _cmd_run, "models": _cmd_models, "evaluate": _cmd_evaluate, "check": _cmd_check}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

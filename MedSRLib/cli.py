@@ -187,7 +187,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         print(
             f"wrote {written}: {spec.name} x{args.scale}, shape (z,y,x) {tuple(volume.shape)} -> {tuple(result.shape)}, "
-            f"spacing {tuple(round(s, 4) for s in result.spacing)} mm"
+            f"spacing (x,y,z) {tuple(round(s, 4) for s in result.spacing)} mm"
         )
         if report is not None:
             print(report.summary())

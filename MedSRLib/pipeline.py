@@ -136,7 +136,10 @@ def super_resolve(
     out = np.empty(grid.shape, dtype=dtype)
     source = _NormalisedSlices(np.moveaxis(volume.array, slice_axis, 0), mapping)
     sink = _DenormalisingWriter(np.moveaxis(out, slice_axis, 0), mapping)
-    run_slices(module, source, scale=scale, out=sink, options=options, progress=progress, cancel=cancel)
+    run_slices(
+        module, source, scale=scale, out=sink, options=options, progress=progress, cancel=cancel,
+        min_lr_size=spec.min_lr_size,
+    )
 
     run_info = {
         "model": spec.name,

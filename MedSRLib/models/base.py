@@ -93,10 +93,10 @@ class ModelSpec:
         ``weights`` overrides the shipped file. A learned model without weights raises
         :class:`WeightsError` unless ``allow_untrained`` (random weights: tests and benchmarks only).
         """
-        from .weights import load_weights  # local import: weights imports this module
-
         module = self.build(scale)
         if self.learned:
+            from .weights import load_weights  # local import: weights imports this module
+
             path = Path(weights) if weights is not None else self.weights_path(scale)
             if path.is_file():
                 load_weights(module, path, model_name=self.name, scale=int(scale))

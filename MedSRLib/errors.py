@@ -50,3 +50,19 @@ class OutputPathError(MedSRError):
 
 class CancelledError(MedSRError):
     """The run was cancelled through the cancel callback; nothing was written."""
+
+
+class OptionError(MedSRError, ValueError):
+    """A run option has a bad value (batch size, memory budget, tile, precision, ...); names the option."""
+
+
+class DeviceError(OptionError):
+    """The requested compute device (``cuda``, ``cuda:N``, ``mps``) is not available or not understood."""
+
+
+class ModelOutputError(MedSRError):
+    """A network returned a tensor of the wrong shape for its input and scale (wrong model or scale)."""
+
+
+class ModelInputError(MedSRError):
+    """A tensor given to a network is not ``N x 1 x H x W`` floating point (wrong rank, channels or dtype)."""

@@ -1,0 +1,331 @@
+"""The one place MedSRLib converts geometry.
+
+Conventions (docs/ARCHITECTURE.md): numpy arrays are ``(z, y, x)`` = ``array[k, j, i]``; ``spacing``,
+``origin`` and the *columns* of ``direction`` are in ITK index order ``(i, j, k)`` and in ITK's **LPS**
+physical frame (mm). ITK index axis ``a`` is numpy axis ``2 - a``. Voxel ``(i, j, k)`` is centred at
+``origin + direction @ (spacing * [i, j, k])``.
+
+3D Slicer uses **RAS**: ``RAS = diag(-1, -1, 1) @ LPS``, and a volume node's IJK-to-RAS matrix is
+``[[D_ras * spacing, origin_ras], [0, 0, 0, 1]]`` with IJK = ITK index order (Slicer/Slicer
+``vtkMRMLVolumeNode`` and ``vtkITKArchetypeImageSeriesReader``; see the design notes
+``slicer-conventions.md`` sections 3.3-3.6).
+
+In-plane super-resolution by an integer factor ``s`` preserves the field of view (outer voxel edges):
+output index ``i'`` maps to input index ``i = (i' + 0.5) / s - 0.5`` along each upsampled axis, so
+the output spacing is ``spacing / s`` and the origin moves by ``(1/s - 1)/2 * spacing * d`` along
+each upsampled axis direction ``d`` (slicer-conventions.md 3.6 C).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Union
+
+import numpy as np
+
+from .errors import GeometryError, ScaleError
+from .volume import Volume
+
+if TYPE_CHECKING:  # SimpleITK is imported lazily: the Slicer module imports this file at startup
+    import SimpleITK as sitk
+
+__all__ = [
+    "LPS_TO_RAS",
+    "PLANE_ROWS",
+    "SuperResolvedGrid",
+    "field_of_view",
+    "geometry_from_ijk_to_ras",
+    "ijk_to_ras_matrix",
+    "lps_to_ras",
+    "ras_to_lps",
+    "resolve_slice_axis",
+    "super_resolved_geometry",
+    "volume_from_sitk",
+    "volume_from_slicer_arrays",
+    "volume_to_sitk",
+]
+
+#: LPS -> RAS (and RAS -> LPS: it is its own inverse). det = +1, so handedness is unchanged.
+LPS_TO_RAS: np.ndarray = np.diag([-1.0, -1.0, 1.0])
+LPS_TO_RAS.setflags(write=False)
+
+#: The LPS row a plane's *normal* is aligned with: axial slices are normal to S (row 2),
+#: coronal to A/P (row 1), sagittal to L/R (row 0).
+PLANE_ROWS: dict[str, int] = {"axial": 2, "coronal": 1, "sagittal": 0}
+
+#: A direction column is "clearly aligned" with an anatomical axis when |cos| >= this ...
+MIN_ALIGNMENT = 0.6
+#: ... and beats the next-best axis by at least this much (a 45 deg oblique plane ties at 0.707).
+MIN_ALIGNMENT_MARGIN = 0.1
+#: Spacings within this relative tolerance count as equal when choosing the default slice axis.
+SPACING_TIE_RTOL = 1e-3
+#: Tolerance on ``D^T D = I`` for a direction matrix to count as orthonormal.
+ORTHONORMAL_ATOL = 1e-4
+
+AxisLike = Union[int, str, None]
+
+
+@dataclass(frozen=True)
+class SuperResolvedGrid:
+    """The output grid of an in-plane super-resolution.
+
+    Attributes:
+        shape: numpy shape ``(z, y, x)`` of the output array.
+        spacing: output voxel size in mm, ITK order ``(i, j, k)``.
+        origin: LPS mm of the centre of output voxel (0, 0, 0).
+        direction: 3x3 LPS direction cosines (columns = index axes i, j, k), the input's.
+        scale: the integer in-plane factor.
+        slice_axis: the numpy axis that was not upsampled.
+    """
+
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: np.ndarray
+    scale: int
+    slice_axis: int
+
+    def to_volume(self, array: np.ndarray, **fields: Any) -> Volume:
+        """A :class:`Volume` on this grid holding ``array`` (shape must be :attr:`shape`)."""
+        if tuple(np.shape(array)) != tuple(self.shape):
+            raise GeometryError(f"array shape {np.shape(array)} does not match the grid shape {self.shape}")
+        return Volume(array=array, spacing=self.spacing, origin=self.origin, direction=self.direction, **fields)
+
+
+# --------------------------------------------------------------------------------------------------
+# Slice axis
+
+
+def _check_direction(direction: np.ndarray) -> np.ndarray:
+    d = np.asarray(direction, dtype=np.float64).reshape(3, 3)
+    if not np.all(np.isfinite(d)) or not np.allclose(d.T @ d, np.eye(3), atol=ORTHONORMAL_ATOL):
+        raise GeometryError(
+            "the direction matrix is not orthonormal (sheared or scaled axes); resample the image onto an "
+            "orthogonal grid first"
+        )
+    return d
+
+
+def _plane_axis(volume: Volume, plane: str) -> int:
+    """Numpy axis whose index direction is most aligned with the plane's normal (LPS row)."""
+    d = _check_direction(volume.direction)
+    alignment = np.abs(d[PLANE_ROWS[plane], :])  # per ITK index axis
+    order = np.argsort(alignment)[::-1]
+    best, second = alignment[order[0]], alignment[order[1]]
+    if best < MIN_ALIGNMENT or best - second < MIN_ALIGNMENT_MARGIN:
+        raise GeometryError(
+            f"no array axis is clearly normal to the {plane} plane (oblique acquisition, best alignment "
+            f"{best:.2f}); pass the numpy axis 0, 1 or 2 instead"
+        )
+    return 2 - int(order[0])
+
+
+def resolve_slice_axis(volume: Volume, axis: AxisLike = None) -> int:
+    """The numpy axis (0, 1 or 2 of the ``(z, y, x)`` array) normal to the slices to super-resolve.
+
+    Args:
+        volume: the input volume.
+        axis: ``None`` = the acquisition's slice axis: the axis with the largest spacing (spacings
+            within 0.1 % tie). When two axes tie for the largest (square in-plane pixels coarser than
+            the slice spacing, e.g. a multi-frame MR with 3.4 mm pixels and 2.4 mm slices) the third
+            axis is the slice axis; when all three tie (isotropic), the axis most aligned with S
+            (axial slices). An axis of length 1 (a 2D image read as one slice) always wins. ``'axial'``, ``'coronal'``,
+            ``'sagittal'`` = the index axis whose direction column is most aligned with S, A/P, L/R
+            (never assumed from the array order; an oblique plane with no clearly aligned axis raises).
+            ``0``, ``1``, ``2`` (or their strings) = that numpy axis.
+
+    Raises:
+        GeometryError: an unknown value, or no axis clearly normal to the named plane.
+    """
+    if axis is None:
+        singleton = [a for a in range(3) if volume.shape[a] == 1]
+        if singleton:
+            return singleton[0]
+        spacing_np = np.asarray(volume.spacing[::-1])  # numpy axis order
+        tied = np.flatnonzero(spacing_np >= spacing_np.max() * (1.0 - SPACING_TIE_RTOL))
+        if len(tied) == 1:
+            return int(tied[0])
+        if len(tied) == 2:  # square coarse pixels over thinner slices: the odd axis is the slice axis
+            return int(np.setdiff1d(np.arange(3), tied)[0])
+        s_alignment = np.abs(np.asarray(volume.direction)[2, ::-1])  # per numpy axis
+        return int(max(tied, key=lambda a: (s_alignment[a], a)))
+    if isinstance(axis, (int, np.integer)) and not isinstance(axis, (bool, np.bool_)):
+        if 0 <= int(axis) <= 2:
+            return int(axis)
+    elif isinstance(axis, str):
+        key = axis.strip().lower()
+        if key in PLANE_ROWS:
+            return _plane_axis(volume, key)
+        if key in ("0", "1", "2"):
+            return int(key)
+    raise GeometryError(f"axis must be None, 'axial', 'coronal', 'sagittal' or a numpy axis 0, 1, 2; got {axis!r}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Super-resolved grid
+
+
+def super_resolved_geometry(volume: Volume, *, scale: int, slice_axis: int) -> SuperResolvedGrid:
+    """The grid of ``volume`` upsampled ``scale`` times in the two axes other than ``slice_axis``.
+
+    In-plane spacing is divided by ``scale``; the slice spacing and the direction are unchanged; the
+    origin moves by ``(1/scale - 1)/2 * spacing_a * direction[:, a]`` for each upsampled ITK axis
+    ``a``, so the field of view (outer voxel edges) is exactly the input's.
+
+    Args:
+        volume: the input volume (its array is not read).
+        scale: integer factor >= 1.
+        slice_axis: numpy axis 0, 1 or 2 left unchanged (see :func:`resolve_slice_axis`).
+    """
+    if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, (int, np.integer)) or int(scale) < 1:
+        raise ScaleError(f"scale must be an integer >= 1; got {scale!r}")
+    if isinstance(slice_axis, (bool, np.bool_)) or not isinstance(slice_axis, (int, np.integer)) or not 0 <= slice_axis <= 2:
+        raise GeometryError(f"slice_axis must be a numpy axis 0, 1 or 2; got {slice_axis!r}")
+    s = int(scale)
+    slice_axis = int(slice_axis)
+    direction = np.array(volume.direction, dtype=np.float64)
+    spacing = np.asarray(volume.spacing, dtype=np.float64)
+    origin = np.asarray(volume.origin, dtype=np.float64).copy()
+    factors = np.array([1 if 2 - a == slice_axis else s for a in range(3)], dtype=np.float64)  # ITK order
+    origin += direction @ ((1.0 / factors - 1.0) / 2.0 * spacing)
+    shape = tuple(int(n) if axis == slice_axis else int(n) * s for axis, n in enumerate(volume.shape))
+    return SuperResolvedGrid(
+        shape=shape,  # type: ignore[arg-type]
+        spacing=tuple(float(v) for v in spacing / factors),  # type: ignore[arg-type]
+        origin=tuple(float(v) for v in origin),  # type: ignore[arg-type]
+        direction=direction,
+        scale=s,
+        slice_axis=slice_axis,
+    )
+
+
+def field_of_view(grid: Volume | SuperResolvedGrid) -> tuple[np.ndarray, np.ndarray]:
+    """LPS bounding box ``(min_corner, max_corner)`` in mm of the outer voxel *edges* of a grid.
+
+    The 8 corners at continuous indices ``-0.5`` and ``n - 0.5`` are mapped to LPS.
+    """
+    size = np.asarray(grid.shape[::-1], dtype=np.float64)  # ITK order
+    corners = np.array([[-0.5 + c[a] * size[a] for a in range(3)] for c in np.ndindex(2, 2, 2)])
+    points = np.asarray(grid.origin) + (corners * np.asarray(grid.spacing)) @ np.asarray(grid.direction).T
+    return points.min(axis=0), points.max(axis=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Slicer (RAS) conversions
+
+
+def lps_to_ras(points: Any) -> np.ndarray:
+    """Points ``(..., 3)`` in LPS mm -> RAS mm (negate x and y). Its own inverse (see :func:`ras_to_lps`)."""
+    points = np.asarray(points, dtype=np.float64)
+    if points.shape[-1:] != (3,):
+        raise GeometryError(f"points must have shape (..., 3); got {points.shape}")
+    return points @ LPS_TO_RAS.T
+
+
+def ras_to_lps(points: Any) -> np.ndarray:
+    """Points ``(..., 3)`` in RAS mm -> LPS mm (the same sign flip as :func:`lps_to_ras`)."""
+    return lps_to_ras(points)
+
+
+def ijk_to_ras_matrix(volume: Volume | SuperResolvedGrid) -> np.ndarray:
+    """Slicer's 4x4 IJK-to-RAS matrix of a volume (IJK = ITK index order i, j, k = numpy 2, 1, 0).
+
+    ``M[:3, :3] = LPS_TO_RAS @ direction @ diag(spacing)``, ``M[:3, 3] = LPS_TO_RAS @ origin``.
+    """
+    matrix = np.eye(4)
+    matrix[:3, :3] = LPS_TO_RAS @ np.asarray(volume.direction, dtype=np.float64) @ np.diag(volume.spacing)
+    matrix[:3, 3] = LPS_TO_RAS @ np.asarray(volume.origin, dtype=np.float64)
+    return matrix
+
+
+def geometry_from_ijk_to_ras(
+    matrix: Any,
+) -> tuple[tuple[float, float, float], tuple[float, float, float], np.ndarray]:
+    """Exact inverse of :func:`ijk_to_ras_matrix`: ``(spacing, origin_lps, direction_lps)``.
+
+    Spacing is the column norms (always positive; flips stay in the direction), as Slicer's
+    ``SetIJKToRASMatrix`` decomposes it.
+
+    Raises:
+        GeometryError: not a finite affine 4x4 matrix, a zero column, or sheared (non-orthogonal) axes.
+    """
+    m = np.asarray(matrix, dtype=np.float64)
+    if m.shape != (4, 4) or not np.all(np.isfinite(m)) or not np.allclose(m[3], [0, 0, 0, 1]):
+        raise GeometryError("IJK-to-RAS must be a finite 4x4 affine matrix with last row (0, 0, 0, 1)")
+    spacing = np.linalg.norm(m[:3, :3], axis=0)
+    if np.any(spacing <= 0):
+        raise GeometryError(f"IJK-to-RAS has a zero-length axis (spacing {tuple(spacing)}); the volume geometry is invalid")
+    direction_ras = m[:3, :3] / spacing
+    if not np.allclose(direction_ras.T @ direction_ras, np.eye(3), atol=ORTHONORMAL_ATOL):
+        raise GeometryError(
+            "IJK-to-RAS has sheared (non-orthogonal) axes; harden or resample the volume onto an orthogonal grid first"
+        )
+    direction_lps = LPS_TO_RAS @ direction_ras
+    origin_lps = LPS_TO_RAS @ m[:3, 3]
+    return (
+        tuple(float(v) for v in spacing),  # type: ignore[return-value]
+        tuple(float(v) for v in origin_lps),  # type: ignore[return-value]
+        direction_lps,
+    )
+
+
+def volume_from_slicer_arrays(
+    array_kji: np.ndarray,
+    ijk_to_ras: Any,
+    *,
+    modality: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Volume:
+    """A :class:`Volume` from Slicer's ``arrayFromVolume`` array ``(k, j, i)`` and IJK-to-RAS 4x4.
+
+    The array is used as is (no copy, no flip): Slicer's ``(k, j, i)`` is MedSRLib's ``(z, y, x)``.
+    """
+    spacing, origin, direction = geometry_from_ijk_to_ras(ijk_to_ras)
+    return Volume(
+        array=array_kji,
+        spacing=spacing,
+        origin=origin,
+        direction=direction,
+        modality=modality,
+        metadata=dict(metadata or {}),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# SimpleITK bridge (geometry copied field by field, no maths)
+
+
+def volume_to_sitk(volume: Volume | SuperResolvedGrid, array: np.ndarray | None = None) -> "sitk.Image":
+    """A SimpleITK image with the volume's voxels (or ``array``) and geometry (LPS, ITK order).
+
+    Booleans are stored as uint8 and float16 as float32 (ITK has neither).
+    """
+    import SimpleITK as sitk
+
+    data = np.asarray(volume.array if array is None else array)
+    if data.dtype == np.bool_:
+        data = data.astype(np.uint8)
+    elif data.dtype == np.float16:
+        data = data.astype(np.float32)
+    image = sitk.GetImageFromArray(data, isVector=False)
+    image.SetSpacing(tuple(float(s) for s in volume.spacing))
+    image.SetOrigin(tuple(float(o) for o in volume.origin))
+    image.SetDirection(tuple(float(v) for v in np.asarray(volume.direction, dtype=np.float64).ravel()))
+    return image
+
+
+def volume_from_sitk(image: "sitk.Image", **fields: Any) -> Volume:
+    """A :class:`Volume` from a 3D scalar SimpleITK image (array copied, geometry as stored)."""
+    import SimpleITK as sitk
+
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise GeometryError(
+            f"expected a 3D scalar image; got {image.GetDimension()}D with {image.GetNumberOfComponentsPerPixel()} components"
+        )
+    return Volume(
+        array=sitk.GetArrayFromImage(image),
+        spacing=image.GetSpacing(),
+        origin=image.GetOrigin(),
+        direction=np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3),
+        **fields,
+    )

@@ -1,0 +1,199 @@
+"""Deformable convolution v1 (Dai et al., "Deformable Convolutional Networks", ICCV 2017) in pure torch.
+
+Used by SRDA's first layer (``../shared/design/networks.md`` Section 6.1). No torchvision: the
+bilinear sampling is a gather over the flattened input, so integer sampling positions are exact
+(zero offsets reproduce ``F.conv2d(x, w, padding=k // 2)`` bit-for-bit up to summation order).
+
+Offset channel layout (the torchvision / mmcv convention): for the ``K = kh * kw`` kernel taps in
+row-major order ``k = ky * kw + kx``, channel ``2k`` is the **y** (row) displacement and channel
+``2k + 1`` the **x** (column) displacement of tap ``k``, in pixels; ``offset`` is ``N x 2K x H x W``.
+The optional DCNv2 modulation ``mask`` is ``N x K x H x W`` (tap ``k`` in channel ``k``).
+
+Sampling: output pixel ``p = (y, x)`` and tap ``k`` with grid position ``p_k`` in
+``{-(kh//2)..kh//2} x {-(kw//2)..kw//2}`` read the input bilinearly at ``p + p_k + offset_k(p)``;
+the input is zero outside the image (like ``F.grid_sample(padding_mode='zeros')``).
+Stride is 1 and the output has the input's size ('same').
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import ModelInputError, OptionError
+from .w2amsn import _positive_int  # temporary home of the shared checks (belongs in base.py)
+
+__all__ = ["DeformConv2dV1", "deform_conv2d"]
+
+#: Largest number of sampled values (N * C_in * taps * H * W) gathered at once; more taps are
+#: processed in groups so inference on 512 x 512 slices stays memory-bounded.
+MAX_GATHER_ELEMENTS = 1 << 24
+
+
+def _bilinear_zero_padded(x_flat: torch.Tensor, h: int, w: int, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples of ``x_flat`` (``N x C x (H*W)``) at rows ``ys`` / columns ``xs`` (``N x P``).
+
+    Positions outside ``[0, H-1] x [0, W-1]`` blend with zeros. Returns ``N x C x P``.
+    Differentiable in ``x_flat``, ``ys`` and ``xs``.
+    """
+    n, c, _ = x_flat.shape
+    y0 = torch.floor(ys)
+    x0 = torch.floor(xs)
+    fy = ys - y0
+    fx = xs - x0
+    y0i = y0.long()
+    x0i = x0.long()
+    out = None
+    for dy, wy in ((0, 1.0 - fy), (1, fy)):
+        yi = y0i + dy
+        y_ok = (yi >= 0) & (yi < h)
+        for dx, wx in ((0, 1.0 - fx), (1, fx)):
+            xi = x0i + dx
+            valid = y_ok & (xi >= 0) & (xi < w)
+            index = (yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)).unsqueeze(1).expand(n, c, -1)
+            weight = (wy * wx * valid.to(wy.dtype)).unsqueeze(1)
+            term = torch.gather(x_flat, 2, index) * weight
+            out = term if out is None else out + term
+    return out
+
+
+def deform_conv2d(
+    x: torch.Tensor,
+    offset: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Deformable convolution (DCNv1; DCNv2 when ``mask`` is given), stride 1, 'same' size.
+
+    Args:
+        x: input ``N x C_in x H x W``.
+        offset: ``N x 2K x H x W`` displacements in pixels, ``K = kh * kw``, channels (y, x)
+            interleaved per tap (module docstring).
+        weight: ``C_out x C_in x kh x kw`` (odd kh, kw).
+        bias: optional ``C_out``.
+        mask: optional modulation ``N x K x H x W`` (DCNv2), multiplies each tap's sample.
+
+    Returns:
+        ``N x C_out x H x W``.
+    """
+    if x.dim() != 4 or weight.dim() != 4:
+        raise ModelInputError(f"deform_conv2d expects 4D x and weight; got {tuple(x.shape)} and {tuple(weight.shape)}")
+    n, c_in, h, w = x.shape
+    c_out, c_in_w, kh, kw = weight.shape
+    if c_in_w != c_in:
+        raise ModelInputError(f"weight has {c_in_w} input channels but x has {c_in}")
+    if kh % 2 == 0 or kw % 2 == 0:
+        raise ModelInputError(f"deform_conv2d needs an odd kernel size; got {kh}x{kw}")
+    taps = kh * kw
+    if tuple(offset.shape) != (n, 2 * taps, h, w):
+        raise ModelInputError(f"offset must be {(n, 2 * taps, h, w)} (N x 2K x H x W); got {tuple(offset.shape)}")
+    if mask is not None and tuple(mask.shape) != (n, taps, h, w):
+        raise ModelInputError(f"mask must be {(n, taps, h, w)} (N x K x H x W); got {tuple(mask.shape)}")
+
+    # Sampling positions in at least float32: half precision cannot address 512-px rows finely.
+    dtype = torch.promote_types(offset.dtype, torch.float32)
+    ky, kx = torch.meshgrid(
+        torch.arange(kh, device=x.device, dtype=dtype) - kh // 2,
+        torch.arange(kw, device=x.device, dtype=dtype) - kw // 2,
+        indexing="ij",
+    )
+    base_y = torch.arange(h, device=x.device, dtype=dtype).view(1, 1, h, 1) + ky.reshape(1, taps, 1, 1)
+    base_x = torch.arange(w, device=x.device, dtype=dtype).view(1, 1, 1, w) + kx.reshape(1, taps, 1, 1)
+    ys = base_y + offset[:, 0::2].to(dtype)  # N x K x H x W
+    xs = base_x + offset[:, 1::2].to(dtype)
+
+    x_flat = x.reshape(n, c_in, h * w)
+    w_taps = weight.reshape(c_out, c_in, taps)
+    group = max(1, min(taps, MAX_GATHER_ELEMENTS // max(1, n * c_in * h * w)))
+    out = None
+    for k0 in range(0, taps, group):
+        k1 = min(taps, k0 + group)
+        kk = k1 - k0
+        cols = _bilinear_zero_padded(
+            x_flat, h, w, ys[:, k0:k1].reshape(n, kk * h * w), xs[:, k0:k1].reshape(n, kk * h * w)
+        ).view(n, c_in, kk, h * w)
+        if mask is not None:
+            cols = cols * mask[:, k0:k1].reshape(n, 1, kk, h * w)
+        cols = cols.to(weight.dtype)
+        # (C_out x C_in*kk) @ (N x C_in*kk x HW): the kxk weights applied to the sampled taps.
+        part = torch.matmul(w_taps[:, :, k0:k1].reshape(c_out, c_in * kk), cols.reshape(n, c_in * kk, h * w))
+        out = part if out is None else out + part
+    out = out.view(n, c_out, h, w)
+    if bias is not None:
+        out = out + bias.view(1, c_out, 1, 1)
+    return out
+
+
+class DeformConv2dV1(nn.Conv2d):
+    """DCNv1 layer: ``offset = conv_kxk(x)`` (C_in -> 2K, bias), then :func:`deform_conv2d`.
+
+    It is an ``nn.Conv2d`` (stride 1, 'same' padding, groups 1) whose taps read deformed positions, so
+    ``weight`` is ``C_out x C_in x k x k`` with nn.Conv2d's init and :func:`~.base.count_macs` counts
+    its ``C_out * C_in * k * k`` MACs per pixel (the sampling itself is not counted).
+    The offset convolution's weight starts at zero, so the layer starts as a plain convolution;
+    ``offset_bias_init='zero'`` (default) zeroes its bias too, ``'default'`` keeps PyTorch's random
+    bias (the SRDA code's behaviour: constant offsets up to +-1/sqrt(9 C_in) px at start).
+    ``modulated=True`` adds the DCNv2 mask ``sigmoid(conv_kxk(x))`` (C_in -> K; zero weight and
+    bias, so it starts at 0.5).
+
+    Args:
+        in_channels, out_channels: C_in, C_out.
+        kernel_size: odd k (3 in SRDA).
+        bias: whether the deformable convolution has a bias (SRDA: no).
+        modulated: DCNv2 modulation.
+        offset_bias_init: ``'zero'`` or ``'default'``.
+
+    Shapes: ``N x C_in x H x W -> N x C_out x H x W``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        *,
+        bias: bool = False,
+        modulated: bool = False,
+        offset_bias_init: str = "zero",
+    ) -> None:
+        _positive_int("in_channels", in_channels)
+        _positive_int("out_channels", out_channels)
+        if _positive_int("kernel_size", kernel_size) % 2 == 0:
+            raise OptionError(f"kernel_size must be a positive odd integer; got {kernel_size!r}")
+        if offset_bias_init not in ("zero", "default"):
+            raise OptionError(f"offset_bias_init must be 'zero' or 'default'; got {offset_bias_init!r}")
+        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias)
+        self.modulated = bool(modulated)
+        self.offset_bias_init = offset_bias_init
+        taps = kernel_size * kernel_size
+        self.offset_conv = nn.Conv2d(in_channels, 2 * taps, kernel_size, padding=kernel_size // 2, bias=True)
+        self.mask_conv = (
+            nn.Conv2d(in_channels, taps, kernel_size, padding=kernel_size // 2, bias=True) if modulated else None
+        )
+        self._reset_offset_parameters()
+
+    def reset_parameters(self) -> None:
+        """nn.Conv2d's init for ``weight``/``bias``; zero offset (and mask) convolution weights."""
+        super().reset_parameters()
+        if "offset_conv" in self._modules:
+            self._reset_offset_parameters()
+
+    def _reset_offset_parameters(self) -> None:
+        nn.init.zeros_(self.offset_conv.weight)
+        if self.offset_bias_init == "zero":
+            nn.init.zeros_(self.offset_conv.bias)
+        if self.mask_conv is not None:
+            nn.init.zeros_(self.mask_conv.weight)
+            nn.init.zeros_(self.mask_conv.bias)
+
+    def offsets(self, x: torch.Tensor) -> torch.Tensor:
+        """The learned offsets ``N x 2K x H x W`` (pixels, (y, x) interleaved per tap)."""
+        return self.offset_conv(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = torch.sigmoid(self.mask_conv(x)) if self.mask_conv is not None else None
+        return deform_conv2d(x, self.offset_conv(x), self.weight, self.bias, mask)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, modulated={self.modulated}, offset_bias_init={self.offset_bias_init!r}"

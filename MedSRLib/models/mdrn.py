@@ -1,0 +1,171 @@
+"""MDRN: multi-distillation residual network (brain MR).
+
+Deng et al., "MDRN: Multi-distillation residual network for efficient MR image super-resolution",
+AIMS 2024 (``../shared/papers/004_*.txt``, Section 2, Eqs. 1-6, Fig. 1). Build, ambiguities and
+options: ``../shared/design/networks.md`` Sections 7, 8 and 15.
+
+* Shallow conv3x3 1 -> C (Eq. 1); n x :class:`FMDRB` in a chain (Eq. 2).
+* Distillation connections outside the blocks (Eq. 3): ``concat(F_1..F_n)`` -> conv1x1 nC -> C ->
+  conv3x3 C -> C, plus ``F_0`` (Eq. 4).
+* Reconstruction: one conv3x3 C -> s^2 and PixelShuffle(s) for x2, x4 and x8.
+
+Defaults C = 64, n = 8 (from BSRN; the paper states neither): 332,848 parameters at x4.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import ModelSpec, register
+from .blocks import CCA, BSConvU, PixelShuffleHead, conv1x1, conv3x3
+from .idman import MIN_LR_SIZE, _choice, _positive
+from .w2amsn import check_lr_input  # temporary home of the shared input check (belongs in base.py)
+
+PAPER = "Deng et al., MDRN: Multi-distillation residual network for efficient MR image super-resolution, AIMS 2024"
+
+#: Smallest LR side with ``esa=True``: ESA's stride-2 3x3 conv followed by its 7x7 stride-3 max pool.
+ESA_MIN_SIZE = 15
+
+
+def _activation(name: str | None) -> nn.Module:
+    _choice("activation", name, (None, "gelu", "lrelu"))
+    if name == "gelu":
+        return nn.GELU()
+    if name == "lrelu":
+        return nn.LeakyReLU(0.05, inplace=True)
+    return nn.Identity()
+
+
+class BSRB(nn.Module):
+    """Blueprint-separable residual block (Section 2.2, after BSRN): ``ReLU(BSConvU(x) + x)``,
+    ``N x C x H x W`` -> same."""
+
+    def __init__(self, channels: int, *, padding_mode: str = "zeros") -> None:
+        super().__init__()
+        self.conv = BSConvU(channels, channels, padding_mode=padding_mode)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv(x) + x)
+
+
+class ESA(nn.Module):
+    """Enhanced spatial attention of RFDN (Liu et al., ECCV-W 2020), an option MDRN does not use
+    (networks.md 7.2 item 8). ``N x C x H x W`` -> same, H, W >= :data:`ESA_MIN_SIZE`."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        f = max(1, channels // 4)
+        self.conv1 = conv1x1(channels, f)
+        self.conv_f = conv1x1(f, f)
+        self.conv2 = nn.Conv2d(f, f, 3, stride=2)
+        self.conv_max = conv3x3(f, f)
+        self.conv3 = conv3x3(f, f)
+        self.conv3_ = conv3x3(f, f)
+        self.conv4 = conv1x1(f, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c1_ = self.conv1(x)
+        v = F.max_pool2d(self.conv2(c1_), kernel_size=7, stride=3)
+        c3 = self.conv3_(F.relu(self.conv3(F.relu(self.conv_max(v)))))
+        c3 = F.interpolate(c3, size=x.shape[2:], mode="bilinear", align_corners=False)
+        return x * torch.sigmoid(self.conv4(c3 + self.conv_f(c1_)))
+
+
+class FMDRB(nn.Module):
+    """Feature multi-distillation residual block (Section 2.2, Eq. 5; Fig. 1), ``N x C x H x W`` -> same.
+
+    ``d_i = conv1x1(r_{i-1})`` (C -> dc, i = 1..3, ``r_0 = F_in``), ``r_i = BSRB(r_{i-1})``;
+    ``r_4 = ReLU(BSConvU(r_3))`` (C -> dc; ``last_remain='bsrb_full'``: a full BSRB, C wide);
+    ``out = CCA(conv1x1(concat(d_1, d_2, d_3, r_4))) + F_in`` (the residual only if ``block_residual``).
+    Eq. 5 reuses D_2/R_2 for step 3: read as a typo, each step has its own layers.
+    """
+
+    def __init__(self, channels: int, *, distill_channels: int | None = None, last_remain: str = "bsconv_half",
+                 block_residual: bool = True, distill_act: str | None = None, cca_reduction: int = 16,
+                 esa: bool = False, padding_mode: str = "zeros") -> None:
+        super().__init__()
+        _positive("channels", channels)
+        _choice("last_remain", last_remain, ("bsconv_half", "bsrb_full"))
+        _choice("padding_mode", padding_mode, ("zeros", "reflect", "replicate", "circular"))
+        dc = channels // 2 if distill_channels is None else _positive("distill_channels", distill_channels)
+        self.distill = nn.ModuleList(conv1x1(channels, dc) for _ in range(3))
+        self.distill_act = _activation(distill_act)
+        self.remain = nn.ModuleList(BSRB(channels, padding_mode=padding_mode) for _ in range(3))
+        if last_remain == "bsconv_half":
+            self.last = nn.Sequential(BSConvU(channels, dc, padding_mode=padding_mode), nn.ReLU(inplace=True))
+            last_width = dc
+        else:
+            self.last = BSRB(channels, padding_mode=padding_mode)
+            last_width = channels
+        self.fuse = conv1x1(3 * dc + last_width, channels)
+        self.esa = ESA(channels) if esa else nn.Identity()
+        self.cca = CCA(channels, _positive("cca_reduction", cca_reduction))
+        self.block_residual = bool(block_residual)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kept = []
+        r = x
+        for dist, remain in zip(self.distill, self.remain):
+            kept.append(self.distill_act(dist(r)))
+            r = remain(r)
+        kept.append(self.last(r))
+        out = self.cca(self.esa(self.fuse(torch.cat(kept, dim=1))))
+        return out + x if self.block_residual else out
+
+
+class MDRN(nn.Module):
+    """MDRN (Fig. 1, Eqs. 1-4): ``N x 1 x h x w`` in [0, 1] -> ``N x 1 x (s h) x (s w)``.
+
+    Args (keyword-only; defaults = networks.md 7.1-7.2):
+        scale: any integer >= 2 (paper: 2, 4, 8), one conv + PixelShuffle(s) stage.
+        channels: C (64; Mao et al.'s NTIRE MDRN uses 56).  n_blocks: number of FMDRBs (8).
+        last_remain, block_residual, distill_act, cca_reduction, esa, padding_mode: see :class:`FMDRB`
+            (``padding_mode`` is the depthwise convs' padding).
+        agg_conv: the aggregation's 3x3, ``'conv'`` (standard) or ``'bsconv'`` (BSRN style).
+        agg_act: activation between the aggregation's 1x1 and 3x3: None (paper) or ``'gelu'`` (BSRN).
+    """
+
+    def __init__(self, *, scale: int, channels: int = 64, n_blocks: int = 8, last_remain: str = "bsconv_half",
+                 block_residual: bool = True, distill_act: str | None = None, cca_reduction: int = 16,
+                 esa: bool = False, agg_conv: str = "conv", agg_act: str | None = None,
+                 padding_mode: str = "zeros") -> None:
+        super().__init__()
+        _positive("scale", scale)
+        _positive("channels", channels)
+        _positive("n_blocks", n_blocks)
+        _choice("agg_conv", agg_conv, ("conv", "bsconv"))
+        _choice("agg_act", agg_act, (None, "gelu"))
+        self.scale = scale
+        self.min_size = ESA_MIN_SIZE if esa else MIN_LR_SIZE
+        self.head = conv3x3(1, channels)
+        self.blocks = nn.ModuleList(
+            FMDRB(channels, last_remain=last_remain, block_residual=block_residual, distill_act=distill_act,
+                  cca_reduction=cca_reduction, esa=esa, padding_mode=padding_mode)
+            for _ in range(n_blocks)
+        )
+        self.aggregate = nn.Sequential(
+            conv1x1(n_blocks * channels, channels),
+            _activation(agg_act),
+            conv3x3(channels, channels) if agg_conv == "conv" else BSConvU(channels, channels, padding_mode=padding_mode),
+        )
+        self.upsample = PixelShuffleHead(scale, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_lr_input(x, model="MDRN", min_size=self.min_size)
+        f0 = self.head(x)
+        outs = []
+        f = f0
+        for block in self.blocks:
+            f = block(f)
+            outs.append(f)
+        return self.upsample(self.aggregate(torch.cat(outs, dim=1)) + f0)
+
+
+register(ModelSpec(
+    name="mdrn", network="MDRN", config="paper", paper=PAPER, modality="MR", scales=(2, 4, 8),
+    factory=MDRN, options=dict(channels=64, n_blocks=8), min_lr_size=MIN_LR_SIZE,
+    description="MDRN: multi-distillation residual blocks with BSConv and contrast-aware attention (MR); 0.33M params",
+))

@@ -1,0 +1,312 @@
+"""Training configurations: one YAML file per paper and scale, validated before any work starts.
+
+A config is plain data (``training/configs/<name>.yaml``): the paper's recipe as listed in
+``../shared/design/networks.md`` Sections 3.3, 4.3, 5.3, 6.5, 7.3 and 9, or a ``*_cpu`` variant used
+for the shipped weights. Command-line overrides (``--iterations``, ``--batch``, ``--time-budget``,
+``--data-root``, ``--set key.sub=value``) are applied on top, then :func:`validate` checks the network,
+scale, data folder, patch size and every value, raising :class:`ConfigError` with one line.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from MedSRLib.errors import MedSRError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: Default of ``$MEDSR_SHARED_DATA`` in config paths (the real data beside the checkout).
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+#: Every key a config may have, with its default (``None`` = unset). Unknown keys are errors.
+DEFAULTS: dict[str, Any] = {
+    "name": None,
+    "model": None,
+    "scale": None,
+    "seed": 0,
+    "description": "",
+    "published": None,  # the paper's table in training/published.yaml (e.g. dridsr-covid-ct)
+    "data": {
+        "dataset": None,  # covid-ct | alzheimer | alzheimer-srda | luna16 | folder
+        "root": None,  # $VARS expanded ($MEDSR_SHARED_DATA: ../shared/data); relative to the working dir
+        "train": "train",
+        "val": "val",
+        "test": "test",
+        "normalise": "auto",  # auto | uint8 | clip | ct | mr (see training.data.to_unit)
+        "offset": 0.0,  # added to stored values before normalising (DeepLesion 16-bit PNG: -32768 -> HU)
+        "clip_max": None,  # normalise: clip -> x = min(max(x, 0), clip_max) / clip_max (MDRN: 2000)
+        "slice_step": 1,  # luna16 / volumes: use every n-th axial slice
+        "split_fractions": [0.8, 0.1, 0.1],  # luna16 / folder without split folders: by scan / file
+    },
+    "train": {
+        "hr_patch": None,  # HR crop side (BasicSR gt_size); LR patch = hr_patch / scale
+        "batch": None,  # global batch (split over DDP processes)
+        "iterations": None,  # total iterations, or
+        "epochs": None,  # epochs x ceil(epoch_size / batch) iterations
+        "epoch_size": None,  # samples per epoch (default: number of training images)
+        "patches_per_image": 1,  # random crops per training image per pass over the dataset
+        "time_budget": None,  # seconds (or "25m", "2h"): stop and checkpoint when spent
+        "augment": {"hflip": True, "rot90": True},
+        "loss": "l1",  # l1 | srda (L1 + lambda1 CE + lambda2 attention MSE)
+        "loss_weights": {"diag": 0.0006, "atten": 0.0001},  # SRDA Eq. 5 lambda1, lambda2
+        "diagnosis": {},  # SRDA: keywords of MedSRLib.models.srda.SRDADiagnosisNet
+        "optimizer": {"lr": None, "betas": [0.9, 0.999], "eps": 1.0e-8},
+        "schedule": {"type": "constant", "every": None, "gamma": 0.5, "min_lr": 0.0},
+        "amp": True,  # mixed precision on CUDA only
+        "workers": 0,  # DataLoader workers per process
+        "threads": None,  # torch.set_num_threads per process (None: leave torch's default)
+        "device": "auto",  # auto (cuda:LOCAL_RANK when available, else cpu) | cpu | cuda
+        "grad_clip": None,
+    },
+    "val": {
+        "every": 1000,  # iterations between validations (and best checkpoint)
+        "convention": "basicsr",  # a MedSRLib.metrics convention: basicsr | srda | dridsr-y
+        "max_images": None,  # first n validation images (None: all)
+        "max_side": None,  # centre-crop validation HR images to at most this side (None: whole)
+    },
+    "log": {"root": "runs", "every": 10, "tensorboard": True, "checkpoint_every": 200},
+}
+
+SCHEDULES = ("constant", "step")
+DATASETS = ("covid-ct", "alzheimer", "alzheimer-srda", "luna16", "folder")
+NORMALISATIONS = ("auto", "uint8", "clip", "ct", "mr")
+LOSSES = ("l1", "srda")
+
+
+class ConfigError(MedSRError):
+    """A training config or command-line override is wrong (one line: what, and how to fix it)."""
+
+
+def config_path(name_or_path: str | os.PathLike[str]) -> Path:
+    """The YAML file for a config name (``dridsr_x4``) or an explicit path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    candidate = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        known = ", ".join(available_configs())
+        raise ConfigError(f"unknown config '{name_or_path}'; available: {known}")
+    return candidate
+
+
+def available_configs() -> list[str]:
+    """Names of the shipped configs (``training/configs/*.yaml``)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any], where: str) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if key not in base:
+            raise ConfigError(f"unknown config key '{where}{key}'; known keys: {', '.join(sorted(base))}")
+        if isinstance(base[key], dict) and base[key] and not isinstance(value, Mapping):
+            raise ConfigError(f"config key '{where}{key}' must be a mapping; got {value!r}")
+        if isinstance(base[key], dict) and base[key]:
+            out[key] = _merge(base[key], value, f"{where}{key}.")
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds from ``1500``, ``"1500s"``, ``"25m"``, ``"2h"`` (None stays None)."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([smh]?)\s*", str(value))
+        if not match:
+            raise ConfigError(f"time budget {value!r} is not a duration; use seconds or e.g. 25m, 2h")
+        seconds = float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+    if not seconds > 0:
+        raise ConfigError(f"time budget must be positive; got {value!r}")
+    return seconds
+
+
+def set_key(cfg: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``cfg['a']['b'] = value`` for ``dotted = 'a.b'`` (the key must exist in :data:`DEFAULTS`)."""
+    parts = dotted.split(".")
+    node, defaults = cfg, DEFAULTS
+    for part in parts[:-1]:
+        if part not in defaults or not isinstance(defaults[part], dict):
+            raise ConfigError(f"unknown config key '{dotted}'")
+        node, defaults = node[part], defaults[part]
+    if parts[-1] not in defaults:
+        raise ConfigError(f"unknown config key '{dotted}'; known under it: {', '.join(sorted(defaults))}")
+    node[parts[-1]] = value
+
+
+def load_config(
+    name_or_path: str | os.PathLike[str],
+    *,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Read a config, fill defaults and apply ``overrides`` (``{"train.batch": 8, ...}``); not validated."""
+    path = config_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path} must be a mapping of keys to values")
+    cfg = _merge(DEFAULTS, raw, "")
+    cfg["name"] = cfg["name"] or path.stem
+    for key, value in (overrides or {}).items():
+        set_key(cfg, key, value)
+    cfg["_path"] = str(path)
+    return cfg
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """``["train.batch=8", "val.every=50"]`` -> ``{"train.batch": 8, ...}`` (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key.sub=value; got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def resolve_root(root: Any) -> Path | None:
+    """A data root from a config: ``$VARS`` expanded (``$MEDSR_SHARED_DATA`` defaults to the
+    ``shared/data`` folder beside the checkout), relative paths taken from the working directory."""
+    if root in (None, ""):
+        return None
+    env = {"MEDSR_SHARED_DATA": str(SHARED_DATA), **os.environ}
+    text = re.sub(r"\$\{?(\w+)\}?", lambda m: env.get(m.group(1), m.group(0)), os.path.expanduser(str(root)))
+    return Path(text).absolute()
+
+
+def _positive_int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key} must be a positive integer; got {value!r}")
+    return value
+
+
+def _positive_float(value: Any, key: str, *, allow_zero: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{key} must be a number; got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{key} must be {'>= 0' if allow_zero else 'positive'}; got {value!r}")
+    return float(value)
+
+
+def _choice(value: Any, key: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+    return str(value)
+
+
+def validate(cfg: dict[str, Any], *, world_size: int = 1, need_data: bool = True) -> dict[str, Any]:
+    """Check every value (network, scale, data folder, patch/scale, batch/world size, optimiser, ...).
+
+    Returns the config with ``data.root`` resolved to an absolute path and ``train.time_budget`` in
+    seconds. Raises :class:`ConfigError` (or the registry's ``ModelNotFoundError``/``ScaleError``).
+    """
+    from MedSRLib.metrics import get_convention
+    from MedSRLib.models import get_model
+
+    if not cfg.get("model"):
+        raise ConfigError(f"config '{cfg.get('name')}' has no 'model'; name a registered network (e.g. dridsr)")
+    spec = get_model(cfg["model"])  # ModelNotFoundError lists the registered names
+    if not spec.learned:
+        raise ConfigError(f"model '{spec.name}' is an interpolation; nothing to train")
+    if isinstance(cfg.get("scale"), bool) or not isinstance(cfg.get("scale"), int):
+        raise ConfigError(f"scale must be an integer; got {cfg.get('scale')!r}")
+    scale = spec.check_scale(cfg["scale"])
+    train, data, val = cfg["train"], cfg["data"], cfg["val"]
+
+    hr_patch = _positive_int(train["hr_patch"], "train.hr_patch")
+    if hr_patch % scale:
+        raise ConfigError(
+            f"train.hr_patch {hr_patch} is not divisible by the scale x{scale}; "
+            f"use a multiple of {scale} (e.g. {hr_patch - hr_patch % scale or scale})"
+        )
+    if hr_patch // scale < max(spec.min_lr_size, 1):
+        raise ConfigError(f"LR patch {hr_patch // scale} px is smaller than '{spec.name}' needs ({spec.min_lr_size} px)")
+    batch = _positive_int(train["batch"], "train.batch")
+    if batch % world_size:
+        raise ConfigError(f"train.batch {batch} is not divisible by the {world_size} processes; use a multiple")
+    if (train["iterations"] is None) == (train["epochs"] is None):
+        raise ConfigError("give exactly one of train.iterations and train.epochs")
+    if train["iterations"] is not None:
+        _positive_int(train["iterations"], "train.iterations")
+    else:
+        _positive_int(train["epochs"], "train.epochs")
+        if train["epoch_size"] is not None:
+            _positive_int(train["epoch_size"], "train.epoch_size")
+    _positive_int(train["patches_per_image"], "train.patches_per_image")
+    train["time_budget"] = parse_duration(train["time_budget"])
+    _choice(train["loss"], "train.loss", LOSSES)
+    if train["loss"] == "srda" and spec.network.upper() != "SRDA":
+        raise ConfigError(f"train.loss 'srda' needs an SRDA model; '{spec.name}' is {spec.network}")
+    opt = train["optimizer"]
+    _positive_float(opt["lr"], "train.optimizer.lr")
+    betas = opt["betas"]
+    if not (isinstance(betas, (list, tuple)) and len(betas) == 2 and all(0 <= float(b) < 1 for b in betas)):
+        raise ConfigError(f"train.optimizer.betas must be two numbers in [0, 1); got {betas!r}")
+    _positive_float(opt["eps"], "train.optimizer.eps")
+    sched = train["schedule"]
+    _choice(sched["type"], "train.schedule.type", SCHEDULES)
+    if sched["type"] == "step":
+        every = _positive_float(sched["every"], "train.schedule.every")
+        if every > 1:
+            raise ConfigError(f"train.schedule.every is a fraction of the run in (0, 1]; got {every}")
+        _positive_float(sched["gamma"], "train.schedule.gamma")
+    _positive_float(sched["min_lr"], "train.schedule.min_lr", allow_zero=True)
+    _positive_int(train["workers"] + 1, "train.workers + 1")
+    _choice(train["device"], "train.device", ("auto", "cpu", "cuda"))
+    if train["threads"] is not None:
+        _positive_int(train["threads"], "train.threads")
+    if train["grad_clip"] is not None:
+        _positive_float(train["grad_clip"], "train.grad_clip")
+
+    _positive_int(val["every"], "val.every")
+    try:
+        val["convention"] = get_convention(val["convention"]).name
+    except ValueError as exc:
+        raise ConfigError(f"val.convention: {exc}") from None
+    for key in ("max_images", "max_side"):
+        if val[key] is not None:
+            _positive_int(val[key], f"val.{key}")
+    if val["max_side"] is not None and val["max_side"] % scale:
+        raise ConfigError(f"val.max_side {val['max_side']} is not divisible by the scale x{scale}")
+    _positive_int(cfg["log"]["every"], "log.every")
+    _positive_int(cfg["log"]["checkpoint_every"], "log.checkpoint_every")
+
+    _choice(data["dataset"], "data.dataset", DATASETS)
+    _choice(data["normalise"], "data.normalise", NORMALISATIONS)
+    if data["normalise"] == "clip":
+        _positive_float(data["clip_max"], "data.clip_max")
+    _positive_int(data["slice_step"], "data.slice_step")
+    fractions = data["split_fractions"]
+    if not (isinstance(fractions, (list, tuple)) and len(fractions) == 3 and abs(sum(fractions) - 1) < 1e-6):
+        raise ConfigError(f"data.split_fractions must be three fractions (train, val, test) summing to 1; got {fractions!r}")
+    root = resolve_root(data["root"])
+    if need_data:
+        if root is None:
+            raise ConfigError("data.root is not set; pass --data-root DIR (the folder of the training data)")
+        if not root.is_dir():
+            raise ConfigError(f"data folder {root} does not exist; pass --data-root DIR or fix data.root")
+    data["root"] = str(root) if root is not None else None
+    return cfg
+
+
+def total_iterations(cfg: Mapping[str, Any], n_train_images: int) -> int:
+    """Iterations of the run: ``train.iterations``, or epochs x ceil(epoch_size / batch)."""
+    train = cfg["train"]
+    if train["iterations"] is not None:
+        return int(train["iterations"])
+    epoch_size = train["epoch_size"] or n_train_images * train["patches_per_image"]
+    return int(train["epochs"]) * max(1, math.ceil(epoch_size / train["batch"]))

@@ -1,0 +1,178 @@
+"""Scoring and the papers' test protocols.
+
+:func:`score_images` runs a network on whole LR images and scores it and bicubic against the HR
+images with one :mod:`MedSRLib.metrics` convention (per-image scores, then the mean: every paper's
+averaging). :func:`paper_table` reproduces a paper's test protocol for a trained checkpoint or weights
+file and lays the result out like the paper's table: the bicubic row, our row, and the published
+numbers (``training/published.yaml``, from ``../shared/design/networks.md`` Section 12) beside them.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from .config import ConfigError
+from .data import EvalImage, list_split, load_eval_images
+
+PUBLISHED = Path(__file__).resolve().parent / "published.yaml"
+
+
+def _mean(rows: Sequence[Mapping[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return float(np.mean(values)) if values else None
+
+
+def bicubic_scores(images: Sequence[EvalImage], *, scale: int, convention: str) -> dict[str, Any]:
+    """Mean scores of MATLAB-bicubic upsampling of each LR image (the tables' "Bicubic" row)."""
+    from MedSRLib.metrics import evaluate_pair
+    from MedSRLib.resize import imresize
+
+    rows = []
+    for im in images:
+        up = np.clip(imresize(im.lr.astype(np.float64), scale=scale), 0.0, 1.0)
+        rows.append({"image": im.name, **evaluate_pair(up, im.hr.astype(np.float64), scale=scale, convention=convention)})
+    return _summary(rows, convention)
+
+
+def _summary(rows: list[dict[str, Any]], convention: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"convention": convention, "n_images": len(rows), "per_image": rows}
+    for key in ("psnr", "ssim", "ms_ssim"):
+        out[key] = _mean(rows, key)
+    return out
+
+
+@torch.no_grad()
+def score_images(
+    module: nn.Module,
+    images: Sequence[EvalImage],
+    *,
+    scale: int,
+    convention: str,
+    device: torch.device | str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Mean PSNR/SSIM (and MS-SSIM when the convention has it) of ``module`` on whole images.
+
+    The output is clipped to [0, 1] before scoring (as saving an image would). ``module`` is put in
+    eval mode and restored to its previous mode afterwards.
+    """
+    from MedSRLib.metrics import evaluate_pair
+
+    was_training = module.training
+    module.eval()
+    rows = []
+    try:
+        for k, im in enumerate(images):
+            lr = torch.from_numpy(np.ascontiguousarray(im.lr, dtype=np.float32))[None, None].to(device)
+            sr = module(lr).float().clamp_(0.0, 1.0)[0, 0].cpu().numpy().astype(np.float64)
+            rows.append({"image": im.name, **evaluate_pair(sr, im.hr.astype(np.float64), scale=scale, convention=convention)})
+            if progress is not None:
+                progress(k + 1, len(images))
+    finally:
+        module.train(was_training)
+    return _summary(rows, convention)
+
+
+def published(paper: str) -> dict[str, Any]:
+    """The published table of ``paper`` (a key of ``training/published.yaml``)."""
+    tables = yaml.safe_load(PUBLISHED.read_text())
+    if paper not in tables:
+        raise ConfigError(f"no published table for '{paper}'; known: {', '.join(sorted(tables))}")
+    return tables[paper]
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def markdown_table(
+    *,
+    title: str,
+    scale: int,
+    ours: Mapping[str, Any],
+    bicubic: Mapping[str, Any],
+    model_name: str,
+    reference: Mapping[str, Any],
+    notes: Sequence[str] = (),
+) -> str:
+    """A markdown table laid out like the paper's: Bicubic and model rows, ours beside the published."""
+    columns = ["psnr", "ssim"] + (["ms_ssim"] if ours.get("ms_ssim") is not None else [])
+    head = " | ".join(f"{c.upper().replace('_', '-')} (ours) | {c.upper().replace('_', '-')} (paper)" for c in columns)
+    lines = [f"### {title}", "", f"| x{scale} | {head} |", "|---" * (1 + 2 * len(columns)) + "|"]
+    paper_rows = reference.get("rows", {})
+    for label, row, paper_key in (("Bicubic", bicubic, "Bicubic"), (model_name, ours, reference.get("model", ""))):
+        paper_row = paper_rows.get(paper_key, {}).get(f"x{scale}", {}) if paper_key else {}
+        cells = []
+        for c in columns:
+            digits = 2 if c == "psnr" else 4
+            cells += [_fmt(row.get(c), digits), _fmt(paper_row.get(c), digits)]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += [f"* {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def paper_table(
+    cfg: Mapping[str, Any],
+    *,
+    weights: str | Path | None = None,
+    checkpoint: str | Path | None = None,
+    split: str = "test",
+    paper: str | None = None,
+    max_images: int | None = None,
+    device: str = "cpu",
+    progress: bool = False,
+) -> tuple[str, dict[str, Any]]:
+    """Run a paper's test protocol for the config's model and return ``(markdown, results)``.
+
+    Exactly one of ``weights`` (a ``.safetensors`` file with its card) and ``checkpoint`` (a training
+    ``best.pt``/``last.pt``) gives the trained network. The metric convention is the config's
+    ``val.convention`` (the paper's; see ``../shared/design/networks.md`` Section 11).
+    """
+    from MedSRLib.models import get_model
+
+    if (weights is None) == (checkpoint is None):
+        raise ConfigError("give exactly one of --weights and --checkpoint")
+    spec = get_model(cfg["model"])
+    scale = int(cfg["scale"])
+    if weights is not None:
+        module = spec.load(scale, weights=weights)
+    else:
+        from .loop import load_checkpoint_model
+
+        module = load_checkpoint_model(checkpoint, spec=spec, scale=scale)
+    module.to(device)
+    data, convention = cfg["data"], cfg["val"]["convention"]
+    images = load_eval_images(
+        list_split(data, split), data=data, scale=scale, max_images=max_images, min_lr_side=spec.min_lr_size, progress=progress
+    )
+    ours = score_images(module, images, scale=scale, convention=convention, device=device)
+    bic = bicubic_scores(images, scale=scale, convention=convention)
+    if not (paper or cfg.get("published")):
+        raise ConfigError(f"config '{cfg['name']}' names no published table; pass --paper (e.g. dridsr-covid-ct)")
+    reference = published(paper or cfg["published"])
+    notes = [
+        f"Ours: {spec.name} x{scale}, {'weights ' + Path(weights).name if weights else 'checkpoint ' + str(checkpoint)}; "
+        f"{len(images)} {data['dataset']} {split} images ({data['normalise']} normalisation to [0, 1]).",
+        f"Metric convention `{convention}` (MedSRLib.metrics); degradation MATLAB bicubic (MedSRLib.resize.degrade).",
+        f"Paper: {reference.get('source', '')}",
+        *reference.get("notes", []),
+        f"Hardware: {platform.processor() or platform.machine()}, torch {torch.__version__}.",
+    ]
+    table = markdown_table(
+        title=f"{reference.get('title', spec.network)} x{scale}",
+        scale=scale,
+        ours=ours,
+        bicubic=bic,
+        model_name=spec.name,
+        reference=reference,
+        notes=notes,
+    )
+    return table, {"model": ours, "bicubic": bic, "n_images": len(images), "convention": convention}

@@ -225,7 +225,7 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 parameters.inputVolume, parameters.model, parameters.scale, device=parameters.device,
                 ensemble=parameters.selfEnsemble,
             )
-        except (MedSRError, ImportError) as error:
+        except MedSRError as error:
             self.ui.estimateLabel.text = _("No estimate: {reason}").format(reason=error)
             return
         self.ui.estimateLabel.text = _("Estimated network time: about {duration} (m:ss) on {device}").format(
@@ -406,9 +406,10 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def estimateSeconds(inputVolume, model: str, scale: int, axis="auto", device: str = "auto", ensemble: bool = False) -> float:
         """Rough network time in seconds for ``inputVolume`` (from the model's MACs and the device)."""
+        nodes.checkInputVolume(inputVolume)
+        dependencies.checkDependencies()
         from MedSRLib.pipeline import estimate_seconds
 
-        nodes.checkInputVolume(inputVolume)
         shapeKJI = tuple(reversed(inputVolume.GetImageData().GetDimensions()))
         return estimate_seconds(shapeKJI, inputVolume.GetSpacing(), model=model, scale=int(scale),
                                 axis=_sliceAxisArgument(axis), device=device, ensemble=ensemble)

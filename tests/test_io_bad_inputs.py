@@ -158,3 +158,20 @@ def test_bad_arguments():
     with pytest.raises(DicomSeriesError, match="belongs to series"):
         read_volume(single, series_uid="1.2.3")
     assert issubclass(UnsupportedImageError, MedSRError) and issubclass(GeometryError, MedSRError)
+
+
+def test_duplicate_slice_positions_and_missing_slices(tmp_path):
+    files = sorted(shared_path("mr-volumes", "dcm_qa_decubitus_HFS_t1_fl2d_sag").iterdir())
+    twice = tmp_path / "twice"
+    twice.mkdir()
+    for i, path in enumerate(files[:3] + files[1:2]):  # one slice stored twice (as echoes or phases would be)
+        (twice / f"{i}.dcm").symlink_to(path)
+    with pytest.raises(DicomSeriesError, match="same slice position"):
+        read_volume(twice)
+    gap = tmp_path / "gap"
+    gap.mkdir()
+    for path in files[:5] + files[6:10]:  # slice 5 missing
+        (gap / path.name).symlink_to(path)
+    with pytest.warns(RuntimeWarning, match="non-uniform slice gaps"):
+        volume = read_volume(gap)
+    assert volume.shape[0] == 9 and volume.metadata["nonuniform_slice_spacing"] is True

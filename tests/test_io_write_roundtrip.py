@@ -91,6 +91,15 @@ def test_output_folder_must_exist_and_be_writable(tmp_path):
     assert check_output_path(tmp_path / "ok.NRRD") == (tmp_path / "ok.NRRD").resolve()
 
 
+@pytest.mark.parametrize("name", ["UP.NII.GZ", "UP.NRRD", "UP.MHA", "UP.NII"])
+def test_upper_case_endings_write_and_read_back(tmp_path, name):
+    volume = Volume(array=np.arange(24, dtype=np.int16).reshape(2, 3, 4), spacing=(1, 2, 3), origin=(0, 0, 0),
+                    direction=np.eye(3))
+    assert_same(volume, read_volume(write_volume(volume, tmp_path / name)))
+    with pytest.raises(OutputPathError, match="mixed-case"):
+        check_output_path(tmp_path / "mixed.Nii.gz")  # the NIfTI library refuses to read such names
+
+
 def test_output_equal_to_an_input_is_refused_and_nothing_is_written(tmp_path):
     source = shared_path("totalseg-ct", "example_ct_sm.nii.gz")
     copy = tmp_path / "in.nii.gz"

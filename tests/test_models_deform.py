@@ -1,4 +1,4 @@
-"""DCNv1 in pure torch (MedSRLib.models.deform): exactness against conv2d and grid_sample, the offset
+"""DCNv1 in pure torch (MedSRLib.models.deform): exactness against conv2d and an explicit bilinear reference, the offset
 channel layout (y, x interleaved per tap), bilinear interpolation, gradients, init, chunking."""
 
 from __future__ import annotations
@@ -21,18 +21,26 @@ def _inputs(n=2, c_in=3, c_out=4, h=11, w=13, k=3, seed=0, dtype=torch.float32):
     return x, weight, bias
 
 
-def _grid_sample_reference(x, offset, weight, bias=None):
-    """Independent DCN: sample every tap with F.grid_sample(align_corners=True, zeros), then conv."""
+def _reference_dcn(x, offset, weight, bias=None):
+    """Independent DCN: explicit floor/fraction bilinear sampling with zeros outside, tap by tap."""
     n, c_in, h, w = x.shape
     c_out, _, kh, kw = weight.shape
     ys, xs = torch.meshgrid(torch.arange(h, dtype=x.dtype), torch.arange(w, dtype=x.dtype), indexing="ij")
+
+    def pixel(yi, xi):  # N x C x H x W values at integer positions, 0 outside the image
+        inside = ((yi >= 0) & (yi < h) & (xi >= 0) & (xi < w)).unsqueeze(1)
+        flat = (yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)).view(n, 1, h * w).expand(n, c_in, h * w)
+        return torch.gather(x.reshape(n, c_in, h * w), 2, flat).view(n, c_in, h, w) * inside
+
     out = torch.zeros(n, c_out, h, w, dtype=x.dtype)
     for k in range(kh * kw):
-        dy, dx = k // kw - kh // 2, k % kw - kw // 2
-        py = ys + dy + offset[:, 2 * k]
-        px = xs + dx + offset[:, 2 * k + 1]
-        grid = torch.stack([2 * px / (w - 1) - 1, 2 * py / (h - 1) - 1], dim=-1)
-        sampled = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        py = ys + (k // kw - kh // 2) + offset[:, 2 * k]
+        px = xs + (k % kw - kw // 2) + offset[:, 2 * k + 1]
+        y0, x0 = torch.floor(py), torch.floor(px)
+        fy, fx = (py - y0).unsqueeze(1), (px - x0).unsqueeze(1)
+        y0, x0 = y0.long(), x0.long()
+        sampled = ((1 - fy) * (1 - fx) * pixel(y0, x0) + (1 - fy) * fx * pixel(y0, x0 + 1)
+                   + fy * (1 - fx) * pixel(y0 + 1, x0) + fy * fx * pixel(y0 + 1, x0 + 1))
         out += torch.einsum("oc,nchw->nohw", weight[:, :, k // kw, k % kw], sampled)
     return out if bias is None else out + bias.view(1, -1, 1, 1)
 
@@ -43,6 +51,22 @@ def test_zero_offsets_equal_conv2d(k):
     offset = torch.zeros(2, 2 * k * k, 11, 13)
     out = deform_conv2d(x, offset, weight, bias)
     assert (out - F.conv2d(x, weight, bias, padding=k // 2)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("size", [(1, 7), (5, 1), (1, 1)])
+def test_zero_offsets_equal_conv2d_for_one_pixel_sides(size):
+    x, weight, bias = _inputs(n=1, c_in=1, c_out=4, h=size[0], w=size[1])
+    out = deform_conv2d(x, torch.zeros(1, 18, *size), weight, bias)
+    assert (out - F.conv2d(x, weight, bias, padding=1)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize(("dtype", "tol"), [(torch.float32, 1e-4), (torch.float64, 1e-10)])
+def test_zero_offsets_on_a_large_slice(dtype, tol):
+    # float32 sampling positions carry grid_sample's coordinate normalisation rounding (~1e-5 px
+    # on a 300-px side); float64 is exact to rounding.
+    x, weight, bias = _inputs(n=1, c_in=1, c_out=4, h=300, w=301, dtype=dtype)
+    out = deform_conv2d(x, torch.zeros(1, 18, 300, 301, dtype=dtype), weight, bias)
+    assert (out - F.conv2d(x, weight, bias, padding=1)).abs().max() < tol
 
 
 def test_constant_x_offset_is_a_one_column_shift():
@@ -77,12 +101,12 @@ def test_half_pixel_offset_is_bilinear_average():
     assert (out[..., 1:-2] - ref[..., 1:-1]).abs().max() < 1e-5
 
 
-def test_random_offsets_match_grid_sample_reference_including_outside_samples():
+def test_random_offsets_match_reference_including_outside_samples():
     x, weight, bias = _inputs(dtype=torch.float64)
     g = torch.Generator().manual_seed(1)
     offset = (torch.rand(2, 18, 11, 13, generator=g, dtype=torch.float64) - 0.5) * 6  # up to 3 px, leaves the image
     out = deform_conv2d(x, offset, weight, bias)
-    ref = _grid_sample_reference(x, offset, weight, bias)
+    ref = _reference_dcn(x, offset, weight, bias)
     assert (out - ref).abs().max() < 1e-10
 
 
@@ -100,17 +124,17 @@ def test_tap_chunking_gives_the_same_result(monkeypatch):
     x, weight, bias = _inputs()
     offset = torch.randn(2, 18, 11, 13)
     whole = deform_conv2d(x, offset, weight, bias)
-    monkeypatch.setattr(deform, "MAX_GATHER_ELEMENTS", 2 * 3 * 11 * 13 * 2)  # two taps at a time
+    monkeypatch.setattr(deform, "MAX_SAMPLED_ELEMENTS", 2 * 3 * 11 * 13 * 2)  # two taps at a time
     chunked = deform_conv2d(x, offset, weight, bias)
     assert (whole - chunked).abs().max() < 1e-5
 
 
 def test_gradcheck_input_offsets_and_weight():
     g = torch.Generator().manual_seed(2)
-    x = torch.rand(1, 2, 5, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    x = torch.rand(1, 2, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)
     # fractional offsets away from integers, where bilinear sampling is differentiable
-    offset = (torch.rand(1, 18, 5, 6, generator=g, dtype=torch.float64) * 0.8 + 0.1 - 0.5).requires_grad_()
-    weight = torch.randn(3, 2, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    offset = (torch.rand(1, 18, 4, 5, generator=g, dtype=torch.float64) * 0.8 + 0.1 - 0.5).requires_grad_()
+    weight = torch.randn(2, 2, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda a, b, c: deform_conv2d(a, b, c), (x, offset, weight))
 
 

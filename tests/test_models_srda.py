@@ -166,11 +166,11 @@ def test_output_shape_odd_and_even_and_determinism(size):
     a = get_model("srda-small").build(4).eval()
     torch.manual_seed(5)
     b = get_model("srda-small").build(4).eval()
-    x = torch.rand(2, 1, *size)
+    x = torch.rand(1, 1, *size)
     x0 = x.clone()
     with torch.inference_mode():
         ya = a(x)
-        assert ya.shape == (2, 1, 4 * size[0], 4 * size[1])
+        assert ya.shape == (1, 1, 4 * size[0], 4 * size[1])
         assert torch.equal(ya, b(x)) and torch.equal(ya, a(x))
     assert torch.equal(x, x0)
 
@@ -185,6 +185,8 @@ def test_bad_input_and_options():
         net(torch.rand(1, 1, 8, 0))
     with pytest.raises(OptionError, match="channels"):
         SRDA(channels=0)
+    with pytest.raises(OptionError, match="scales"):
+        SRDA(scale=6)
     g = torch.rand(1, 1, 8, 8)
     with pytest.raises(OptionError, match="lambda1"):
         srda_joint_loss(g, g, None, None, None, None, lambda1=1e-3, lambda2=0.0)

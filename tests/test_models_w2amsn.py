@@ -193,3 +193,6 @@ def test_bad_constructor_values_are_named():
         W2AMSN(n_blocks=0)
     with pytest.raises(OptionError, match="upsampler"):
         W2AMSN(upsampler="deconv")
+    with pytest.raises(OptionError, match="scales 2\\^n and 3"):
+        W2AMSN(scale=5)
+    assert W2AMSN(scale=5, n_feats=4, n_blocks=1, upsampler="single")(torch.rand(1, 1, 3, 2)).shape == (1, 1, 15, 10)

@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--name", help="run name (folder under the log root; default: the config name)")
     tr.add_argument("--log-root", help="folder of run folders (default runs/)")
     tr.add_argument("--fresh", action="store_true", help="start over instead of resuming from last.pt")
+    tr.add_argument("--stop-at", type=int, help="end this session at this iteration (checkpointed; rerun to continue)")
     tr.add_argument("--no-progress", action="store_true", help="log lines instead of a progress bar")
 
     ev = sub.add_parser("evaluate", help="a paper's test protocol, as a markdown table beside the published numbers")
@@ -87,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(args: argparse.Namespace) -> int:
     from .loop import train
 
-    result = train(_config_from_args(args), resume=not args.fresh, progress=False if args.no_progress else None)
+    result = train(_config_from_args(args), resume=not args.fresh, progress=False if args.no_progress else None,
+                   stop_at=args.stop_at)
     best = result.best
     if best:
         print(f"best: iteration {best['iteration']}, PSNR {best['psnr']:.3f} dB / SSIM {best['ssim']:.4f} "

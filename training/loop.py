@@ -294,10 +294,14 @@ class TrainResult:
     losses: list[tuple[int, float]] = field(default_factory=list)
 
 
-def train(cfg: dict[str, Any], *, resume: bool = True, progress: bool | None = None) -> TrainResult:
+def train(
+    cfg: dict[str, Any], *, resume: bool = True, progress: bool | None = None, stop_at: int | None = None
+) -> TrainResult:
     """Train ``cfg`` (validated here, before any work); resume from ``last.pt`` when ``resume``.
 
-    Under ``torchrun`` every process calls this; process 0 validates, logs and checkpoints.
+    ``stop_at`` ends this session at that iteration, checkpointed, without changing the plan (for
+    jobs with a wall-time limit: rerun to continue). Under ``torchrun`` every process calls this;
+    process 0 logs and checkpoints.
     """
     validate(cfg, world_size=world_size())
     train_cfg = cfg["train"]
@@ -305,7 +309,7 @@ def train(cfg: dict[str, Any], *, resume: bool = True, progress: bool | None = N
         torch.set_num_threads(int(train_cfg["threads"]))
     procs = start_processes(train_cfg["device"])
     try:
-        return _Trainer(cfg, procs, resume=resume, progress=progress).run()
+        return _Trainer(cfg, procs, resume=resume, progress=progress).run(stop_at=stop_at)
     finally:
         if procs.distributed and dist.is_initialized():
             dist.destroy_process_group()
@@ -473,7 +477,7 @@ class _Trainer:
         self._say(f"  time budget {budget:.0f} s: {seconds_per_it:.3f} s/iteration -> {planned} iterations planned")
 
     # ---- the loop
-    def run(self) -> TrainResult:
+    def run(self, *, stop_at: int | None = None) -> TrainResult:
         procs, losses = self.procs, []
         last_val: dict[str, Any] = {}
         val_seconds = 0.0
@@ -488,7 +492,7 @@ class _Trainer:
 
             bar = tqdm(total=self.schedule.planned, initial=self.iteration, desc=self.cfg["name"], dynamic_ncols=True)
         budget = self.t["time_budget"]
-        stop = budget is not None and self.elapsed >= float(budget)
+        stop = budget_spent = budget is not None and self.elapsed >= float(budget)
         if stop:
             self._say(f"  time budget already spent ({self.elapsed:.0f} s); nothing to do")
         while not stop and self.iteration < self.schedule.planned:
@@ -524,14 +528,18 @@ class _Trainer:
                     self._checkpoint("last")
                 over = float(budget is not None and self.elapsed >= float(budget))
                 if _broadcast_float(over, procs) > 0 and self.iteration < self.schedule.planned:
+                    budget_spent = True
                     self._say(f"  time budget spent at iteration {self.iteration}; checkpointed (rerun to continue)")
                     if self.iteration % int(self.v["every"]):
                         last_val = self._validate()
                     self._checkpoint("last")
                     stop = True
+                if not stop and stop_at is not None and self.iteration >= stop_at:
+                    self._checkpoint("last")
+                    stop = True
                 if stop or self.iteration >= self.schedule.planned:
                     break
-        finished = self.iteration >= self.schedule.planned or stop
+        finished = self.iteration >= self.schedule.planned or budget_spent
         if bar is not None:
             bar.close()
         result = TrainResult(self.dir, self.iteration, self.schedule.planned, self.elapsed, finished,

@@ -48,6 +48,8 @@ class DicomSeriesInfo:
         n_files: number of files.
         size: ITK order ``(columns, rows, slices)``; slices = files, or frames of a multi-frame file.
         files: the files, sorted along the slice normal.
+        slice_positions: mm along the slice normal of each file (empty when a file has no position).
+        samples_per_pixel: 1 for greyscale, 3 for colour.
     """
 
     uid: str
@@ -58,6 +60,8 @@ class DicomSeriesInfo:
     n_files: int
     size: tuple[int, int, int]
     files: tuple[Path, ...] = field(repr=False)
+    slice_positions: tuple[float, ...] = field(default=(), repr=False)
+    samples_per_pixel: int = field(default=1, repr=False)
 
     def summary(self) -> str:
         """One line: ``uid='...' 'description' MR, 35 files, 256x256x35``."""
@@ -173,6 +177,7 @@ def _series_from_headers(headers: list[_Header]) -> list[DicomSeriesInfo]:
                 ident = f"{uid}#{key[1] if distinct_numbers else index}"
             first = members[0]
             slices = first.frames if len(members) == 1 else len(members)
+            located = all(h.position is not None and h.orientation is not None for h in members)
             infos.append(
                 DicomSeriesInfo(
                     uid=ident,
@@ -183,6 +188,8 @@ def _series_from_headers(headers: list[_Header]) -> list[DicomSeriesInfo]:
                     n_files=len(members),
                     size=(first.columns, first.rows, slices),
                     files=tuple(h.path for h in members),
+                    slice_positions=tuple(_slice_key(h)[0] for h in members) if located else (),
+                    samples_per_pixel=first.samples,
                 )
             )
     infos.sort(key=lambda i: (i.series_number if i.series_number is not None else -1, i.uid))
@@ -272,14 +279,13 @@ def _stored_dtype(path: Path) -> tuple[str | None, dict[str, float] | None, str]
 
 
 def _gap_warning(info: DicomSeriesInfo) -> bool:
-    """Warn (and return True) when the slice gaps of a multi-file series are not uniform."""
-    if info.n_files < 3:
+    """Warn (and return True) when the slice gaps of a multi-file series are not uniform.
+
+    Raises DicomSeriesError when two files share a slice position (echoes, phases, time points).
+    """
+    if info.n_files < 2 or len(info.slice_positions) != info.n_files:
         return False
-    headers = [_read_header(p) for p in info.files]
-    keys = np.array([_slice_key(h)[0] for h in headers if h is not None])
-    if len(keys) != info.n_files:
-        return False
-    gaps = np.diff(keys)
+    gaps = np.diff(np.asarray(info.slice_positions))
     if np.any(np.abs(gaps) < 1e-6):
         raise DicomSeriesError(
             f"series '{info.uid}' has several files at the same slice position (echoes, phases or time points); "
@@ -306,10 +312,9 @@ def read_dicom_series(info: DicomSeriesInfo) -> tuple[Any, dict[str, Any]]:
     """
     import SimpleITK as sitk
 
-    first = _read_header(info.files[0])
-    if first is not None and first.samples > 1:
+    if info.samples_per_pixel > 1:
         raise UnsupportedImageError(
-            f"DICOM series '{info.uid}' has colour pixels ({first.samples} samples per pixel); "
+            f"DICOM series '{info.uid}' has colour pixels ({info.samples_per_pixel} samples per pixel); "
             "only greyscale CT/MR can be super-resolved"
         )
     nonuniform = _gap_warning(info)

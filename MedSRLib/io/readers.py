@@ -52,6 +52,10 @@ READ_FORMATS: dict[str, str] = {
     ".tiff": "tiff",
 }
 
+#: Format names -> ITK ImageIO class names (used when ITK does not recognise an upper-case ending).
+_ITK_IO = {"nifti": "NiftiImageIO", "nrrd": "NrrdImageIO", "metaimage": "MetaImageIO", "png": "PNGImageIO",
+           "jpeg": "JPEGImageIO", "bmp": "BMPImageIO", "tiff": "TIFFImageIO"}
+
 #: NIfTI datatype codes -> numpy dtype names (NIfTI-1 standard, ``nifti1.h``).
 _NIFTI_DTYPES = {2: "uint8", 4: "int16", 8: "int32", 16: "float32", 64: "float64", 256: "int8",
                  512: "uint16", 768: "uint32", 1024: "int64", 1280: "uint64"}
@@ -121,9 +125,10 @@ def _nifti_metadata(path: Path, reader: Any, image: Any) -> dict[str, Any]:
             sform = np.array([[float(v) for v in r.split()] for r in rows])  # type: ignore[union-attr]
         except ValueError:
             return meta
-        # NIfTI world is RAS, like Slicer's: compare with the geometry ITK chose
-        itk = volume_from_sitk(image)
-        if sform.shape == (3, 4) and not np.allclose(sform, ijk_to_ras_matrix(itk)[:3], atol=1e-3):
+        # NIfTI world is RAS, like Slicer's: compare with the geometry ITK chose (no voxel copy)
+        chosen = SimpleNamespace(spacing=image.GetSpacing(), origin=image.GetOrigin(),
+                                 direction=np.reshape(image.GetDirection(), (3, 3)))
+        if sform.shape == (3, 4) and not np.allclose(sform, ijk_to_ras_matrix(chosen)[:3], atol=1e-3):
             meta["nifti_sform_ignored"] = True
             warnings.warn(
                 f"{path.name}: the NIfTI sform is sheared (gantry tilt?) and disagrees with the qform; like ITK and "
@@ -178,7 +183,13 @@ def _read_itk_file(path: Path) -> tuple[Any, dict[str, Any]]:
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
-        reader.ReadImageInformation()
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as exc:
+            if fmt not in _ITK_IO or "Unable to determine ImageIO" not in str(exc):
+                raise
+            reader.SetImageIO(_ITK_IO[fmt])  # ITK matches some endings case-sensitively (.MHA)
+            reader.ReadImageInformation()
     except RuntimeError as exc:
         message = itk_error_message(exc)
         if "orthonormal" in message:

@@ -41,7 +41,8 @@ def check_output_path(path: str | os.PathLike[str], *, inputs: Sequence[str | os
     """Validate an output file path before any computation; returns it absolute, symlinks resolved.
 
     Raises:
-        OutputPathError: unsupported ending (writable: ``.nii``, ``.nii.gz``, ``.nrrd``, ``.mha``), a
+        OutputPathError: unsupported ending (writable: ``.nii``, ``.nii.gz``, ``.nrrd``, ``.mha``, in
+            lower or upper case), a
             folder that does not exist or is not writable, an existing folder or read-only file at
             ``path``, or ``path`` equal to an input (or inside an input folder, e.g. a DICOM series).
     """
@@ -50,6 +51,9 @@ def check_output_path(path: str | os.PathLike[str], *, inputs: Sequence[str | os
         raise OutputPathError(
             f"cannot write '{raw.name}': unsupported file type; use one of {', '.join(WRITE_FORMATS)}"
         )
+    ending = raw.name[-len(_ending(raw) or ""):]
+    if ending not in (ending.lower(), ending.upper()):
+        raise OutputPathError(f"mixed-case ending '{ending}' is not readable by NIfTI/ITK readers; use '{ending.lower()}'")
     target = raw.resolve()
     folder = target.parent
     if not folder.is_dir():

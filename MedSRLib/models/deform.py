@@ -1,8 +1,11 @@
 """Deformable convolution v1 (Dai et al., "Deformable Convolutional Networks", ICCV 2017) in pure torch.
 
 Used by SRDA's first layer (``../shared/design/networks.md`` Section 6.1). No torchvision: the
-bilinear sampling is a gather over the flattened input, so integer sampling positions are exact
-(zero offsets reproduce ``F.conv2d(x, w, padding=k // 2)`` bit-for-bit up to summation order).
+bilinear sampling of all taps is one ``F.grid_sample(padding_mode='zeros')`` call (native forward and
+backward on every device), then the kxk weights are one matmul over the sampled taps. Zero offsets
+reproduce ``F.conv2d(x, w, padding=k // 2)``: exactly to rounding in float64; in float32 the
+positions carry grid_sample's coordinate-normalisation rounding (<= ~2e-5 px on 512-px sides), which
+is far below any learned offset. Half-precision inputs are sampled in float32.
 
 Offset channel layout (the torchvision / mmcv convention): for the ``K = kh * kw`` kernel taps in
 row-major order ``k = ky * kw + kx``, channel ``2k`` is the **y** (row) displacement and channel
@@ -18,6 +21,7 @@ Stride is 1 and the output has the input's size ('same').
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelInputError, OptionError
@@ -25,36 +29,9 @@ from .w2amsn import _positive_int  # temporary home of the shared checks (belong
 
 __all__ = ["DeformConv2dV1", "deform_conv2d"]
 
-#: Largest number of sampled values (N * C_in * taps * H * W) gathered at once; more taps are
+#: Largest number of sampled values (N * C_in * taps * H * W) held at once; more taps are
 #: processed in groups so inference on 512 x 512 slices stays memory-bounded.
-MAX_GATHER_ELEMENTS = 1 << 24
-
-
-def _bilinear_zero_padded(x_flat: torch.Tensor, h: int, w: int, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
-    """Bilinear samples of ``x_flat`` (``N x C x (H*W)``) at rows ``ys`` / columns ``xs`` (``N x P``).
-
-    Positions outside ``[0, H-1] x [0, W-1]`` blend with zeros. Returns ``N x C x P``.
-    Differentiable in ``x_flat``, ``ys`` and ``xs``.
-    """
-    n, c, _ = x_flat.shape
-    y0 = torch.floor(ys)
-    x0 = torch.floor(xs)
-    fy = ys - y0
-    fx = xs - x0
-    y0i = y0.long()
-    x0i = x0.long()
-    out = None
-    for dy, wy in ((0, 1.0 - fy), (1, fy)):
-        yi = y0i + dy
-        y_ok = (yi >= 0) & (yi < h)
-        for dx, wx in ((0, 1.0 - fx), (1, fx)):
-            xi = x0i + dx
-            valid = y_ok & (xi >= 0) & (xi < w)
-            index = (yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)).unsqueeze(1).expand(n, c, -1)
-            weight = (wy * wx * valid.to(wy.dtype)).unsqueeze(1)
-            term = torch.gather(x_flat, 2, index) * weight
-            out = term if out is None else out + term
-    return out
+MAX_SAMPLED_ELEMENTS = 1 << 24
 
 
 def deform_conv2d(
@@ -91,28 +68,30 @@ def deform_conv2d(
     if mask is not None and tuple(mask.shape) != (n, taps, h, w):
         raise ModelInputError(f"mask must be {(n, taps, h, w)} (N x K x H x W); got {tuple(mask.shape)}")
 
-    # Sampling positions in at least float32: half precision cannot address 512-px rows finely.
-    dtype = torch.promote_types(offset.dtype, torch.float32)
+    # Sampling in at least float32: half precision cannot address 512-px rows finely.
+    dtype = torch.promote_types(torch.promote_types(x.dtype, offset.dtype), torch.float32)
     ky, kx = torch.meshgrid(
         torch.arange(kh, device=x.device, dtype=dtype) - kh // 2,
         torch.arange(kw, device=x.device, dtype=dtype) - kw // 2,
         indexing="ij",
     )
-    base_y = torch.arange(h, device=x.device, dtype=dtype).view(1, 1, h, 1) + ky.reshape(1, taps, 1, 1)
-    base_x = torch.arange(w, device=x.device, dtype=dtype).view(1, 1, 1, w) + kx.reshape(1, taps, 1, 1)
-    ys = base_y + offset[:, 0::2].to(dtype)  # N x K x H x W
-    xs = base_x + offset[:, 1::2].to(dtype)
+    # grid_sample's normalised coordinates (align_corners=False, defined for 1-px sides too):
+    # pixel position p -> (2 p + 1) / size - 1; outside samples blend with zeros.
+    gy = (2 * (torch.arange(h, device=x.device, dtype=dtype).view(1, 1, h, 1) + ky.reshape(1, taps, 1, 1)) + 1) / h - 1
+    gx = (2 * (torch.arange(w, device=x.device, dtype=dtype).view(1, 1, 1, w) + kx.reshape(1, taps, 1, 1)) + 1) / w - 1
+    gy = gy + offset[:, 0::2].to(dtype) * (2.0 / h)  # N x K x H x W
+    gx = gx + offset[:, 1::2].to(dtype) * (2.0 / w)
 
-    x_flat = x.reshape(n, c_in, h * w)
+    x_s = x.to(dtype)
     w_taps = weight.reshape(c_out, c_in, taps)
-    group = max(1, min(taps, MAX_GATHER_ELEMENTS // max(1, n * c_in * h * w)))
+    group = max(1, min(taps, MAX_SAMPLED_ELEMENTS // max(1, n * c_in * h * w)))
     out = None
     for k0 in range(0, taps, group):
         k1 = min(taps, k0 + group)
         kk = k1 - k0
-        cols = _bilinear_zero_padded(
-            x_flat, h, w, ys[:, k0:k1].reshape(n, kk * h * w), xs[:, k0:k1].reshape(n, kk * h * w)
-        ).view(n, c_in, kk, h * w)
+        grid = torch.stack((gx[:, k0:k1], gy[:, k0:k1]), dim=-1).view(n, kk * h, w, 2)
+        cols = F.grid_sample(x_s, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        cols = cols.view(n, c_in, kk, h * w)
         if mask is not None:
             cols = cols * mask[:, k0:k1].reshape(n, 1, kk, h * w)
         cols = cols.to(weight.dtype)

@@ -64,7 +64,8 @@ class SRDA(nn.Module):
         offset_bias_init: str = "zero",
     ) -> None:
         super().__init__()
-        _positive_int("scale", scale)
+        if _positive_int("scale", scale) != 3 and scale & (scale - 1):
+            raise OptionError(f"SRDA's upsampler supports scales 2^n and 3; got {scale}")
         _positive_int("channels", channels)
         _positive_int("n_resblocks", n_resblocks)
         self.scale = scale

@@ -171,6 +171,8 @@ class W2AMSN(nn.Module):
         self.global_attention = NCAB((t + 1) * a)
         self.global_fuse = conv1x1((t + 1) * a, a)
         if upsampler == "edsr":
+            if scale != 3 and scale & (scale - 1):
+                raise OptionError(f"upsampler='edsr' supports scales 2^n and 3; got {scale}; use upsampler='single'")
             self.upsampler: nn.Module = EDSRUpsampler(scale, a)
         elif upsampler == "single":
             self.upsampler = PixelShuffleHead(scale, a, a)

@@ -11,6 +11,8 @@ import importlib
 import sys
 from pathlib import Path
 
+import pytest
+
 DOUBLE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = DOUBLE_DIR.parent.parent
 MODULE_DIR = REPO_ROOT / "MedSR"
@@ -36,3 +38,11 @@ def reset() -> None:
     slicer.packaging.installCalls.clear()
     PyTorchUtils.installTorchCalls.clear()
     PyTorchUtils.installResult = None
+
+
+@pytest.fixture
+def medsr():
+    """The MedSR module imported on the double, with a fresh scene (import into a test file to use)."""
+    module = activate()
+    reset()
+    return module

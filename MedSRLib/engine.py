@@ -5,9 +5,9 @@ x8 self-ensemble, progress and cancel.
 [0, 1]) over a stack of 2D slices ``(n, h, w)`` (numpy order: slice, row = y, column = x), reading one
 batch at a time and writing each result straight into ``out[start:stop]``.
 
-Memory model (a documented estimate): a one-time probe runs the
-module on ``1 x 1 x a x a`` and ``1 x 1 x 2a x 2a`` inputs (``a = max(32, min_lr_size)``) and records
-the peak bytes of tensors alive at once (every aten op's outputs, tracked by storage, on any device);
+Memory model (an estimate): a one-time probe per module runs it on ``1 x 1 x a x a`` and
+``1 x 1 x 2a x 2a`` inputs (``a = max(32, min_lr_size)``) and records the peak bytes of tensors alive
+at once (every aten op's outputs, tracked by storage, on any device);
 the slope is the activation bytes per LR pixel, the intercept the size-independent part (e.g.
 weights cast to bf16). A batch of ``b`` slices (or tiles) of ``h x w`` LR pixels is then assumed to
 need ``intercept + 1.25 * slope * b*h*w + host buffers`` bytes; the 1.25 covers allocator slack and
@@ -23,6 +23,16 @@ radius is at most ``tile_overlap / 4`` LR px (4 px for the default 16). Deeper n
 different context near seams (the blend hides it), and networks with global pooling (channel
 attention over the whole slice: RCAN-style CA, CCA) are not exactly tile-invariant at all: their
 statistics are computed per tile.
+
+Precision: ``'auto'`` is fp16 autocast on CUDA and fp32 elsewhere; ``'bf16'`` autocast also runs on
+CPUs (with AVX512-BF16 / AMX it is 1.3-3.6x faster than fp32 for the registry networks, max abs error
+vs fp32 ~1e-3 to 5e-3 on [0, 1] outputs; see the engine tests). An fp16 overflow (inf/nan output
+from a finite input) is redone in fp32 for the rest of the run, with a warning. Outputs are float32.
+
+Out of memory (``torch.OutOfMemoryError`` or an allocator "out of memory" error): the cache is emptied
+and the batch halved; at batch 1 the tile side is halved (tiling starts) down to
+``max(2 * tile_overlap, min_lr_size, 32)``; then the run continues on the CPU with a
+``RuntimeWarning`` (also logged). Finished slices are kept; the failed batch is redone.
 """
 
 from __future__ import annotations
@@ -70,8 +80,9 @@ _MIN_AUTO_TILE = 32
 #: On CPU an automatic batch holds at most this many LR pixels, so progress and cancel stay responsive.
 _CPU_BATCH_PIXELS = 1 << 20
 
-#: Achieved fp32 MAC/s per CPU thread of typical SR conv nets (3x3 convs, 64 channels, channels_last),
-#: measured on an AMD EPYC (Zen 4, AVX-512) with 2 threads: 56-63 GMAC/s in total, ~30 per thread.
+#: Achieved fp32 MAC/s per CPU thread (channels_last), measured on an AMD EPYC (Zen 4, AVX-512), one
+#: thread, 128 x 128 slices, registry networks: dridsr 36, idman-small 28, mdrn 14, w2amsn-s 44,
+#: srda-small 35 GMAC/s; a plain 64-channel conv stack reached 56-63 GMAC/s on 2 threads.
 CPU_MACS_PER_SECOND_PER_THREAD = 3.0e10
 #: Conservative achieved MAC/s on a CUDA GPU with fp16 autocast (a fraction of any recent GPU's peak).
 CUDA_MACS_PER_SECOND = 4.0e12
@@ -135,8 +146,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype for ``precision`` on ``device`` (None = plain fp32)."""
     if precision == "auto":
-        # fp16 keeps 10 mantissa bits (vs 7 for bf16): better for [0, 1] images; activations of SR nets
-        # on [0, 1] inputs stay far below fp16's 65504.
+        # fp16 keeps 10 mantissa bits (bf16: 7), better for [0, 1] images; an fp16 overflow is caught
+        # by _Forward, which then continues in fp32.
         return torch.float16 if device.type == "cuda" else None
     if precision == "fp16" and device.type == "cpu":
         raise OptionError("precision 'fp16' needs a GPU; on CPU use 'bf16' (fast with AVX512-BF16/AMX) or 'fp32'")
@@ -144,12 +155,10 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 def _move(obj: Any, device: torch.device, *, channels_last: bool = False) -> Any:
-    """``obj`` (module or tensor) on ``device``, optionally in channels_last memory format."""
+    """``obj`` on ``device``; a module's 4D weights are also put in channels_last (or back to contiguous)."""
     obj = obj.to(device)
-    if channels_last:
-        obj = obj.to(memory_format=torch.channels_last) if isinstance(obj, nn.Module) else obj.contiguous(
-            memory_format=torch.channels_last
-        )
+    if isinstance(obj, nn.Module):
+        obj = obj.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     return obj
 
 
@@ -344,6 +353,13 @@ class _Forward:
         )
         with context:
             y = self.module(x)
+        if self.dtype == torch.float16 and isinstance(y, torch.Tensor) and not bool(torch.isfinite(y).all()):
+            if bool(torch.isfinite(x).all()):  # the input is finite: fp16 overflowed
+                message = "MedSR: fp16 autocast overflowed (inf/nan output); continuing in fp32"
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
+                logger.warning(message)
+                self.dtype = None
+                return self._once(x)
         n, _, h, w = x.shape
         expected = (n, 1, self.scale * h, self.scale * w)
         if not isinstance(y, torch.Tensor) or tuple(y.shape) != expected:
@@ -431,13 +447,20 @@ class _Runner:
     """State of one :func:`run_slices` call: device, batch, tile (all may change on out-of-memory)."""
 
     def __init__(
-        self, module: nn.Module, *, scale: int, shape: tuple[int, int, int], options: EngineOptions, min_lr_size: int
+        self,
+        module: nn.Module,
+        *,
+        scale: int,
+        shape: tuple[int, int, int],
+        options: EngineOptions,
+        min_lr_size: int,
+        device: torch.device,
+        dtype: torch.dtype | None,
     ) -> None:
         self.module, self.scale, self.options, self.min_lr_size = module, scale, options, min_lr_size
         self.n, self.h, self.w = shape
         self.min_tile = max(2 * options.tile_overlap, min_lr_size, _MIN_AUTO_TILE)
-        device = resolve_device(options.device)
-        self._use_device(device, _autocast_dtype(options.precision, device))
+        self._use_device(device, dtype)
 
     # -- planning
     def _use_device(self, device: torch.device, dtype: torch.dtype | None) -> None:
@@ -467,7 +490,10 @@ class _Runner:
 
     def _plan(self, per_pixel: float, constant: float) -> None:
         opts, s2 = self.options, self.scale * self.scale
-        budget = opts.memory_budget_mb * _MIB if opts.memory_budget_mb is not None else default_memory_budget_bytes(self.device)
+        if opts.memory_budget_mb is not None:
+            budget = opts.memory_budget_mb * _MIB
+        else:
+            budget = default_memory_budget_bytes(self.device)
         # activations + host copies of the input (4 B) and output (4 s^2 B, twice when tiled)
         per_pixel = _MEMORY_SAFETY * per_pixel + 4.0 + 8.0 * s2
         available = max(budget - constant, per_pixel)
@@ -530,8 +556,8 @@ class _Runner:
             raise UnsupportedImageError(
                 f"slices[{start}:{stop}] returned shape {batch.shape}; expected {(stop - start, self.h, self.w)}"
             )
-        if self.device.type == "cpu" and (batch.base is not None or not batch.flags.writeable):
-            batch = batch.copy()  # the module runs on this memory: never on the caller's array
+        if not batch.flags.writeable or (self.device.type == "cpu" and batch.base is not None):
+            batch = batch.copy()  # on the CPU the module runs on this memory: never on the caller's array
         return _move(torch.from_numpy(batch)[:, None], self.device)
 
     def _process(self, x: torch.Tensor) -> np.ndarray:
@@ -585,7 +611,8 @@ def run_slices(
     """Super-resolve a stack of slices with ``module`` (``N x 1 x h x w -> N x 1 x (s h) x (s w)``).
 
     Args:
-        module: the network; put in eval mode and moved (in place) to the device, where it stays.
+        module: the network; put in eval mode and moved (in place, with its memory format) to the
+            device, where it stays.
         slices: ``(n, h, w)`` stack: anything with ``len()``, ``.shape`` and ``slices[a:b]`` returning
             float32 ``(b - a, h, w)`` in [0, 1] (read one batch at a time; never modified).
         scale: integer in-plane scale ``s``.
@@ -613,6 +640,8 @@ def run_slices(
         raise InputSizeError(f"slices of {h}x{w} px are smaller than the model's minimum of {min_lr_size} px")
     if options.tile is not None and options.tile < min_lr_size:
         raise InputSizeError(f"tile {options.tile} px is smaller than the model's minimum input of {min_lr_size} px")
+    device = resolve_device(options.device)
+    dtype = _autocast_dtype(options.precision, device)
     expected = (n, scale * h, scale * w)
     if out is not None and tuple(getattr(out, "shape", expected)) != expected:
         raise OptionError(f"out has shape {tuple(out.shape)}; expected {expected} (n, scale*h, scale*w)")
@@ -623,7 +652,15 @@ def run_slices(
             progress(0, 0)
         return out
     with _num_threads(options.threads), torch.inference_mode():
-        runner = _Runner(module, scale=int(scale), shape=(n, h, w), options=options, min_lr_size=int(min_lr_size))
+        runner = _Runner(
+            module,
+            scale=int(scale),
+            shape=(n, h, w),
+            options=options,
+            min_lr_size=int(min_lr_size),
+            device=device,
+            dtype=dtype,
+        )
         runner.run(slices, out, progress, cancel)
     return out
 

@@ -138,7 +138,7 @@ def evaluate(
         if min(hr.shape) < scale * max(spec.min_lr_size, 1):
             raise InputSizeError(f"image {name} ({hr.shape[1]}x{hr.shape[0]} px) is too small for x{scale}")
         lr = degrade(hr, scale=scale).astype(np.float32)
-        sr = run_slices(module, lr[None], scale=scale, options=options)[0].astype(np.float64)
+        sr = run_slices(module, lr[None], scale=scale, options=options, min_lr_size=spec.min_lr_size)[0].astype(np.float64)
         bicubic = imresize(lr.astype(np.float64), scale=scale)
         model_scores = evaluate_pair(np.clip(sr, 0, 1), hr, scale=scale, convention=convention)
         bicubic_scores = evaluate_pair(np.clip(bicubic, 0, 1), hr, scale=scale, convention=convention)

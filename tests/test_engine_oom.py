@@ -55,7 +55,10 @@ def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return obj
 
     real_resolve = engine.resolve_device
-    monkeypatch.setattr(engine, "resolve_device", lambda d="auto": torch.device("cuda") if d == "cuda" else real_resolve(d))
+    def fake_resolve(device: object = "auto") -> torch.device:
+        return torch.device("cuda") if device == "cuda" else real_resolve(device)
+
+    monkeypatch.setattr(engine, "resolve_device", fake_resolve)
     monkeypatch.setattr(engine, "_move", fake_move)
     monkeypatch.setattr(engine, "_empty_cache", lambda device: None)
     return moves
@@ -76,7 +79,7 @@ def test_oom_while_probing_falls_back_to_cpu(fake_cuda: list[str]) -> None:
     net = FakeOOMNet(2, limit=0, gpu_types=("cuda",))  # nothing fits on the "GPU"
     progress: list[tuple[int, int]] = []
     with pytest.warns(RuntimeWarning, match="while probing"):
-        out = run_slices(net, SLICES, scale=2, options=EngineOptions(device="cuda", precision="fp32", memory_budget_mb=64),
-                         progress=lambda d, t: progress.append((d, t)))
+        options = EngineOptions(device="cuda", precision="fp32", memory_budget_mb=64)
+        out = run_slices(net, SLICES, scale=2, options=options, progress=lambda d, t: progress.append((d, t)))
     assert net.fake_device == "cpu" and progress[0] == (0, 5) and progress[-1] == (5, 5)
     np.testing.assert_allclose(out, _reference(), rtol=0, atol=1e-5)

@@ -120,8 +120,9 @@ def test_estimate_seconds_scales_with_work_and_device() -> None:
     cpu = torch.device("cpu")
     one = estimate_seconds(macs_per_lr_pixel=1e5, lr_pixels_total=10**6, device=cpu, ensemble=False)
     assert one == pytest.approx(1e11 / (CPU_MACS_PER_SECOND_PER_THREAD * torch.get_num_threads()))
-    assert estimate_seconds(macs_per_lr_pixel=1e5, lr_pixels_total=2 * 10**6, device=cpu, ensemble=False) == pytest.approx(2 * one)
-    assert estimate_seconds(macs_per_lr_pixel=1e5, lr_pixels_total=10**6, device=cpu, ensemble=True) == pytest.approx(8 * one)
+    double = estimate_seconds(macs_per_lr_pixel=1e5, lr_pixels_total=2 * 10**6, device=cpu, ensemble=False)
+    ensembled = estimate_seconds(macs_per_lr_pixel=1e5, lr_pixels_total=10**6, device=cpu, ensemble=True)
+    assert double == pytest.approx(2 * one) and ensembled == pytest.approx(8 * one)
     gpu = estimate_seconds(macs_per_lr_pixel=1e5, lr_pixels_total=10**6, device=torch.device("cuda"), ensemble=False)
     assert gpu == pytest.approx(1e11 / CUDA_MACS_PER_SECOND) and gpu < one
     assert estimate_seconds(macs_per_lr_pixel=0.0, lr_pixels_total=10**6, device=cpu, ensemble=False) == 0.0
@@ -131,7 +132,9 @@ def test_estimate_seconds_scales_with_work_and_device() -> None:
         estimate_seconds(macs_per_lr_pixel=1.0, lr_pixels_total=-1, device=cpu, ensemble=False)
 
 
-@pytest.mark.parametrize("length,tile,overlap", [(512, 128, 16), (130, 64, 16), (65, 64, 16), (300, 32, 16), (97, 40, 0)])
+@pytest.mark.parametrize(
+    "length,tile,overlap", [(512, 128, 16), (130, 64, 16), (65, 64, 16), (300, 32, 16), (97, 40, 0)]
+)
 def test_tiles_cover_the_axis_with_at_least_the_overlap(length: int, tile: int, overlap: int) -> None:
     starts = tile_starts(length, tile, overlap)
     assert starts[0] == 0 and starts[-1] + tile == length

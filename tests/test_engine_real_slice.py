@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import shared_path
 from MedSRLib.engine import EngineOptions, run_slices

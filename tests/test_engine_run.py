@@ -37,7 +37,9 @@ def test_output_shape_and_values_for_odd_and_even_sizes(shape: tuple[int, int, i
 def test_result_does_not_depend_on_batch_size() -> None:
     net = local_net(2)
     slices = _stack(10, 23, 18)
-    results = {b: run_slices(net, slices, scale=2, options=EngineOptions(device="cpu", batch_size=b)) for b in (1, 7, 10)}
+    results = {
+        b: run_slices(net, slices, scale=2, options=EngineOptions(device="cpu", batch_size=b)) for b in (1, 7, 10)
+    }
     np.testing.assert_allclose(results[1], results[7], rtol=0, atol=1e-6)
     np.testing.assert_allclose(results[1], results[10], rtol=0, atol=1e-6)
     auto = run_slices(net, slices, scale=2, options=EngineOptions(device="cpu", channels_last=False))
@@ -231,3 +233,26 @@ def test_module_ends_in_eval_mode() -> None:
     net = local_net(2).train()
     run_slices(net, _stack(1, 8, 8), scale=2, options=CPU)
     assert not net.training
+
+
+def test_fp16_overflow_is_redone_in_fp32_with_a_warning() -> None:
+    class OverflowsInHalf(nn.Module):
+        """Returns inf under fp16 autocast (the conv output is half), finite values in fp32."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = local_net(2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.inner(x)
+            return y * 1e5 * 1e5 if y.dtype == torch.float16 else y
+
+    net = OverflowsInHalf().eval()
+    # fp16 autocast is refused by run_slices on CPU; _Forward is what would run it on a GPU
+    cpu = torch.device("cpu")
+    forward = _Forward(net, scale=2, device=cpu, dtype=torch.float16, channels_last=False, ensemble=False)
+    x = torch.from_numpy(_stack(2, 9, 9))[:, None]
+    with torch.inference_mode(), pytest.warns(RuntimeWarning, match="overflowed"):
+        y = forward(x)
+    assert forward.dtype is None and torch.isfinite(y).all()
+    np.testing.assert_allclose(y[:, 0].numpy(), _reference(net, x[:, 0].numpy()), rtol=0, atol=1e-6)

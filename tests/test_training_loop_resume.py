@@ -28,11 +28,12 @@ def covid_folder(tmp_path_factory):
 
 
 def small_config(data_root, log_root, **overrides):
-    """dridsr_x4_cpu shrunk to seconds: LR 16 px patches, batch 4, no time budget."""
+    """dridsr_x4_cpu shrunk to seconds: LR 16 px patches, batch 4, no time budget, one thread (two
+    threads on a loaded 2-core machine spin-wait and run ~5x slower)."""
     base = {
         "data.dataset": "folder", "data.root": str(data_root), "log.root": str(log_root),
         "train.hr_patch": 64, "train.batch": 4, "train.iterations": 30, "train.time_budget": None,
-        "train.patches_per_image": 1, "train.threads": None, "val.every": 30, "val.max_side": 128,
+        "train.patches_per_image": 1, "train.threads": 1, "val.every": 30, "val.max_side": 128,
         "log.every": 1, "log.checkpoint_every": 10,
     }
     return load_config("dridsr_x4_cpu", overrides={**base, **overrides})

@@ -305,12 +305,14 @@ def train(
     """
     validate(cfg, world_size=world_size())
     train_cfg = cfg["train"]
+    threads = torch.get_num_threads()
     if train_cfg["threads"]:
         torch.set_num_threads(int(train_cfg["threads"]))
     procs = start_processes(train_cfg["device"])
     try:
         return _Trainer(cfg, procs, resume=resume, progress=progress).run(stop_at=stop_at)
     finally:
+        torch.set_num_threads(threads)
         if procs.distributed and dist.is_initialized():
             dist.destroy_process_group()
 
@@ -358,8 +360,11 @@ class _Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.ddp: nn.Module = self.step_module
         if procs.distributed:
+            # static_graph: the same parameters are used every step; some never are (DRIDSR's last
+            # IDB forward conv, networks.md 4.2 item 5), which a plain DDP would reject.
             self.ddp = DistributedDataParallel(
-                self.step_module, device_ids=[procs.device.index] if procs.device.type == "cuda" else None
+                self.step_module, device_ids=[procs.device.index] if procs.device.type == "cuda" else None,
+                static_graph=True,
             )
         self.sampler = DistributedSampler(self.dataset, num_replicas=procs.world, rank=procs.rank, shuffle=True,
                                           seed=int(cfg["seed"]), drop_last=True)

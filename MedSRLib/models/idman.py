@@ -58,9 +58,14 @@ def apply_weight_norm(module: nn.Module) -> nn.Module:
 def fold_weight_norm(module: nn.Module) -> nn.Module:
     """Replace every weight-normalised weight of ``module`` by a plain parameter holding the effective
     weight ``g v / ||v||`` (exact inference re-parameterisation, in place); returns ``module``."""
-    for m in module.modules():
+    for m in list(module.modules()):
         if parametrize.is_parametrized(m, "weight"):
+            requires_grad = m.parametrizations.weight.original1.requires_grad
+            with torch.no_grad():
+                weight = m.weight.detach().clone()
             parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+            # under no_grad torch leaves a plain tensor here: always register a real Parameter
+            m.weight = nn.Parameter(weight, requires_grad=requires_grad)
     return module
 
 

@@ -29,8 +29,9 @@ PAPER = "Deng et al., MDRN: Multi-distillation residual network for efficient MR
 ESA_MIN_SIZE = 15
 
 
-def _activation(name: str | None) -> nn.Module:
-    _choice("activation", name, (None, "gelu", "lrelu"))
+def _activation(name: str | None, *, option: str) -> nn.Module:
+    """The activation named by option ``option`` (None = identity)."""
+    _choice(option, name, (None, "gelu", "lrelu"))
     if name == "gelu":
         return nn.GELU()
     if name == "lrelu":
@@ -92,7 +93,7 @@ class FMDRB(nn.Module):
         _choice("padding_mode", padding_mode, ("zeros", "reflect", "replicate", "circular"))
         dc = channels // 2 if distill_channels is None else _positive("distill_channels", distill_channels)
         self.distill = nn.ModuleList(conv1x1(channels, dc) for _ in range(3))
-        self.distill_act = _activation(distill_act)
+        self.distill_act = _activation(distill_act, option="distill_act")
         self.remain = nn.ModuleList(BSRB(channels, padding_mode=padding_mode) for _ in range(3))
         if last_remain == "bsconv_half":
             self.last = nn.Sequential(BSConvU(channels, dc, padding_mode=padding_mode), nn.ReLU(inplace=True))
@@ -148,7 +149,7 @@ class MDRN(nn.Module):
         )
         self.aggregate = nn.Sequential(
             conv1x1(n_blocks * channels, channels),
-            _activation(agg_act),
+            _activation(agg_act, option="agg_act"),
             conv3x3(channels, channels) if agg_conv == "conv" else BSConvU(channels, channels, padding_mode=padding_mode),
         )
         self.upsample = PixelShuffleHead(scale, channels, 1)

@@ -2,7 +2,7 @@
 
 A thin scripted module (Slicer's template: module, widget, logic, test). The numerics live in
 MedSRLib: geometry conversion only through ``MedSRLib.geometry``, super-resolution only through
-``MedSRLib.pipeline``. MedSRLib is imported lazily (inside methods) because most of it needs torch,
+``MedSRLib.pipeline``, the data-consistency check only through ``MedSRLib.consistency``. MedSRLib is imported lazily (inside methods) because most of it needs torch,
 which the PyTorch extension installs on request: the module must load before torch exists.
 
 Conventions: Slicer volume nodes are RAS (mm) with an IJK-to-RAS matrix; ``arrayFromVolume`` arrays are
@@ -29,7 +29,7 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-from MedSRSlicerLib import dependencies, nodes, reporting  # also makes MedSRLib importable from a checkout
+from MedSRSlicerLib import consistency_view, dependencies, nodes, reporting  # also makes MedSRLib importable from a checkout
 from MedSRLib.errors import CancelledError, MedSRError  # no torch needed
 
 #: Choices offered in the panel (every model checks its own scales; bicubic/nearest take any of them).
@@ -69,6 +69,9 @@ class MedSR(ScriptedLoadableModule):
             "acquisitions.<br><br>"
             "<b>The output is not a substitute for an acquisition at that resolution</b>: the added detail is an "
             "estimate made by a network.<br><br>"
+            "After a run, <b>Data consistency</b> shows how well the output, degraded back to the input's resolution, "
+            "matches the input (PSNR, SSIM, |difference|, beside bicubic upsampling), can show the difference as an "
+            "overlay, and lists the slices that agree worst; good agreement does not prove the added detail is real.<br><br>"
             "Needs the PyTorch extension; the first run offers to install PyTorch and a few Python packages."
         )
         self.parent.acknowledgementText = _(
@@ -95,6 +98,7 @@ class MedSRParameterNode:
     device - "auto" (CUDA, then MPS, then CPU), or one of them.
     selfEnsemble - average the 8 flips/rotations of each slice (8 times slower).
     memoryBudgetMB - memory for one batch of slices, MB; 0 = automatic.
+    checkConsistency - after the run, degrade the output back and compare it with the input (MedSRLib.consistency).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -105,6 +109,7 @@ class MedSRParameterNode:
     device: Annotated[str, Choice(DEVICE_CHOICES)] = "auto"
     selfEnsemble: bool = False
     memoryBudgetMB: Annotated[int, WithinRange(0, 1048576)] = 0
+    checkConsistency: bool = True
 
 
 #
@@ -125,6 +130,8 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._cancelRequested = False
         self._tracker = None
         self._estimateSeconds = None
+        self._consistency = None  # (input node, ConsistencyReport, slice indices of the list rows) of the last run
+        self._differenceVolume = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -142,6 +149,9 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.applyButton.text = _(APPLY_TEXT)
         self.ui.progressBar.setVisible(False)
+        self.ui.showDifferenceButton.connect("clicked(bool)", self.onShowDifference)
+        self.ui.consistencySliceList.connect("itemClicked(QListWidgetItem*)", self.onSliceItemClicked)
+        self._showConsistency(None, None)
 
         self.initializeParameterNode()
 
@@ -160,6 +170,7 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event) -> None:
         self._cancelRequested = True  # the scene goes away: a running job must not write into it
+        self._showConsistency(None, None)
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -246,15 +257,17 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.applyButton.enabled = False
             return
         parameters = self._parameterNode
+        inputVolume = parameters.inputVolume
         warningsSeen = []
+        self._showConsistency(None, None)
         with slicer.util.tryWithErrorDisplay(_("Super-resolution failed."), waitCursor=False):
             dependencies.ensureDependencies()  # asks before installing anything
             self._populateModelComboBox()
             self._setRunning(True)
             startTime = time.monotonic()
             try:
-                outputVolume = self.logic.process(
-                    parameters.inputVolume,
+                outputVolume, report = self.logic.processWithReport(
+                    inputVolume,
                     parameters.outputVolume,
                     model=parameters.model,
                     scale=parameters.scale,
@@ -266,6 +279,7 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     cancel=lambda: self._cancelRequested,
                     runner=self._runKeepingGuiResponsive,
                     onWarning=warningsSeen.append,
+                    check=parameters.checkConsistency,
                 )
             except CancelledError:
                 self.ui.statusLabel.text = _("Cancelled: nothing was written and the input is unchanged.")
@@ -275,9 +289,43 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = _("Done in {duration}: '{name}'.").format(
             duration=reporting.formatDuration(time.monotonic() - startTime), name=outputVolume.GetName()
         )
+        self._showConsistency(inputVolume, report)
         if warningsSeen:  # e.g. the engine ran out of GPU memory and finished on the CPU
             self.ui.statusLabel.text += " " + _("Warnings: ") + " ".join(warningsSeen)
             slicer.util.warningDisplay("\n".join(warningsSeen), windowTitle=_("MedSR"))
+
+    # -- data consistency -------------------------------------------------------------------------------
+    def _showConsistency(self, inputVolume, report) -> None:
+        """Fill the Data consistency section from ``report`` (None hides it)."""
+        self._differenceVolume = None
+        self._consistency = None
+        self.ui.consistencyCollapsibleButton.setVisible(report is not None)
+        self.ui.consistencySliceList.clear()
+        if report is None:
+            return
+        self.ui.consistencyLabel.text = consistency_view.metricsHtml(report)
+        title, entries = consistency_view.sliceListEntries(report)
+        self.ui.consistencySlicesLabel.text = title
+        for _index, text in entries:
+            self.ui.consistencySliceList.addItem(text)
+        self.ui.showDifferenceButton.enabled = report.difference is not None
+        self._consistency = (inputVolume, report, [index for index, _text in entries])
+
+    def onShowDifference(self) -> None:
+        if self._consistency is None:
+            return
+        inputVolume, report, _indices = self._consistency
+        with slicer.util.tryWithErrorDisplay(_("Cannot show the difference volume."), waitCursor=True):
+            if self._differenceVolume is None or self._differenceVolume.GetScene() is None:
+                self._differenceVolume = self.logic.createDifferenceNode(inputVolume, report)
+            self.logic.showDifference(inputVolume, self._differenceVolume)
+
+    def onSliceItemClicked(self, item) -> None:
+        if self._consistency is None:
+            return
+        inputVolume, report, indices = self._consistency
+        with slicer.util.tryWithErrorDisplay(_("Cannot show that slice.")):
+            self.logic.jumpToSlice(inputVolume, indices[self.ui.consistencySliceList.row(item)], report.slice_axis)
 
     def _setRunning(self, running: bool) -> None:
         self._running = running
@@ -342,7 +390,16 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
 
         logic = slicer.util.getModuleLogic("MedSR")
         outputNode = logic.process(getNode("MRHead"), model="bicubic", scale=2)
+        print(logic.lastConsistency.summary())          # the data-consistency report of that run
+
+    Attributes:
+        lastConsistency: the ``MedSRLib.consistency.ConsistencyReport`` of the last successful ``process``
+            (None when it ran with ``check=False``, the check failed, or no run finished yet).
     """
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleLogic.__init__(self, parent)
+        self.lastConsistency = None
 
     def getParameterNode(self) -> MedSRParameterNode:
         return MedSRParameterNode(super().getParameterNode())
@@ -449,6 +506,7 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
         showResult: bool = True,
         runner=None,
         onWarning=None,
+        check: bool = True,
     ):
         """Super-resolve ``inputVolume`` in-plane by ``scale`` and return the output volume node.
 
@@ -464,18 +522,21 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
             runner: ``runner(function) -> result`` runs the pure MedSRLib step (the panel uses a thread).
             onWarning: receives each warning of the run (e.g. GPU out of memory, finished on the CPU);
                 default: ``logging.warning``.
+            check: degrade the output back and compare it with the input
+                (``MedSRLib.consistency.check_consistency``, bicubic reference, difference volume kept);
+                the report is :attr:`lastConsistency`. A check that fails is reported through ``onWarning``.
 
         Raises:
             NodeError, UnsupportedImageError: bad input/output node. MissingDependencyError: torch or a
             package is missing (never installs here). ScaleError, ModelNotFoundError, WeightsError,
-            GeometryError, ...: from MedSRLib. CancelledError: ``cancel()`` returned True.
-            In every case nothing is created or written and the input is unchanged.
+            GeometryError, ...: from MedSRLib. CancelledError: ``cancel()`` returned True (also polled
+            once after the check). In every case nothing is created or written and the input is unchanged.
         """
+        self.lastConsistency = None
         nodes.checkInputVolume(inputVolume)
         nodes.checkOutputVolume(outputVolume, inputVolume)
         dependencies.checkDependencies()
         from MedSRLib.models import get_model
-        from MedSRLib.pipeline import super_resolve
 
         spec = get_model(model)
         scale = spec.check_scale(scale)
@@ -494,15 +555,66 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
         startTime = time.monotonic()
         logging.info(f"MedSR: super-resolving '{inputVolume.GetName()}' with {spec.name} x{scale}")
         with reporting.capturedWarnings(onWarning or logging.warning):
-            result = (runner or _runInline)(lambda: super_resolve(volume, **options))
-        # A data-consistency check of `result` against `volume` belongs here: before anything is written.
+            result, report = (runner or _runInline)(lambda: _superResolveAndCheck(volume, options, check))
+        if cancel is not None and cancel():
+            raise CancelledError("Cancelled after super-resolution: nothing was written.")
         outputVolume = nodes.prepareOutputNode(outputVolume, inputVolume, spec.name, scale)
         nodes.writeVolumeToNode(result, outputVolume)
         nodes.placeBesideInput(outputVolume, inputVolume)
         if showResult:
             nodes.showInSliceViews(outputVolume)
         logging.info(f"MedSR: '{outputVolume.GetName()}' done in {time.monotonic() - startTime:.1f} s")
+        if report is not None:
+            logging.info("MedSR: " + report.summary())
+        self.lastConsistency = report
         return outputVolume
+
+    def processWithReport(self, inputVolume, outputVolume=None, **options):
+        """:meth:`process` (same arguments), returning ``(outputNode, ConsistencyReport or None)``."""
+        outputVolume = self.process(inputVolume, outputVolume, **options)
+        return outputVolume, self.lastConsistency
+
+    # -- data consistency ------------------------------------------------------------------------------
+    @staticmethod
+    def createDifferenceNode(inputVolume, report):
+        """A new scalar volume ``<input> MedSR difference`` holding ``report.difference`` (float32, input units).
+
+        Same geometry, parent transform and subject-hierarchy folder as ``inputVolume``; displayed with the
+        diverging blue-white-red colour table, level 0 and window +-p99 |difference|.
+
+        Raises:
+            NodeError: the input is not in the scene, the report kept no difference, or it is for another grid.
+        """
+        return consistency_view.createDifferenceNode(inputVolume, report)
+
+    @staticmethod
+    def showDifference(inputVolume, differenceVolume, opacity: float = consistency_view.DIFFERENCE_OPACITY) -> None:
+        """Show the difference as the foreground layer (``opacity``) over the input in every slice view."""
+        consistency_view.showDifference(inputVolume, differenceVolume, opacity)
+
+    @staticmethod
+    def jumpToSlice(inputVolume, sliceIndex: int, axis: int):
+        """Centre the slice views on slice ``sliceIndex`` along numpy ``axis`` of the input; returns that world RAS point.
+
+        Raises:
+            NodeError: the input is not in the scene, ``axis`` is not 0-2 or the slice does not exist.
+        """
+        return consistency_view.jumpToSlice(inputVolume, sliceIndex, axis)
+
+
+def _superResolveAndCheck(volume, options, check: bool):
+    """``(super-resolved Volume, ConsistencyReport or None)``: pure MedSRLib work (runs in the worker thread)."""
+    from MedSRLib.consistency import check_consistency
+    from MedSRLib.pipeline import super_resolve
+
+    result = super_resolve(volume, **options)
+    if not check:
+        return result, None
+    try:
+        return result, check_consistency(volume, result, scale=options["scale"], axis=options["axis"])
+    except MedSRError as error:  # the output itself is fine to keep; say why there are no numbers
+        logging.getLogger("MedSRLib.consistency").warning(f"MedSR: the data-consistency check failed: {error}")
+        return result, None
 
 
 def _sliceAxisArgument(axis):
@@ -591,7 +703,8 @@ class MedSRTest(ScriptedLoadableModuleTest):
         factors = np.where(np.arange(3) == sliceAxisIJK, 1, scale)
 
         self.delayDisplay(f"Super-resolving {sampleName} x{scale} with {model}")
-        outputVolume = MedSRLogic().process(inputVolume, model=model, scale=scale, axis=2 - sliceAxisIJK)
+        logic = MedSRLogic()
+        outputVolume = logic.process(inputVolume, model=model, scale=scale, axis=2 - sliceAxisIJK)
 
         # output index i' maps to input index (i' + 0.5) / f - 0.5: same field of view (outer voxel edges)
         indexMap = np.eye(4)
@@ -610,4 +723,23 @@ class MedSRTest(ScriptedLoadableModuleTest):
         self.assertEqual(shNode.GetItemParent(shNode.GetItemByDataNode(outputVolume)),
                          shNode.GetItemParent(shNode.GetItemByDataNode(inputVolume)))
         self.assertTrue(outputVolume.GetName().startswith(f"{inputVolume.GetName()}_{model}_x{scale}"))
-        self.delayDisplay(f"{sampleName} {model} x{scale}: geometry and placement verified")
+        self._checkConsistencyDisplay(logic, inputVolume, inputMatrix, sliceAxisIJK)
+        self.delayDisplay(f"{sampleName} {model} x{scale}: geometry, placement and consistency display verified")
+
+    def _checkConsistencyDisplay(self, logic, inputVolume, inputMatrix, sliceAxisIJK):
+        """The report exists; the difference node sits on the input grid with Slicer's diverging colour table."""
+        import numpy as np
+
+        report = logic.lastConsistency
+        self.assertIsNotNone(report)
+        self.assertEqual(report.slice_axis, 2 - sliceAxisIJK)
+        differenceVolume = logic.createDifferenceNode(inputVolume, report)
+        np.testing.assert_allclose(nodes.ijkToRasArray(differenceVolume), inputMatrix, atol=1e-4)
+        colorNodeID = differenceVolume.GetDisplayNode().GetColorNodeID()
+        self.assertIsNotNone(slicer.mrmlScene.GetNodeByID(colorNodeID), f"no colour node {colorNodeID} in this Slicer")
+        self.assertAlmostEqual(differenceVolume.GetDisplayNode().GetLevel(), 0.0)
+        logic.showDifference(inputVolume, differenceVolume)
+        ras = logic.jumpToSlice(inputVolume, 0, report.slice_axis)
+        if slicer.app.layoutManager():  # slice views exist only with a main window
+            redSliceToRAS = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode().GetSliceToRAS()
+            np.testing.assert_allclose([redSliceToRAS.GetElement(row, 3) for row in range(3)], ras, atol=1e-3)

@@ -97,7 +97,7 @@ def test_srda_joint_loss_run_uses_labels_and_attention(tmp_path):
             shutil.copy(path, small / "train" / cls / path.name)
     cfg = load_config("srda_x4", overrides={
         "model": "srda-small", "data.dataset": "alzheimer", "data.root": str(small), "data.split_fractions": [0.75, 0.25, 0.0],
-        "train.hr_patch": 32, "train.batch": 3, "train.epochs": None, "train.iterations": 3, "train.workers": 0,
+        "train.hr_patch": 32, "train.batch": 3, "train.epochs": None, "train.iterations": 3, "train.workers": 0, "train.threads": 1,
         "val.every": 100, "val.max_side": 64, "log.root": str(tmp_path / "runs"), "log.every": 1, "log.tensorboard": False,
     })
     result = train(cfg, resume=False, progress=False)

@@ -31,14 +31,10 @@ def _mean(rows: Sequence[Mapping[str, Any]], key: str) -> float | None:
 
 def bicubic_scores(images: Sequence[EvalImage], *, scale: int, convention: str) -> dict[str, Any]:
     """Mean scores of MATLAB-bicubic upsampling of each LR image (the tables' "Bicubic" row)."""
-    from MedSRLib.metrics import evaluate_pair
     from MedSRLib.resize import imresize
 
-    rows = []
-    for im in images:
-        up = np.clip(imresize(im.lr.astype(np.float64), scale=scale), 0.0, 1.0)
-        rows.append({"image": im.name, **evaluate_pair(up, im.hr.astype(np.float64), scale=scale, convention=convention)})
-    return _summary(rows, convention)
+    outputs = [np.clip(imresize(im.lr.astype(np.float64), scale=scale), 0.0, 1.0) for im in images]
+    return score_outputs(outputs, images, scale=scale, convention=convention)
 
 
 def _summary(rows: list[dict[str, Any]], convention: str) -> dict[str, Any]:
@@ -49,6 +45,42 @@ def _summary(rows: list[dict[str, Any]], convention: str) -> dict[str, Any]:
 
 
 @torch.no_grad()
+def super_resolve_images(
+    module: nn.Module,
+    images: Sequence[EvalImage],
+    *,
+    device: torch.device | str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+) -> list[np.ndarray]:
+    """``module`` applied to each whole LR image, clipped to [0, 1] (as saving an image would), float64.
+
+    ``module`` is put in eval mode and restored to its previous mode afterwards.
+    """
+    was_training = module.training
+    module.eval()
+    outputs = []
+    try:
+        for k, im in enumerate(images):
+            lr = torch.from_numpy(np.ascontiguousarray(im.lr, dtype=np.float32))[None, None].to(device)
+            outputs.append(module(lr).float().clamp_(0.0, 1.0)[0, 0].cpu().numpy().astype(np.float64))
+            if progress is not None:
+                progress(k + 1, len(images))
+    finally:
+        module.train(was_training)
+    return outputs
+
+
+def score_outputs(outputs: Sequence[np.ndarray], images: Sequence[EvalImage], *, scale: int, convention: str) -> dict[str, Any]:
+    """Mean PSNR/SSIM (and MS-SSIM when the convention has it) of SR ``outputs`` against the HR images."""
+    from MedSRLib.metrics import evaluate_pair
+
+    rows = [
+        {"image": im.name, **evaluate_pair(sr, im.hr.astype(np.float64), scale=scale, convention=convention)}
+        for sr, im in zip(outputs, images)
+    ]
+    return _summary(rows, convention)
+
+
 def score_images(
     module: nn.Module,
     images: Sequence[EvalImage],
@@ -58,26 +90,9 @@ def score_images(
     device: torch.device | str = "cpu",
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Mean PSNR/SSIM (and MS-SSIM when the convention has it) of ``module`` on whole images.
-
-    The output is clipped to [0, 1] before scoring (as saving an image would). ``module`` is put in
-    eval mode and restored to its previous mode afterwards.
-    """
-    from MedSRLib.metrics import evaluate_pair
-
-    was_training = module.training
-    module.eval()
-    rows = []
-    try:
-        for k, im in enumerate(images):
-            lr = torch.from_numpy(np.ascontiguousarray(im.lr, dtype=np.float32))[None, None].to(device)
-            sr = module(lr).float().clamp_(0.0, 1.0)[0, 0].cpu().numpy().astype(np.float64)
-            rows.append({"image": im.name, **evaluate_pair(sr, im.hr.astype(np.float64), scale=scale, convention=convention)})
-            if progress is not None:
-                progress(k + 1, len(images))
-    finally:
-        module.train(was_training)
-    return _summary(rows, convention)
+    """:func:`score_outputs` of :func:`super_resolve_images` (the model's row of a table)."""
+    outputs = super_resolve_images(module, images, device=device, progress=progress)
+    return score_outputs(outputs, images, scale=scale, convention=convention)
 
 
 def published(paper: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import yaml
 
 from .config import ConfigError, validate
 from .data import list_split, load_eval_images
-from .evaluate import bicubic_scores, score_images
+from .evaluate import bicubic_scores, score_outputs, super_resolve_images
 from .loop import read_checkpoint
 
 DATA_DESCRIPTIONS = {
@@ -49,8 +49,8 @@ def find_checkpoint(path: str | Path) -> Path:
     return path
 
 
-def _scores(module: torch.nn.Module, images: list, scale: int, convention: str) -> dict[str, Any]:
-    ours = score_images(module, images, scale=scale, convention=convention)
+def _scores(outputs: list, images: list, scale: int, convention: str) -> dict[str, Any]:
+    ours = score_outputs(outputs, images, scale=scale, convention=convention)
     bic = bicubic_scores(images, scale=scale, convention=convention)
     out = {"convention": convention, "psnr": ours["psnr"], "ssim": ours["ssim"],
            "bicubic_psnr": bic["psnr"], "bicubic_ssim": bic["ssim"]}
@@ -95,11 +95,12 @@ def export(
     images = load_eval_images(list_split(data, split), data=data, scale=scale, max_images=max_images,
                               min_lr_side=spec.min_lr_size, progress=progress)
     convention = cfg["val"]["convention"]
-    metrics = _scores(module, images, scale, convention)
+    outputs = super_resolve_images(module, images)
+    metrics = _scores(outputs, images, scale, convention)
     metrics.update(split=split, n_images=len(images), data_range=1.0,
                    normalisation=NORMALISATIONS[data["normalise"]], whole_images=True)
     if convention != "basicsr":
-        metrics["basicsr"] = _scores(module, images, scale, "basicsr")
+        metrics["basicsr"] = _scores(outputs, images, scale, "basicsr")
     train = cfg["train"]
     card = {
         "name": spec.name,

@@ -333,13 +333,14 @@ class _Trainer:
         train_split = list_split(data, "train")
         self.global_batch = int(self.t["batch"])
         self.local_batch = self.global_batch // procs.world
-        n_samples = (self.t["epoch_size"] or len(train_split.items) * self.t["patches_per_image"])
-        length = max(1, math.ceil(n_samples / self.global_batch)) * self.global_batch
         self.dataset = PairDataset(
-            train_split, data=data, scale=self.scale, hr_patch=int(self.t["hr_patch"]), length=length,
+            train_split, data=data, scale=self.scale, hr_patch=int(self.t["hr_patch"]),
             augment=self.t["augment"], seed=int(cfg["seed"]), progress=self.progress,
         )
-        self.iters_per_epoch = length // self.global_batch
+        # an epoch: epoch_size samples (default: each usable image patches_per_image times), whole batches
+        n_samples = self.t["epoch_size"] or len(self.dataset.items) * self.t["patches_per_image"]
+        self.dataset.length = max(1, math.ceil(n_samples / self.global_batch)) * self.global_batch
+        self.iters_per_epoch = self.dataset.length // self.global_batch
         self.total = total_iterations(cfg, len(self.dataset.items))
         self.val_images = []
         if procs.main:
@@ -380,7 +381,7 @@ class _Trainer:
         if procs.main:
             self.dir.mkdir(parents=True, exist_ok=True)
             (self.dir / "config.yaml").write_text(yaml.safe_dump({k: v for k, v in cfg.items() if not k.startswith("_")}, sort_keys=False))
-            keep = self.iteration if resume else None
+            keep = self.iteration if self.iteration else None  # resumed: drop rows logged after last.pt
             self.train_csv = _Csv(self.dir / "train.csv", TRAIN_FIELDS, keep)
             self.val_csv = _Csv(self.dir / "val.csv", VAL_FIELDS, keep)
             self.tb = None

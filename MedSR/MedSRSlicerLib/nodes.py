@@ -83,6 +83,20 @@ def ijkToRasArray(volumeNode) -> np.ndarray:
     return slicer.util.arrayFromVTKMatrix(matrix)
 
 
+def localToWorldRas(volumeNode, point) -> np.ndarray:
+    """World RAS of ``point`` given in the node's local RAS: through its parent transforms, linear or not.
+
+    slicer-conventions.md 3.7: a node's IJK-to-RAS is in its local frame; the slice views show world RAS.
+    """
+    point = np.asarray(point, dtype=np.float64)
+    parent = volumeNode.GetParentTransformNode()
+    if parent is None:
+        return point
+    toWorld = vtk.vtkGeneralTransform()
+    parent.GetTransformToWorld(toWorld)
+    return np.array(toWorld.TransformPoint([float(v) for v in point]))
+
+
 def volumeFromNode(volumeNode):
     """A MedSRLib ``Volume`` with a **copy** of the node's voxels (k, j, i) and its geometry (LPS).
 

@@ -23,6 +23,7 @@ from .mrml import (  # noqa: F401  (re-exported like slicer.vtkMRML*)
     vtkMRMLScalarVolumeNode,
     vtkMRMLScene,
     vtkMRMLScriptedModuleNode,
+    vtkMRMLSliceNode,
     vtkMRMLSubjectHierarchyNode,
     vtkMRMLTransformNode,
     vtkMRMLVectorVolumeNode,

@@ -22,6 +22,7 @@ import numpy as np
 from vtkmodules.vtkCommonCore import vtkCommand
 from vtkmodules.vtkCommonDataModel import vtkImageData
 from vtkmodules.vtkCommonMath import vtkMatrix4x4
+from vtkmodules.vtkCommonTransforms import vtkGeneralTransform
 
 
 class vtkMRMLNode:
@@ -116,7 +117,21 @@ class vtkMRMLNode:
 
 
 class vtkMRMLDisplayNode(vtkMRMLNode):
+    """Holds the colour node reference (an ID; the double keeps no colour table nodes)."""
+
     nodeTagName = "Display"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._colorNodeID: str | None = None
+
+    def SetAndObserveColorNodeID(self, colorNodeID: str | None) -> None:
+        if colorNodeID != self._colorNodeID:
+            self._colorNodeID = colorNodeID
+            self.Modified()
+
+    def GetColorNodeID(self) -> str | None:
+        return self._colorNodeID
 
 
 class vtkMRMLVolumeDisplayNode(vtkMRMLDisplayNode):
@@ -124,7 +139,47 @@ class vtkMRMLVolumeDisplayNode(vtkMRMLDisplayNode):
 
 
 class vtkMRMLScalarVolumeDisplayNode(vtkMRMLVolumeDisplayNode):
+    """Grey colour map and automatic window/level by default (``SetDefaultColorMap``, ``AutoWindowLevel=1``).
+
+    Slicer computes the automatic window/level from the voxels' histogram; the double does not, so only
+    values set explicitly (after ``SetAutoWindowLevel(0)``) are meaningful here.
+    """
+
     nodeTagName = "VolumeDisplay"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._colorNodeID = "vtkMRMLColorTableNodeGrey"
+        self._autoWindowLevel = 1
+        self._window, self._level = 256.0, 128.0
+
+    def SetAutoWindowLevel(self, auto: int) -> None:
+        if int(auto) != self._autoWindowLevel:
+            self._autoWindowLevel = int(auto)
+            self.Modified()
+
+    def GetAutoWindowLevel(self) -> int:
+        return self._autoWindowLevel
+
+    def SetWindowLevel(self, window: float, level: float) -> None:
+        if (float(window), float(level)) != (self._window, self._level):
+            self._window, self._level = float(window), float(level)
+            self.Modified()
+
+    def SetWindowLevelMinMax(self, minimum: float, maximum: float) -> None:
+        self.SetWindowLevel(maximum - minimum, 0.5 * (maximum + minimum))
+
+    def GetWindow(self) -> float:
+        return self._window
+
+    def GetLevel(self) -> float:
+        return self._level
+
+    def GetWindowLevelMin(self) -> float:
+        return self._level - 0.5 * self._window
+
+    def GetWindowLevelMax(self) -> float:
+        return self._level + 0.5 * self._window
 
 
 class vtkMRMLLabelMapVolumeDisplayNode(vtkMRMLVolumeDisplayNode):
@@ -184,6 +239,13 @@ class vtkMRMLTransformNode(vtkMRMLTransformableNode):
             vtkMatrix4x4.Multiply4x4(parentMatrix, result, result)
             parent = parent.GetParentTransformNode()
         matrix.DeepCopy(result)
+
+    def GetTransformToWorld(self, transformToWorld: vtkGeneralTransform) -> None:
+        """Fills a ``vtkGeneralTransform`` with the concatenated transforms to world (linear here)."""
+        matrix = vtkMatrix4x4()
+        self.GetMatrixTransformToWorld(matrix)
+        transformToWorld.Identity()
+        transformToWorld.Concatenate(matrix)
 
 
 class vtkMRMLLinearTransformNode(vtkMRMLTransformNode):
@@ -320,6 +382,70 @@ class vtkMRMLDiffusionTensorVolumeNode(vtkMRMLTensorVolumeNode):
     pass
 
 
+class vtkMRMLSliceNode(vtkMRMLNode):
+    """A slice view's plane: ``SliceToRAS`` (column 2 = normal, column 3 = centre), jump methods.
+
+    ``JumpSliceByCentering``/``JumpSliceByOffsetting`` and the static ``JumpAllSlices`` follow
+    Slicer/Slicer ``Libs/MRML/Core/vtkMRMLSliceNode.cxx`` with ActiveSlice 0 (the default). Slice nodes
+    are view nodes: they get no subject-hierarchy item.
+    """
+
+    nodeTagName = "Slice"
+    DefaultJumpSlice, CenteredJumpSlice, OffsetJumpSlice = -1, 0, 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sliceToRAS = vtkMatrix4x4()
+        self._jumpMode = self.OffsetJumpSlice
+        self._viewGroup = 0
+
+    def GetSliceToRAS(self) -> vtkMatrix4x4:
+        return self._sliceToRAS
+
+    def GetViewGroup(self) -> int:
+        return self._viewGroup
+
+    def SetViewGroup(self, group: int) -> None:
+        self._viewGroup = int(group)
+
+    def SetJumpModeToCentered(self) -> None:
+        self._jumpMode = self.CenteredJumpSlice
+
+    def JumpSlice(self, r: float, a: float, s: float) -> None:
+        if self._jumpMode == self.CenteredJumpSlice:
+            self.JumpSliceByCentering(r, a, s)
+        else:
+            self.JumpSliceByOffsetting(r, a, s)
+
+    def JumpSliceByCentering(self, r: float, a: float, s: float) -> None:
+        """Moves the slice centre to the point (the plane's orientation is kept)."""
+        for row, value in enumerate((r, a, s)):
+            self._sliceToRAS.SetElement(row, 3, float(value))
+        self.Modified()
+
+    def JumpSliceByOffsetting(self, r: float, a: float, s: float) -> None:
+        """Moves the plane along its normal only, until it contains the point."""
+        normal = [self._sliceToRAS.GetElement(row, 2) for row in range(3)]
+        centre = [self._sliceToRAS.GetElement(row, 3) for row in range(3)]
+        distance = sum((p - c) * n for p, c, n in zip((r, a, s), centre, normal))
+        for row in range(3):
+            self._sliceToRAS.SetElement(row, 3, centre[row] + distance * normal[row])
+        self.Modified()
+
+    @staticmethod
+    def JumpAllSlices(scene: "vtkMRMLScene", r: float, a: float, s: float, jumpMode: int = -1,
+                      viewGroup: int = -1, exclude: "vtkMRMLSliceNode | None" = None) -> None:
+        for node in scene.GetNodesByClass("vtkMRMLSliceNode"):
+            if node is exclude or (viewGroup >= 0 and viewGroup != node.GetViewGroup()):
+                continue
+            if jumpMode == vtkMRMLSliceNode.CenteredJumpSlice:
+                node.JumpSliceByCentering(r, a, s)
+            elif jumpMode == vtkMRMLSliceNode.OffsetJumpSlice:
+                node.JumpSliceByOffsetting(r, a, s)
+            else:
+                node.JumpSlice(r, a, s)
+
+
 class vtkMRMLScriptedModuleNode(vtkMRMLNode):
     """String parameters plus node references (what ``parameterNodeWrapper`` serialises into)."""
 
@@ -440,6 +566,7 @@ NODE_CLASSES: dict[str, type] = {
         vtkMRMLVectorVolumeDisplayNode,
         vtkMRMLLinearTransformNode,
         vtkMRMLScriptedModuleNode,
+        vtkMRMLSliceNode,
     )
 }
 
@@ -484,7 +611,7 @@ class vtkMRMLScene:
         if node in self._nodes:
             return node
         self._register(node)
-        if not isinstance(node, (vtkMRMLDisplayNode, vtkMRMLScriptedModuleNode)):
+        if not isinstance(node, (vtkMRMLDisplayNode, vtkMRMLScriptedModuleNode, vtkMRMLSliceNode)):
             self._shNode._addDataNode(node)
         return node
 

@@ -175,8 +175,8 @@ def setSliceViewerLayers(background="keep-current", foreground="keep-current", l
                          foregroundOpacity=None, labelOpacity=None, fit=False, rotateToVolumePlane=False) -> None:
     """Recorded only: the double has no slice views."""
     sliceViewerLayersCalls.append(
-        {"background": background, "foreground": foreground, "label": label, "fit": fit,
-         "rotateToVolumePlane": rotateToVolumePlane}
+        {"background": background, "foreground": foreground, "label": label, "foregroundOpacity": foregroundOpacity,
+         "labelOpacity": labelOpacity, "fit": fit, "rotateToVolumePlane": rotateToVolumePlane}
     )
 
 

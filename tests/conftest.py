@@ -11,8 +11,9 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("MEDSR_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
-# Tests are small; two threads match the CI machine and keep parallel workers from oversubscribing.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Tests are small and run as two pytest-xdist workers on the 2-core CI machine: one thread each
+# (two threads per worker oversubscribe the cores and OpenMP spin-waiting makes that ~10x slower).
+torch.set_num_threads(1)
 
 
 def shared_path(*parts: str) -> Path:

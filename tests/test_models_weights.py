@@ -13,6 +13,7 @@ from torch import nn
 
 from MedSRLib.errors import OutputPathError, ScaleError, WeightsError
 from MedSRLib.models import get_model
+from MedSRLib.models.base import WEIGHTS_DIR
 from MedSRLib.models.weights import FORMAT_VERSION, INTENDED_USE, card_path, load_weights, read_card, save_weights
 
 CARD = {
@@ -207,3 +208,19 @@ def test_save_rejects_bad_requests_and_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="float16"):
         save_weights(net, tmp_path / "mdrn_x2.safetensors", card={"name": "mdrn", "scale": 2})
     assert list(tmp_path.iterdir()) == []
+
+
+SHIPPED = sorted(WEIGHTS_DIR.glob("*.safetensors"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_weights_verify_load_and_run(path: Path) -> None:
+    """Every weights file shipped in MedSRLib/weights has a valid card, its sha256, and loads strictly."""
+    card = read_card(path)
+    spec = get_model(card["name"])
+    assert path.name == f"{spec.name}_x{card['scale']}.safetensors" == card["weights_file"]
+    assert card["intended_use"] and card["training"]["iterations"] and card["n_parameters"] == spec.num_parameters(card["scale"])
+    net = spec.load(card["scale"])
+    with torch.inference_mode():
+        y = net(torch.rand(1, 1, 12, 12))
+    assert y.shape == (1, 1, 12 * card["scale"], 12 * card["scale"]) and torch.isfinite(y).all()

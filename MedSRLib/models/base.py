@@ -78,7 +78,9 @@ class ModelSpec:
 
     def card_path(self, scale: int) -> Path:
         """The JSON model card beside the weights file (may not exist)."""
-        return self.weights_path(scale).with_suffix(".json")
+        from .weights import card_path
+
+        return card_path(self.weights_path(scale))
 
     def card(self, scale: int) -> dict[str, Any] | None:
         """The shipped model card for ``scale`` as a dict, or None when no weights are shipped."""

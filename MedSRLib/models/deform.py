@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelInputError, OptionError
-from .w2amsn import _positive_int  # temporary home of the shared checks (belongs in base.py)
+from .checks import positive_int
 
 __all__ = ["DeformConv2dV1", "deform_conv2d"]
 
@@ -136,9 +136,9 @@ class DeformConv2dV1(nn.Conv2d):
         modulated: bool = False,
         offset_bias_init: str = "zero",
     ) -> None:
-        _positive_int("in_channels", in_channels)
-        _positive_int("out_channels", out_channels)
-        if _positive_int("kernel_size", kernel_size) % 2 == 0:
+        positive_int("in_channels", in_channels)
+        positive_int("out_channels", out_channels)
+        if positive_int("kernel_size", kernel_size) % 2 == 0:
             raise OptionError(f"kernel_size must be a positive odd integer; got {kernel_size!r}")
         if offset_bias_init not in ("zero", "default"):
             raise OptionError(f"offset_bias_init must be 'zero' or 'default'; got {offset_bias_init!r}")

@@ -20,8 +20,8 @@ from torch import nn
 from ..errors import OptionError
 from .base import ModelSpec, register
 from .blocks import PixelShuffleHead, ResBlock, conv1x1, conv3x3
-from .idman import MIN_LR_SIZE, _choice, _positive
-from .w2amsn import check_lr_input  # temporary home of the shared input check (belongs in base.py)
+from .idman import MIN_LR_SIZE
+from .checks import check_lr_input, choice, positive_int
 
 PAPER = ("Chen et al., Double paths network with residual information distillation for improving "
          "lung CT image super resolution (COVID-CT)")
@@ -38,7 +38,7 @@ class SobelGradient(nn.Module):
 
     def __init__(self, mode: str = "magnitude", *, eps: float = 1e-12) -> None:
         super().__init__()
-        _choice("sobel", mode, ("magnitude", "l1", "xy"))
+        choice("sobel", mode, ("magnitude", "l1", "xy"))
         self.mode = mode
         self.eps = float(eps)
         gx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
@@ -70,7 +70,7 @@ class IDB(nn.Module):
     def __init__(self, channels: int, keep: int, *, retain: str = "3x3", act: bool = True,
                  forward_out: bool = True) -> None:
         super().__init__()
-        _choice("retain", retain, ("3x3", "1x1"))
+        choice("retain", retain, ("3x3", "1x1"))
         keep_conv, fwd_conv = (conv3x3, conv1x1) if retain == "3x3" else (conv1x1, conv3x3)
         self.keep = keep_conv(2 * channels, keep)
         self.forward_conv = fwd_conv(2 * channels, channels) if forward_out else None
@@ -93,11 +93,11 @@ class RIDM(nn.Module):
                  retain: str = "3x3", idb_act: bool = True, drop_unused_forward: bool = False,
                  res_scale: float = 1.0) -> None:
         super().__init__()
-        _positive("n_res_blocks", n_res_blocks)
-        _positive("n_idb", n_idb)
+        positive_int("n_res_blocks", n_res_blocks)
+        positive_int("n_idb", n_idb)
         if n_idb > n_res_blocks:
             raise OptionError(f"n_idb ({n_idb}) must not exceed n_res_blocks ({n_res_blocks}): IDB i reads RB i")
-        keep = channels // 2 if keep is None else _positive("idb_keep_channels", keep)
+        keep = channels // 2 if keep is None else positive_int("idb_keep_channels", keep)
         self.res_blocks = nn.ModuleList(ResBlock(channels, res_scale=res_scale) for _ in range(n_res_blocks))
         self.idbs = nn.ModuleList(
             IDB(channels, keep, retain=retain, act=idb_act,
@@ -168,11 +168,11 @@ class DRIDSR(nn.Module):
                  idb_keep_channels: int | None = None, drop_unused_forward: bool = False, idb_act: bool = True,
                  sobel: str = "magnitude", out_ch: int = 1, res_scale: float = 1.0) -> None:
         super().__init__()
-        _positive("scale", scale)
-        _positive("channels", channels)
-        _positive("out_ch", out_ch)
-        c_out = channels // 2 if out_channels is None else _positive("out_channels", out_channels)
-        mid = 2 * channels if low_mid is None else _positive("low_mid", low_mid)
+        positive_int("scale", scale)
+        positive_int("channels", channels)
+        positive_int("out_ch", out_ch)
+        c_out = channels // 2 if out_channels is None else positive_int("out_channels", out_channels)
+        mid = 2 * channels if low_mid is None else positive_int("low_mid", low_mid)
         self.scale = scale
         self.min_size = MIN_LR_SIZE
         self.low = LowFrequencyPath(channels, mid, c_out)

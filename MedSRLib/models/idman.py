@@ -26,24 +26,13 @@ from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 from ..errors import OptionError
 from .base import ModelSpec, register
 from .blocks import EDSRUpsampler, PixelShuffleHead, conv1x1, conv3x3
-from .w2amsn import check_lr_input  # temporary home of the shared input check (belongs in base.py)
+from .checks import check_lr_input, choice, positive_int
 
 PAPER = "Zhao et al., Super-Resolution Network with Information Distillation and Multi-Scale Attention for Medical CT Image, Sensors 2021"
 
 #: Smallest LR side (pixels) the registered networks accept: every 3x3 kernel's support lies inside
 #: the image, so edge maps and attention statistics are computed from real pixels.
 MIN_LR_SIZE = 3
-
-
-def _choice(name: str, value: object, allowed: Sequence[object]) -> None:
-    if value not in allowed:
-        raise OptionError(f"{name} must be one of {', '.join(repr(a) for a in allowed)}; got {value!r}")
-
-
-def _positive(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise OptionError(f"{name} must be a positive integer; got {value!r}")
-    return value
 
 
 def apply_weight_norm(module: nn.Module) -> nn.Module:
@@ -127,10 +116,10 @@ class MAB(nn.Module):
     def __init__(self, channels: int, *, reduction: int = 16, kernels: Sequence[int] = (3, 5),
                  pool: str = "global", pooled_conv: str = "kxk", share_fc: bool = False) -> None:
         super().__init__()
-        _positive("channels", channels)
-        _positive("reduction", reduction)
-        _choice("mab_pool", pool, ("global", "local3"))
-        _choice("mab_pooled_conv", pooled_conv, ("kxk", "1x1"))
+        positive_int("channels", channels)
+        positive_int("reduction", reduction)
+        choice("mab_pool", pool, ("global", "local3"))
+        choice("mab_pooled_conv", pooled_conv, ("kxk", "1x1"))
         kernels = tuple(kernels)
         if not kernels or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0 for k in kernels):
             raise OptionError(f"mab_kernels must be odd positive integers; got {kernels!r}")
@@ -189,9 +178,9 @@ class IDMAB(nn.Module):
                  mab_pooled_conv: str = "kxk", mab_share_fc: bool = False, mab_kernels: Sequence[int] = (3, 5),
                  res_scale: float = 1.0) -> None:
         super().__init__()
-        _positive("channels", channels)
-        _choice("distill_mode", distill_mode, ("conv", "split"))
-        _choice("distill_act", distill_act, (None, "lrelu"))
+        positive_int("channels", channels)
+        choice("distill_mode", distill_mode, ("conv", "split"))
+        choice("distill_act", distill_act, (None, "lrelu"))
         dc = int(float(distill_ratio) * channels)
         if not 0 < dc < channels:
             raise OptionError(
@@ -231,7 +220,7 @@ class IDMAG(nn.Module):
 
     def __init__(self, channels: int, *, n_blocks: int, **block_options: object) -> None:
         super().__init__()
-        _positive("n_blocks", n_blocks)
+        positive_int("n_blocks", n_blocks)
         self.blocks = nn.Sequential(*(IDMAB(channels, **block_options) for _ in range(n_blocks)))
         self.conv = conv3x3(channels, channels)
 
@@ -265,10 +254,10 @@ class IDMAN(nn.Module):
                  mab_share_fc: bool = False, mab_kernels: Sequence[int] = (3, 5), weight_norm: bool = True,
                  feedback_steps: int = 1, upsampler: str = "edsr", res_scale: float = 1.0) -> None:
         super().__init__()
-        _positive("scale", scale)
-        _positive("channels", channels)
-        _positive("n_groups", n_groups)
-        _choice("upsampler", upsampler, ("edsr", "single"))
+        positive_int("scale", scale)
+        positive_int("channels", channels)
+        positive_int("n_groups", n_groups)
+        choice("upsampler", upsampler, ("edsr", "single"))
         if isinstance(feedback_steps, bool) or not isinstance(feedback_steps, int) or feedback_steps < 0:
             raise OptionError(f"feedback_steps must be an integer >= 0; got {feedback_steps!r}")
         if upsampler == "edsr" and not (scale == 3 or (scale >= 2 and scale & (scale - 1) == 0)):

@@ -20,8 +20,8 @@ from torch import nn
 
 from .base import ModelSpec, register
 from .blocks import CCA, BSConvU, PixelShuffleHead, conv1x1, conv3x3
-from .idman import MIN_LR_SIZE, _choice, _positive
-from .w2amsn import check_lr_input  # temporary home of the shared input check (belongs in base.py)
+from .idman import MIN_LR_SIZE
+from .checks import check_lr_input, choice, positive_int
 
 PAPER = "Deng et al., MDRN: Multi-distillation residual network for efficient MR image super-resolution, AIMS 2024"
 
@@ -31,7 +31,7 @@ ESA_MIN_SIZE = 15
 
 def _activation(name: str | None, *, option: str) -> nn.Module:
     """The activation named by option ``option`` (None = identity)."""
-    _choice(option, name, (None, "gelu", "lrelu"))
+    choice(option, name, (None, "gelu", "lrelu"))
     if name == "gelu":
         return nn.GELU()
     if name == "lrelu":
@@ -88,10 +88,10 @@ class FMDRB(nn.Module):
                  block_residual: bool = True, distill_act: str | None = None, cca_reduction: int = 16,
                  esa: bool = False, padding_mode: str = "zeros") -> None:
         super().__init__()
-        _positive("channels", channels)
-        _choice("last_remain", last_remain, ("bsconv_half", "bsrb_full"))
-        _choice("padding_mode", padding_mode, ("zeros", "reflect", "replicate", "circular"))
-        dc = channels // 2 if distill_channels is None else _positive("distill_channels", distill_channels)
+        positive_int("channels", channels)
+        choice("last_remain", last_remain, ("bsconv_half", "bsrb_full"))
+        choice("padding_mode", padding_mode, ("zeros", "reflect", "replicate", "circular"))
+        dc = channels // 2 if distill_channels is None else positive_int("distill_channels", distill_channels)
         self.distill = nn.ModuleList(conv1x1(channels, dc) for _ in range(3))
         self.distill_act = _activation(distill_act, option="distill_act")
         self.remain = nn.ModuleList(BSRB(channels, padding_mode=padding_mode) for _ in range(3))
@@ -103,7 +103,7 @@ class FMDRB(nn.Module):
             last_width = channels
         self.fuse = conv1x1(3 * dc + last_width, channels)
         self.esa = ESA(channels) if esa else nn.Identity()
-        self.cca = CCA(channels, _positive("cca_reduction", cca_reduction))
+        self.cca = CCA(channels, positive_int("cca_reduction", cca_reduction))
         self.block_residual = bool(block_residual)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -134,11 +134,11 @@ class MDRN(nn.Module):
                  esa: bool = False, agg_conv: str = "conv", agg_act: str | None = None,
                  padding_mode: str = "zeros") -> None:
         super().__init__()
-        _positive("scale", scale)
-        _positive("channels", channels)
-        _positive("n_blocks", n_blocks)
-        _choice("agg_conv", agg_conv, ("conv", "bsconv"))
-        _choice("agg_act", agg_act, (None, "gelu"))
+        positive_int("scale", scale)
+        positive_int("channels", channels)
+        positive_int("n_blocks", n_blocks)
+        choice("agg_conv", agg_conv, ("conv", "bsconv"))
+        choice("agg_act", agg_act, (None, "gelu"))
         self.scale = scale
         self.min_size = ESA_MIN_SIZE if esa else MIN_LR_SIZE
         self.head = conv3x3(1, channels)

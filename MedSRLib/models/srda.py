@@ -27,7 +27,7 @@ from ..errors import ModelInputError, OptionError
 from .base import ModelSpec, get_model, register
 from .blocks import EDSRUpsampler, ResBlock, SpatialAttention7, conv3x3
 from .deform import DeformConv2dV1
-from .w2amsn import _positive_int, check_lr_input  # temporary home of the shared checks (belongs in base.py)
+from .checks import check_lr_input, positive_int
 
 __all__ = [
     "DIAGNOSIS_OPTIONS",
@@ -64,10 +64,10 @@ class SRDA(nn.Module):
         offset_bias_init: str = "zero",
     ) -> None:
         super().__init__()
-        if _positive_int("scale", scale) != 3 and scale & (scale - 1):
+        if positive_int("scale", scale) != 3 and scale & (scale - 1):
             raise OptionError(f"SRDA's upsampler supports scales 2^n and 3; got {scale}")
-        _positive_int("channels", channels)
-        _positive_int("n_resblocks", n_resblocks)
+        positive_int("channels", channels)
+        positive_int("n_resblocks", n_resblocks)
         self.scale = scale
         self.dconv = DeformConv2dV1(1, channels, 3, bias=False, modulated=modulated, offset_bias_init=offset_bias_init)
         self.attention = SpatialAttention7()
@@ -145,7 +145,7 @@ class SRDADiagnosisNet(nn.Module):
         layers: tuple[int, int, int, int] = (3, 4, 6, 3),
     ) -> None:
         super().__init__()
-        if _positive_int("n_classes", n_classes) < 2:
+        if positive_int("n_classes", n_classes) < 2:
             raise OptionError(f"n_classes must be at least 2; got {n_classes!r}")
         base = 64 * float(width_mult)
         if width_mult <= 0 or base != int(base):
@@ -154,7 +154,7 @@ class SRDADiagnosisNet(nn.Module):
         if attention_at not in ("stem", "layer1"):
             raise OptionError(f"attention_at must be 'stem' or 'layer1'; got {attention_at!r}")
         stem = base if stem_channels is None else stem_channels
-        _positive_int("stem_channels", stem)
+        positive_int("stem_channels", stem)
         if len(layers) != 4 or any(int(n) < 1 for n in layers):
             raise OptionError(f"layers must be four positive block counts; got {layers!r}")
         self.attention_at = attention_at

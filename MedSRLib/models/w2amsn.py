@@ -20,39 +20,12 @@ from torch import nn
 
 from .base import ModelSpec, register
 from .blocks import NCAB, EDSRUpsampler, PixelShuffleHead, conv1x1, conv3x3
-from ..errors import InputSizeError, ModelInputError, OptionError
+from ..errors import OptionError
+from .checks import check_lr_input, positive_int
 
 __all__ = ["W2AMSB", "W2AMSN", "check_lr_input"]
 
 PAPER = "Wang et al., Wide Weighted Attention Multi-Scale Network for Accurate MR Image SR (IEEE TCSVT 2022)"
-
-
-def check_lr_input(x: torch.Tensor, *, model: str, min_size: int = 1) -> None:
-    """Raise a :class:`MedSRError` unless ``x`` is an ``N x 1 x H x W`` float tensor with H, W >= ``min_size``.
-
-    TEMPORARY home (shared by W2AMSN and SRDA): belongs in :mod:`.base` beside the registry.
-    """
-    if not isinstance(x, torch.Tensor) or x.dim() != 4:
-        shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ModelInputError(
-            f"{model} expects an N x 1 x H x W tensor; got {shape}; add the batch/channel axes (x[None, None])"
-        )
-    if x.shape[1] != 1:
-        raise ModelInputError(
-            f"{model} expects 1 (grey) channel; got {x.shape[1]} channels; pass one channel at a time"
-        )
-    if not x.is_floating_point():
-        raise ModelInputError(f"{model} expects a floating-point tensor in [0, 1]; got {x.dtype}; use x.float()")
-    h, w = int(x.shape[2]), int(x.shape[3])
-    if min(h, w) < min_size:
-        raise InputSizeError(f"{model} needs slices of at least {min_size} x {min_size} pixels; got {h} x {w}")
-
-
-def _positive_int(name: str, value: int) -> int:
-    """``value`` if it is a positive int, else :class:`OptionError` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise OptionError(f"{name} must be a positive integer; got {value!r}")
-    return value
 
 
 class W2AMSB(nn.Module):
@@ -86,7 +59,7 @@ class W2AMSB(nn.Module):
         res_scale: float = 1.0,
     ) -> None:
         super().__init__()
-        a = _positive_int("n_feats", n_feats)
+        a = positive_int("n_feats", n_feats)
         if width_mode == "aggregate":
             w1, w2 = 2 * a, 4 * a
         elif width_mode == "per_branch":
@@ -150,9 +123,9 @@ class W2AMSN(nn.Module):
         res_scale: float = 1.0,
     ) -> None:
         super().__init__()
-        scale = _positive_int("scale", scale)
-        a = _positive_int("n_feats", n_feats)
-        t = _positive_int("n_blocks", n_blocks)
+        scale = positive_int("scale", scale)
+        a = positive_int("n_feats", n_feats)
+        t = positive_int("n_blocks", n_blocks)
         self.scale = scale
         self.n_blocks = t
         self.share_block_weights = bool(share_block_weights)

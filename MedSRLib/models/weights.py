@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -163,7 +164,11 @@ def _read_tensors(path: Path, blob: bytes, where: str) -> dict[str, torch.Tensor
         else:
             obj = _st_load(blob)
     except Exception as exc:  # safetensors/torch raise several types for damaged files
-        raise WeightsError(f"cannot read weights '{path.name}' for {where}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        if isinstance(exc, pickle.UnpicklingError):  # weights_only refused a non-tensor object
+            reason = "holds objects other than tensors; only plain state dicts are loaded"
+        else:
+            reason = (str(exc).splitlines() or [""])[0]
+        raise WeightsError(f"cannot read weights '{path.name}' for {where} ({type(exc).__name__}: {reason}); re-export them") from None
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"'{path.name}' does not hold a state dict of tensors for {where}")
     return obj

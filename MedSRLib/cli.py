@@ -240,7 +240,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    header = ("name", "paper", "modality", "scales", "parameters", "weights")
+    header = ("name", "network", "config", "modality", "scales", "parameters", "weights")
     table = [header]
     for row in rows:
         params = row["parameters"]
@@ -248,8 +248,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
         param_text = f"{values[0]:,}" if len(values) == 1 else f"{values[0]:,}-{values[-1]:,}"
         have = [k for k, v in row["weights"].items() if v]
         weights_text = "n/a (not learned)" if row["network"] in ("bicubic", "nearest") else (", ".join(have) or "none")
-        table.append((row["name"], row["paper"], row["modality"], ",".join(f"x{s}" for s in row["scales"]),
-                      param_text, weights_text))
+        table.append((row["name"], row["network"], row["config"], row["modality"],
+                      ",".join(f"x{s}" for s in row["scales"]), param_text, weights_text))
     widths = [max(len(str(r[i])) for r in table) for i in range(len(header))]
     for i, r in enumerate(table):
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())

@@ -29,6 +29,18 @@ CPUs (with AVX512-BF16 / AMX it is 1.3-3.6x faster than fp32 for the registry ne
 vs fp32 ~1e-3 to 5e-3 on [0, 1] outputs; see the engine tests). An fp16 overflow (inf/nan output
 from a finite input) is redone in fp32 for the rest of the run, with a warning. Outputs are float32.
 
+Speed (CPU): the module runs under ``torch.inference_mode`` in channels_last; a batch holds at most
+:data:`_CPU_BATCH_PIXELS` LR pixels (one 256 x 256 slice: on a CPU larger batches are not faster, only
+bigger). Importing this module sets ``THP_MEM_ALLOC_ENABLE=1`` unless already set, so PyTorch backs
+its large CPU tensors with transparent huge pages: every fresh 512 x 512 x 64 activation otherwise
+pays ~16k page faults (measured 1.3-1.5x slower end to end on our VMs); it takes effect when set
+before PyTorch's first allocation of 2 MiB or more. ``compile=True`` runs full batches through
+``torch.compile`` (pays for element-wise-heavy networks such as MDRN after a ~20 s compile; falls
+back to eager with a warning when compiling fails). Callers should apply the exact inference
+re-parameterisations of :func:`MedSRLib.models.reparam.prepare_for_inference` to a freshly loaded
+module before calling :func:`run_slices` (the pipeline does; the engine never changes a module's
+structure). ``benchmarks/`` measures all of this.
+
 Out of memory (``torch.OutOfMemoryError`` or an allocator "out of memory" error): the cache is emptied
 and the batch halved; at batch 1 the tile side is halved (tiling starts) down to
 ``max(2 * tile_overlap, min_lr_size, 32)``; then the run continues on the CPU with a
@@ -41,6 +53,10 @@ import contextlib
 import logging
 import math
 import os
+
+# Transparent huge pages for PyTorch's large CPU tensors (module docstring); must precede torch's first
+# allocation of >= 2 MiB to take effect, hence before ``import torch`` where possible.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 import warnings
 import weakref
 from collections.abc import Callable, Iterator
@@ -77,8 +93,10 @@ _PROBE_SIDE = 32
 _MEMORY_SAFETY = 1.25
 #: Smallest tile the automatic / OOM tiling goes down to (LR px), besides ``2 * tile_overlap``.
 _MIN_AUTO_TILE = 32
-#: On CPU an automatic batch holds at most this many LR pixels, so progress and cancel stay responsive.
-_CPU_BATCH_PIXELS = 1 << 20
+#: On CPU an automatic batch holds at most this many LR pixels (one 256 x 256 slice): measured on 2
+#: cores, batching 512 x 512 slices is not faster (dridsr x2: 2.19 s/slice at batch 1, 2.38 at 2-8)
+#: while memory grows by one slice's activations per slice; 128 x 128 slices gain nothing past 4.
+_CPU_BATCH_PIXELS = 1 << 16
 
 #: Achieved fp32 MAC/s per CPU thread (channels_last), measured on an AMD EPYC (Zen 4, AVX-512), one
 #: thread, 128 x 128 slices, registry networks: dridsr 36, idman-small 28, mdrn 14, w2amsn-s 44,
@@ -229,6 +247,8 @@ class EngineOptions:
             (autocast; CPU or GPU), ``'fp16'`` (autocast; GPU only).
         channels_last: run convolutions in channels_last memory format on CPU and CUDA.
         threads: CPU threads for the run (restored afterwards); None = PyTorch's current setting.
+        compile: run full batches through ``torch.compile`` (CPU / CUDA; first batch pays the
+            compilation, tens of seconds; eager fallback with a warning if it fails).
     """
 
     device: str | torch.device = "auto"
@@ -240,6 +260,7 @@ class EngineOptions:
     precision: str = "auto"
     channels_last: bool = True
     threads: int | None = None
+    compile: bool = False
 
     def __post_init__(self) -> None:
         _parse_device(self.device)
@@ -263,7 +284,7 @@ class EngineOptions:
                     f"tile {self.tile} px is smaller than 2 x tile_overlap ({2 * self.tile_overlap} px); "
                     "use a larger tile or a smaller tile_overlap"
                 )
-        for name in ("ensemble", "channels_last"):
+        for name in ("ensemble", "channels_last", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise OptionError(f"{name} must be True or False; got {getattr(self, name)!r}")
         if self.precision not in PRECISIONS:
@@ -329,6 +350,28 @@ class _Forward:
     ) -> None:
         self.module, self.scale, self.device, self.dtype = module, scale, device, dtype
         self.channels_last, self.ensemble = channels_last, ensemble
+        self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.compiled_shape: tuple[int, ...] | None = None
+
+    def compile_for(self, shape: tuple[int, ...]) -> None:
+        """Use ``torch.compile(module)`` for inputs of exactly ``shape`` (others run eagerly)."""
+        if self.compiled is None:
+            self.compiled = torch.compile(self.module, dynamic=False)
+        self.compiled_shape = tuple(shape)
+
+    def _network(self, x: torch.Tensor) -> torch.Tensor:
+        if self.compiled is None or tuple(x.shape) != self.compiled_shape:
+            return self.module(x)
+        try:
+            return self.compiled(x)
+        except Exception as exc:  # noqa: BLE001 -- compilation problems: continue eagerly
+            if _is_out_of_memory(exc):
+                raise
+            message = f"MedSR: torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); running eagerly"
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            logger.warning(message)
+            self.compiled = None
+            return self.module(x)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not self.ensemble:
@@ -352,7 +395,7 @@ class _Forward:
             else contextlib.nullcontext()
         )
         with context:
-            y = self.module(x)
+            y = self._network(x)
         if self.dtype == torch.float16 and isinstance(y, torch.Tensor) and not bool(torch.isfinite(y).all()):
             if bool(torch.isfinite(x).all()):  # the input is finite: fp16 overflowed
                 message = "MedSR: fp16 autocast overflowed (inf/nan output); continuing in fp32"
@@ -508,6 +551,8 @@ class _Runner:
             if self.device.type == "cpu":
                 batch = min(batch, _CPU_BATCH_PIXELS // (self.h * self.w))
         self.batch = max(1, min(batch, self.n))
+        if opts.compile and self.device.type in ("cpu", "cuda"):
+            self.forward.compile_for((self.batch, 1, self.tile_h, self.tile_w))
         logger.info(
             "engine: %s, %s, batch %d, tile %s, ~%.0f B/LR px, budget %.0f MiB",
             self.device, self.forward.dtype or "fp32", self.batch, self.tile, per_pixel, budget / _MIB,

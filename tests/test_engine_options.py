@@ -42,6 +42,8 @@ from test_engine_nets import local_net
         ("precision", "fp64"),
         ("precision", "FP32"),
         ("channels_last", 1),
+        ("compile", 1),
+        ("compile", "yes"),
         ("threads", 0),
         ("threads", "4"),
         ("device", "banana"),
@@ -63,7 +65,7 @@ def test_option_errors_are_medsr_and_value_errors() -> None:
 
 def test_good_options_are_kept() -> None:
     opts = EngineOptions(device="cpu", batch_size=3, memory_budget_mb=64.5, tile=40, tile_overlap=8,
-                         ensemble=True, precision="bf16", channels_last=False, threads=1)
+                         ensemble=True, precision="bf16", channels_last=False, threads=1, compile=True)
     assert (opts.batch_size, opts.tile, opts.tile_overlap, opts.memory_budget_mb) == (3, 40, 8, 64.5)
 
 

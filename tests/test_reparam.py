@@ -1,0 +1,161 @@
+"""prepare_for_inference: every rewrite is exact (float64 equality), idempotent, and really applied."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from MedSRLib.models import get_model
+from MedSRLib.models.blocks import NCAB, ResBlock
+from MedSRLib.models.dridsr import DRIDSR
+from MedSRLib.models.idman import IDMAN, MAB
+from MedSRLib.models.mdrn import MDRN
+from MedSRLib.models.reparam import prepare_for_inference
+from MedSRLib.models.srda import SRDA
+from MedSRLib.models.w2amsn import W2AMSB, W2AMSN
+
+#: float64 rounding of networks with a few hundred thousand MACs per pixel stays far below this.
+EXACT = dict(rtol=1e-10, atol=1e-10)
+
+
+def _perturbed(module: nn.Module, seed: int = 0) -> nn.Module:
+    """``module`` in float64 with every parameter randomised (zero inits such as the DCN offsets,
+    W2AMSN's lambdas = 1 and res_scale = 1 would hide a wrong fold)."""
+    gen = torch.Generator().manual_seed(seed)
+    module = module.double().eval()
+    with torch.no_grad():
+        for p in module.parameters():
+            noise = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+            p.copy_(noise / p[0].numel() ** 0.5 if p.dim() > 1 else 0.1 * noise + (1.0 if p.dim() == 0 else 0.0))
+    for m in module.modules():
+        if hasattr(m, "res_scale"):
+            m.res_scale = 0.37
+    return module
+
+
+def _clone(module: nn.Module) -> nn.Module:
+    """A deep copy (a legacy weight-norm module cannot be deep-copied: rebuilt from its pickle)."""
+    try:
+        return copy.deepcopy(module)
+    except RuntimeError:
+        import io
+
+        buffer = io.BytesIO()
+        torch.save(module, buffer)
+        buffer.seek(0)
+        return torch.load(buffer, weights_only=False)
+
+
+def _compare(module: nn.Module, *, scale: int, side: int = 19, channels_last: bool = False) -> nn.Module:
+    """Assert that ``prepare_for_inference`` keeps ``module``'s output; return the prepared copy."""
+    x = torch.rand(2, 1, side, side + 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    fast = prepare_for_inference(_clone(module))
+    if channels_last:
+        fast = fast.to(memory_format=torch.channels_last)
+        x_fast = x.contiguous(memory_format=torch.channels_last)
+    else:
+        x_fast = x
+    with torch.inference_mode():
+        expected = module(x)
+        got = fast(x_fast)
+    assert got.shape == (2, 1, scale * side, scale * (side + 3))
+    torch.testing.assert_close(got, expected, **EXACT)
+    return fast
+
+
+CASES = {
+    "idman": lambda: IDMAN(scale=2, channels=16, n_groups=2, n_blocks=2, reduction=4),
+    "idman-local3": lambda: IDMAN(scale=3, channels=16, n_groups=1, n_blocks=2, reduction=4, mab_pool="local3"),
+    "idman-split-nown": lambda: IDMAN(scale=4, channels=16, n_groups=1, n_blocks=1, reduction=4,
+                                      distill_mode="split", weight_norm=False, mab_share_fc=True),
+    "dridsr": lambda: DRIDSR(scale=2, channels=16, n_res_blocks=3, n_idb=2),
+    "w2amsn": lambda: W2AMSN(scale=2, n_feats=8, n_blocks=2),
+    "w2amsn-shared": lambda: W2AMSN(scale=3, n_feats=8, n_blocks=3, share_block_weights=True,
+                                    share_block_attention=True, stage2_act=True),
+    "w2amsn-per-branch": lambda: W2AMSN(scale=2, n_feats=4, n_blocks=1, width_mode="per_branch", upsampler="single"),
+    "srda": lambda: SRDA(scale=4, channels=8, n_resblocks=2, res_scale=0.1, offset_bias_init="default"),
+    "srda-modulated": lambda: SRDA(scale=2, channels=8, n_resblocks=1, modulated=True),
+    "mdrn": lambda: MDRN(scale=2, channels=16, n_blocks=3),
+    "mdrn-variants": lambda: MDRN(scale=4, channels=16, n_blocks=2, agg_conv="bsconv", agg_act="gelu", esa=True,
+                                  distill_act="lrelu", last_remain="bsrb_full", padding_mode="reflect"),
+    "mdrn-no-residual": lambda: MDRN(scale=2, channels=8, n_blocks=2, block_residual=False),
+}
+SCALES = {"idman-local3": 3, "idman-split-nown": 4, "w2amsn-shared": 3, "srda": 4, "mdrn-variants": 4}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_prepared_network_equals_the_original_in_float64(name: str) -> None:
+    _compare(_perturbed(CASES[name]()), scale=SCALES.get(name, 2))
+
+
+@pytest.mark.parametrize("name", ["idman", "srda", "w2amsn", "mdrn"])
+def test_prepared_network_equals_the_original_in_channels_last(name: str) -> None:
+    _compare(_perturbed(CASES[name]()), scale=SCALES.get(name, 2), channels_last=True)
+
+
+@pytest.mark.parametrize("name", ["idman-small", "dridsr", "w2amsn-small", "srda-small", "mdrn"])
+def test_registered_configs_are_unchanged_by_the_rewrites(name: str) -> None:
+    spec = get_model(name)
+    scale = spec.scales[0]
+    torch.manual_seed(3)
+    _compare(spec.build(scale).double().eval(), scale=scale, side=max(16, spec.min_lr_size))
+
+
+def test_weight_norm_is_folded_and_mab_uses_centre_taps() -> None:
+    net = _perturbed(CASES["idman"]())
+    assert any(parametrize.is_parametrized(m) for m in net.modules())
+    fast = _compare(net, scale=2)
+    assert not any(parametrize.is_parametrized(m) for m in fast.modules())
+    mabs = [m for m in fast.modules() if isinstance(m, MAB)]
+    assert mabs and all(c.kernel_size == (1, 1) for m in mabs for c in [*m.conv_in, *m.conv_out])
+    assert sum(p.numel() for p in fast.parameters()) < sum(p.numel() for p in net.parameters())
+    assert not fast.training
+
+
+def test_local_pooling_mab_keeps_its_kxk_convolutions() -> None:
+    fast = _compare(_perturbed(CASES["idman-local3"]()), scale=3)
+    assert any(c.kernel_size != (1, 1) for m in fast.modules() if isinstance(m, MAB) for c in m.conv_in)
+
+
+def test_legacy_weight_norm_hooks_are_folded() -> None:
+    import warnings
+
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 1), nn.PixelShuffle(2)).double()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # the deprecated API is what is being tested
+        torch.nn.utils.weight_norm(net[0])
+    with torch.no_grad():
+        net[0].weight_g.mul_(1.7)
+    fast = _compare(net, scale=2)
+    assert not hasattr(fast[0], "weight_g") and isinstance(fast[0].weight, nn.Parameter)
+    assert not fast[0]._forward_pre_hooks
+
+
+def test_prepare_is_idempotent() -> None:
+    net = _perturbed(CASES["w2amsn"]())
+    once = prepare_for_inference(copy.deepcopy(net))
+    twice = prepare_for_inference(copy.deepcopy(once))
+    x = torch.rand(1, 1, 12, 12, dtype=torch.float64)
+    with torch.inference_mode():
+        torch.testing.assert_close(twice(x), once(x), rtol=0, atol=0)
+        torch.testing.assert_close(once(x), net(x), **EXACT)
+
+
+def test_rewrites_are_applied_to_the_block_types() -> None:
+    fast = prepare_for_inference(CASES["w2amsn"]())
+    assert all(type(m).__name__.startswith("_") for m in fast.modules() if isinstance(m, (NCAB, W2AMSB)))
+    srda = prepare_for_inference(_perturbed(CASES["srda"]()))
+    blocks = [m for m in srda.modules() if isinstance(m, ResBlock)]
+    assert blocks and all(m.res_scale == 1.0 and type(m) is not ResBlock for m in blocks)
+
+
+def test_deformable_layer_output_keeps_channels_last() -> None:
+    fast = prepare_for_inference(SRDA(scale=2, channels=8, n_resblocks=1)).to(memory_format=torch.channels_last)
+    x = torch.rand(1, 1, 10, 10).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        y = fast.dconv(x)
+    assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()

@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print the JSON contract on stdout")
     ev.add_argument("--per-image", action="store_true", help="with --json: add per-image scores")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.add_argument("--panel", default=None, metavar="OUT.png",
+                    help="also write a PNG panel (LR, bicubic, model, HR with zoomed crops and PSNR) of the first image")
     _add_engine_options(ev)
     check = sub.add_parser("check", help="data-consistency check of any super-resolved volume against its input")
     check.add_argument("input", help="the low-resolution input volume (file or DICOM folder)")
@@ -261,6 +263,15 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
+    if args.panel is not None:
+        from .engine import EngineOptions
+        from .panel import panel_for_path
+
+        panel_for_path(
+            args.hr, args.panel, model=args.model, scale=args.scale, convention=args.convention, axis=args.axis,
+            series_uid=args.series_uid, weights=args.weights,
+            options=EngineOptions(device=args.device, ensemble=args.ensemble),
+        )
     bar = _Progress("evaluate", quiet=args.quiet or args.json)
     try:
         result = evaluate(

@@ -53,6 +53,7 @@ import contextlib
 import logging
 import math
 import os
+import time
 
 # Transparent huge pages for PyTorch's large CPU tensors (module docstring); must precede torch's first
 # allocation of >= 2 MiB to take effect, hence before ``import torch`` where possible.
@@ -246,7 +247,10 @@ class EngineOptions:
         precision: ``'auto'`` (fp16 autocast on CUDA, fp32 elsewhere), ``'fp32'``, ``'bf16'``
             (autocast; CPU or GPU), ``'fp16'`` (autocast; GPU only).
         channels_last: run convolutions in channels_last memory format on CPU and CUDA.
-        threads: CPU threads for the run (restored afterwards); None = PyTorch's current setting.
+        threads: CPU threads for the run (restored afterwards); None = PyTorch's current setting;
+            ``'auto'`` = the cores other processes leave free (:func:`free_cpu_count`): on a shared
+            machine more threads than free cores make every operation wait at OpenMP barriers (measured
+            up to 70x slower for IDMAN with 2 threads beside one busy core).
         compile: run full batches through ``torch.compile`` (CPU / CUDA; first batch pays the
             compilation, tens of seconds; eager fallback with a warning if it fails).
     """
@@ -259,7 +263,7 @@ class EngineOptions:
     ensemble: bool = False
     precision: str = "auto"
     channels_last: bool = True
-    threads: int | None = None
+    threads: int | str | None = None
     compile: bool = False
 
     def __post_init__(self) -> None:
@@ -289,8 +293,8 @@ class EngineOptions:
                 raise OptionError(f"{name} must be True or False; got {getattr(self, name)!r}")
         if self.precision not in PRECISIONS:
             raise OptionError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
-        if self.threads is not None and not (_is_int(self.threads) and self.threads >= 1):
-            raise OptionError(f"threads must be a positive integer or None; got {self.threads!r}")
+        if self.threads is not None and self.threads != "auto" and not (_is_int(self.threads) and self.threads >= 1):
+            raise OptionError(f"threads must be a positive integer, 'auto' or None; got {self.threads!r}")
 
 
 # ---------------------------------------------------------------------------------------------- tiles
@@ -473,11 +477,42 @@ def _activation_bytes(forward: _Forward, *, min_lr_size: int) -> tuple[float, fl
 # ------------------------------------------------------------------------------------------------ run
 
 
+def _busy_ticks() -> tuple[float, float]:
+    """(all CPUs' busy clock ticks, this process's CPU ticks) from /proc (Linux)."""
+    with open("/proc/stat", encoding="ascii") as fh:
+        fields = [float(v) for v in fh.readline().split()[1:]]
+    with open("/proc/self/stat", encoding="ascii") as fh:
+        own = fh.read().rsplit(")", 1)[1].split()
+    return sum(fields[:8]) - fields[3] - fields[4], float(own[11]) + float(own[12])  # minus idle, iowait
+
+
+def free_cpu_count(sample_seconds: float = 0.25) -> int:
+    """CPUs this process may use minus those other processes kept busy over ``sample_seconds`` (>= 1).
+
+    Linux: from /proc/stat and /proc/self/stat; elsewhere the usable CPU count."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        busy0, own0 = _busy_ticks()
+        start = time.perf_counter()
+        time.sleep(sample_seconds)
+        busy1, own1 = _busy_ticks()
+        elapsed = time.perf_counter() - start
+    except (OSError, ValueError, IndexError):
+        return max(1, cores)
+    total_cpus = os.cpu_count() or cores
+    others = max(0.0, (busy1 - busy0) - (own1 - own0)) / os.sysconf("SC_CLK_TCK") / elapsed
+    others *= cores / total_cpus  # other load spread over all CPUs; our share of it
+    return max(1, min(cores, math.floor(cores - others + 0.25)))
+
+
 @contextlib.contextmanager
-def _num_threads(threads: int | None) -> Iterator[None]:
+def _num_threads(threads: int | str | None) -> Iterator[None]:
     if threads is None:
         yield
         return
+    if threads == "auto":
+        threads = free_cpu_count()
+        logger.info("engine: %d CPU threads (free cores)", threads)
     previous = torch.get_num_threads()
     torch.set_num_threads(int(threads))
     try:
@@ -740,8 +775,9 @@ __all__ = [
     "EngineOptions",
     "PRECISIONS",
     "achieved_macs_per_second",
-        "default_memory_budget_bytes",
+    "default_memory_budget_bytes",
     "estimate_seconds",
+    "free_cpu_count",
     "resolve_device",
     "run_slices",
     "tile_starts",

@@ -52,26 +52,33 @@ class EvaluationResult:
         return data
 
 
-def _unit_images_from_folder(folder: Path) -> Iterator[tuple[str, np.ndarray]]:
-    """``(name, image in [0, 1])`` for every 2D image file in ``folder``.
+def to_unit_image(image: np.ndarray) -> np.ndarray:
+    """One raw 2D image (h, w) mapped to [0, 1] (float64).
 
-    8-bit display images (integer values, max <= 255: PNG/JPEG, COVID-CT, Alzheimer) are divided by
-    255; other images (DICOM, NIfTI slices) are mapped with the MR robust-percentile mapping.
+    8-bit display images (integer values in 0..255: PNG/JPEG, COVID-CT, Alzheimer) are divided by
+    255; other images (DICOM, NIfTI slices) use the MR robust-percentile mapping of
+    :class:`MedSRLib.intensity.IntensityMapping`. Values are clipped to [0, 1].
     """
     from .intensity import IntensityMapping
+
+    image = np.asarray(image, dtype=np.float64)
+    finite = image[np.isfinite(image)]
+    if finite.size and finite.min() >= 0 and finite.max() <= EIGHT_BIT_MAX and np.all(finite == np.round(finite)):
+        unit = image / EIGHT_BIT_MAX
+    else:
+        unit = IntensityMapping.fit(image[None], modality="MR").to_unit(image[None])[0]
+    return np.clip(unit, 0.0, 1.0)
+
+
+def _unit_images_from_folder(folder: Path) -> Iterator[tuple[str, np.ndarray]]:
+    """``(name, image in [0, 1])`` for every 2D image file in ``folder`` (see :func:`to_unit_image`)."""
     from .io import list_images_2d, read_image_2d
 
     paths = list_images_2d(folder)
     if not paths:
         raise InputFileError(f"no 2D images (PNG, JPEG, BMP, TIFF, DICOM, NIfTI) found in {folder}; check the path")
     for path in paths:
-        image = read_image_2d(path).astype(np.float64)
-        finite = image[np.isfinite(image)]
-        if finite.size and finite.min() >= 0 and finite.max() <= EIGHT_BIT_MAX and np.all(finite == np.round(finite)):
-            unit = image / EIGHT_BIT_MAX
-        else:
-            unit = IntensityMapping.fit(image[None], modality="MR").to_unit(image[None])[0]
-        yield str(path.relative_to(folder)), np.clip(unit, 0.0, 1.0)
+        yield str(path.relative_to(folder)), to_unit_image(read_image_2d(path))
 
 
 def _unit_images_from_volume(path: Path, axis: Any, series_uid: str | None) -> tuple[str | None, Iterator[tuple[str, np.ndarray]]]:

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .errors import InputFileError, InputSizeError, OptionError, OutputPathError
+from .evaluate import to_unit_image
 
 #: Side (px) of each column's square display area.
 TILE = 256
@@ -43,24 +44,6 @@ class PanelData:
     convention: str
     outputs: dict[str, np.ndarray]
     scores: dict[str, dict[str, float | None]]
-
-
-def to_unit_image(image: np.ndarray) -> np.ndarray:
-    """One raw 2D image mapped to [0, 1] as :mod:`MedSRLib.evaluate` maps a folder's images.
-
-    8-bit display images (integer values in 0..255) are divided by 255; others use the MR
-    robust-percentile mapping of :class:`MedSRLib.intensity.IntensityMapping`.
-    """
-    from .evaluate import EIGHT_BIT_MAX
-    from .intensity import IntensityMapping
-
-    image = np.asarray(image, dtype=np.float64)
-    finite = image[np.isfinite(image)]
-    if finite.size and finite.min() >= 0 and finite.max() <= EIGHT_BIT_MAX and np.all(finite == np.round(finite)):
-        unit = image / EIGHT_BIT_MAX
-    else:
-        unit = IntensityMapping.fit(image[None], modality="MR").to_unit(image[None])[0]
-    return np.clip(unit, 0.0, 1.0)
 
 
 def super_resolve_and_score(

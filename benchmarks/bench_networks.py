@@ -6,13 +6,16 @@ reads real 512 x 512 CT slices (centre crops for the heavy paper configurations)
 interleaved rounds (min over rounds):
 
 * ``plain``: one slice at a time, fp32, NCHW, ``torch.no_grad``, the module as loaded (weight norm
-  live), no batching -- what a straightforward script does;
+  live), no batching -- what a straightforward script does (in the same process, so it also gets the
+  engine's transparent huge pages: a stricter reference than a fresh script);
 * ``fast``: what the pipeline does by default: :func:`MedSRLib.models.reparam.prepare_for_inference`
   then :func:`MedSRLib.engine.run_slices` (fp32, channels_last, inference_mode, batch from the memory
   budget, transparent huge pages);
 * ``bf16``: the same with ``precision='bf16'`` (autocast), with its error against the fp32 output;
 * ``compile`` (``--compile``): ``EngineOptions(compile=True)``, first run (with compilation) and steady.
 
+Everything in one invocation uses the same torch thread count (``--threads``; default: the cores
+other processes leave free, so a background job does not turn every OpenMP barrier into a wait).
 The parent also probes the machine limit (best dense 3x3 convolution GFLOP/s, NCHW and
 channels_last, fp32 and bf16) before and after the networks and prints markdown tables. With a CUDA
 GPU the same measurements run on it (fp16 autocast = the engine's 'auto'); otherwise it says so.
@@ -234,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slices", type=int, default=None, help="slices per timed run (default 1 at 512^2, 2 on crops)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the minimum is reported")
     parser.add_argument("--crop", type=int, default=96, help="LR crop side for networks above 1 MMAC per pixel")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    parser.add_argument("--threads", default="auto",
+                        help="torch threads for everything: a number, 'default' (torch's) or 'auto' (default: the "
+                             "cores other processes leave free, measured once at start)")
     parser.add_argument("--compile", action="store_true", help="also time EngineOptions(compile=True)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda; a present GPU is measured as well")
     parser.add_argument("--markdown", type=Path, help="also write the markdown here")
@@ -244,8 +249,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from MedSRLib.engine import free_cpu_count  # importing the engine also enables THP before big tensors
+
+    if args.threads == "auto":
+        args.threads = str(free_cpu_count(1.0)) if not args.child else None
+    if args.threads not in (None, "default"):
+        torch.set_num_threads(int(args.threads))
     if args.child:
         name, scale, side, n, rounds, device = args.child
         print(json.dumps(measure(name, int(scale), int(side), int(n), int(rounds), device, args.compile)), flush=True)
@@ -270,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             n = args.slices or (2 if heavy else 1) * (8 if device == "cuda" else 1)
             child = ["--child", name, str(scale), str(side), str(n), str(args.rounds), device]
             child += ["--compile"] if args.compile else []
-            child += ["--threads", str(args.threads)] if args.threads else []
+            child += ["--threads", str(args.threads)]
             row = run_child(SCRIPT, child)
             results[device].append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "s_per_slice_all"}), flush=True)

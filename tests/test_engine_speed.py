@@ -56,3 +56,16 @@ def test_compiled_run_equals_eager_run() -> None:
         warnings.simplefilter("error", RuntimeWarning)  # no fallback
         got = run_slices(net, slices, scale=2, options=EngineOptions(device="cpu", compile=True, batch_size=2))
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+
+
+def test_free_cpu_count_is_between_one_and_the_usable_cores() -> None:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert 1 <= engine.free_cpu_count(0.05) <= cores
+
+
+def test_auto_threads_apply_during_the_run_and_are_restored() -> None:
+    before = torch.get_num_threads()
+    net = RecordingNet(local_net(2))
+    run_slices(net, _stack(2, 8, 8), scale=2, options=EngineOptions(device="cpu", threads="auto"))
+    assert len(set(net.threads)) == 1 and 1 <= net.threads[0] <= (os.cpu_count() or 1)
+    assert torch.get_num_threads() == before

@@ -25,9 +25,13 @@ attention over the whole slice: RCAN-style CA, CCA) are not exactly tile-invaria
 statistics are computed per tile.
 
 Precision: ``'auto'`` is fp16 autocast on CUDA and fp32 elsewhere; ``'bf16'`` autocast also runs on
-CPUs (with AVX512-BF16 / AMX it is 1.3-3.6x faster than fp32 for the registry networks, max abs error
-vs fp32 ~1e-3 to 5e-3 on [0, 1] outputs; see the engine tests). An fp16 overflow (inf/nan output
-from a finite input) is redone in fp32 for the rest of the run, with a warning. Outputs are float32.
+CPUs. Measured on one AVX512-BF16 core on 512 x 512 CT slices (``benchmarks/RESULTS.md``): bf16 is
+1.5-2.6x faster than the fp32 fast path; its max abs error vs fp32 on the trained networks (dridsr
+x4, idman-small x2, mdrn x2) is 0.003-0.006 on [0, 1] outputs (11-23 HU in the CT window), PSNR vs fp32
+64-68 dB (random-weight paper IDMAN: 0.04, 40 dB). Decision: ``'auto'`` stays fp32 on CPUs even with
+AVX512-BF16 / AMX: those errors are 10-20x the 1-HU step of an int16 CT output and would make results
+depend on the CPU model; ``precision='bf16'`` is the documented speed option. An fp16 overflow (inf/nan
+output from a finite input) is redone in fp32 for the rest of the run, with a warning. Outputs are float32.
 
 Speed (CPU): the module runs under ``torch.inference_mode`` in channels_last; a batch holds at most
 :data:`_CPU_BATCH_PIXELS` LR pixels (one 256 x 256 slice: on a CPU larger batches are not faster, only
@@ -99,10 +103,10 @@ _MIN_AUTO_TILE = 32
 #: while memory grows by one slice's activations per slice; 128 x 128 slices gain nothing past 4.
 _CPU_BATCH_PIXELS = 1 << 16
 
-#: Achieved fp32 MAC/s per CPU thread (channels_last), measured on an AMD EPYC (Zen 4, AVX-512), one
-#: thread, 128 x 128 slices, registry networks: dridsr 36, idman-small 28, mdrn 14, w2amsn-s 44,
-#: srda-small 35 GMAC/s; a plain 64-channel conv stack reached 56-63 GMAC/s on 2 threads.
-CPU_MACS_PER_SECOND_PER_THREAD = 3.0e10
+#: Achieved fp32 MAC/s per CPU thread of the fast path (prepare_for_inference + channels_last), one
+#: thread of an AVX-512 AMD EPYC beside a busy core, 512 x 512 slices (benchmarks/RESULTS.md):
+#: idman-small 43, mdrn 42, dridsr 51-78, w2amsn-small 77 GMAC/s; paper configurations 94-115 GMAC/s.
+CPU_MACS_PER_SECOND_PER_THREAD = 5.0e10
 #: Conservative achieved MAC/s on a CUDA GPU with fp16 autocast (a fraction of any recent GPU's peak).
 CUDA_MACS_PER_SECOND = 4.0e12
 #: Conservative achieved MAC/s on Apple-silicon MPS in fp32.

@@ -7,7 +7,7 @@ before the call and its peak during it (``/proc/self/status`` VmHWM, reset just 
 the peak includes the Python + torch runtime and the resident input. Target of the fast-inference issue:
 peak <= input + output + 1.5 GiB whatever n, and time linear in n (least-squares fit reported).
 
-    python benchmarks/bench_memory.py                  # bicubic 20-141 slices, dridsr x2 10-40 (~3 min)
+    python benchmarks/bench_memory.py                  # bicubic 20-141 slices, dridsr x2 5-20 (~2 min)
     python benchmarks/bench_memory.py --full           # dridsr x2 also at 80 and 141 slices (~+6 min)
     python benchmarks/bench_memory.py --model mdrn --counts 5 10
 """
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="dridsr", help="the network (default dridsr, the CT default network)")
     parser.add_argument("--scale", type=int, default=2)
-    parser.add_argument("--counts", type=int, nargs="*", default=None, help="slice counts for the network (10 20 40)")
+    parser.add_argument("--counts", type=int, nargs="*", default=None, help="slice counts for the network (5 10 20)")
     parser.add_argument("--bicubic-counts", type=int, nargs="*", default=[20, 40, 80, 141])
     parser.add_argument("--full", action="store_true", help="network counts 20 40 80 141")
     parser.add_argument("--threads", default="auto", help="torch threads: a number, 'default' or 'auto' (free cores)")
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     info = machine()
     print(f"machine: {json.dumps(info)}", flush=True)
-    counts = args.counts or ([20, 40, 80, 141] if args.full else [10, 20, 40])
+    counts = args.counts or ([20, 40, 80, 141] if args.full else [5, 10, 20])
     runs = [("bicubic", n) for n in args.bicubic_counts] + [(args.model, n) for n in counts]
     results: dict[str, list[dict[str, Any]]] = {}
     for model, n in runs:

@@ -159,3 +159,16 @@ def test_deformable_layer_output_keeps_channels_last() -> None:
     with torch.inference_mode():
         y = fast.dconv(x)
     assert y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
+
+
+@pytest.mark.parametrize("name", ["mdrn", "dridsr"])
+def test_float32_channels_last_with_onednn_pointwise_convs_matches(name: str) -> None:
+    torch.manual_seed(4)
+    net = CASES[name]().eval()
+    x = torch.rand(1, 1, 150, 160)  # large enough for the oneDNN path (> 20480 elements per 1x1 input)
+    with torch.inference_mode():
+        expected = net(x)
+        fast = prepare_for_inference(copy.deepcopy(net)).to(memory_format=torch.channels_last)
+        got = fast(x.contiguous(memory_format=torch.channels_last))
+    assert any(type(m).__name__ == "_PointwiseConv2d" for m in fast.modules())
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)  # float32: summation order only

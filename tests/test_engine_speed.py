@@ -49,8 +49,14 @@ def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch: pytest.
 
 @pytest.mark.skipif(not (shutil.which("c++") or shutil.which("g++")), reason="torch.compile on CPU needs a C++ compiler")
 def test_compiled_run_equals_eager_run() -> None:
-    net = local_net(2)
-    slices = _stack(5, 20, 24)  # batches of 2, 2 (compiled) and 1 (eager: another shape)
+    from torch import nn
+
+    from MedSRLib.models.blocks import PixelShuffleHead, conv1x1, conv3x3
+    from MedSRLib.models.reparam import prepare_for_inference
+
+    torch.manual_seed(0)  # a prepared net with a 1x1 conv: its oneDNN path must stay out of the graph
+    net = prepare_for_inference(nn.Sequential(conv3x3(1, 8), nn.ReLU(), conv1x1(8, 8), PixelShuffleHead(2, 8, 1)))
+    slices = _stack(5, 64, 48)  # batches of 2, 2 (compiled) and 1 (eager: another shape)
     expected = run_slices(net, slices, scale=2, options=EngineOptions(device="cpu"))
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # no fallback
@@ -69,3 +75,14 @@ def test_auto_threads_apply_during_the_run_and_are_restored() -> None:
     run_slices(net, _stack(2, 8, 8), scale=2, options=EngineOptions(device="cpu", threads="auto"))
     assert len(set(net.threads)) == 1 and 1 <= net.threads[0] <= (os.cpu_count() or 1)
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("length,largest,overlap", [(512, 344, 16), (512, 400, 16), (300, 64, 16), (97, 40, 0),
+                                                    (512, 512, 16), (1000, 33, 16)])
+def test_balanced_tile_keeps_the_tile_count_with_the_smallest_tile(length: int, largest: int, overlap: int) -> None:
+    tile = engine.balanced_tile(length, largest, overlap)
+    count = len(engine.tile_starts(length, largest, overlap))
+    assert 2 * overlap <= tile <= largest
+    assert len(engine.tile_starts(length, tile, overlap)) == count
+    if tile > 2 * overlap and length > largest:
+        assert len(engine.tile_starts(length, tile - 1, overlap)) > count  # one pixel less needs more tiles

@@ -24,8 +24,9 @@ the layers it does not touch. They are applied in place to a module that is only
 * **memory format kept** (SRDA's pure-torch deformable convolution): its output is returned in its
   input's memory format so a channels_last network does not convert every later layer's input.
 
-A network unknown to this module still gets the generic rewrites (weight norm, residual scale,
-memory format). The result is in eval mode. Not for training: use a fresh ``ModelSpec.load``.
+A network unknown to this module still gets the generic rewrites (weight norm, residual scale, 1x1
+convolutions, memory format). The result is in eval mode. Not for training: use a fresh
+``ModelSpec.load``. Call it after ``ModelSpec.load`` and before :func:`MedSRLib.engine.run_slices`.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ _ONEDNN_MIN_NUMEL = 20480
 
 def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                stride: tuple[int, int] = (1, 1)) -> torch.Tensor:
-    """A 1x1 convolution, on oneDNN for CPU float32 inputs outside autocast, else ``F.conv2d``."""
+    """A 1x1 convolution, on oneDNN for CPU float32 inputs outside autocast and compilation, else ``F.conv2d``."""
     if (
         x.device.type == "cpu"
         and x.dtype == weight.dtype == torch.float32
@@ -111,6 +112,7 @@ def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
         and x.numel() > _ONEDNN_MIN_NUMEL
         and not torch.is_autocast_enabled("cpu")
         and torch.backends.mkldnn.is_available()
+        and not torch.compiler.is_compiling()  # torch.compile picks its own kernels
     ):
         return torch.ops.aten.mkldnn_convolution(x, weight, bias, [0, 0], list(stride), [1, 1], 1)
     return F.conv2d(x, weight, bias, stride)

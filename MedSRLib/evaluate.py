@@ -133,7 +133,9 @@ def evaluate(
         modality, images = _unit_images_from_volume(hr_path, axis, series_uid)
     spec = get_model(model) if model is not None else default_model(modality, scale)
     scale = spec.check_scale(scale)
-    module = spec.load(scale, weights=weights)
+    from .models.reparam import prepare_for_inference
+
+    module = prepare_for_inference(spec.load(scale, weights=weights))
     options = EngineOptions(device=device, ensemble=ensemble)
 
     items = list(images)

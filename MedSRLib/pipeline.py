@@ -127,7 +127,9 @@ def super_resolve(
     )
     modality = (modality or volume.modality or guess_modality(volume)).upper()
     mapping = IntensityMapping.fit(volume.array, modality=modality)
-    module = spec.load(scale, weights=weights, allow_untrained=allow_untrained)
+    from .models.reparam import prepare_for_inference
+
+    module = prepare_for_inference(spec.load(scale, weights=weights, allow_untrained=allow_untrained))
     grid = super_resolved_geometry(volume, scale=scale, slice_axis=slice_axis)
 
     dtype = volume.array.dtype if output_dtype == "input" else np.dtype(np.float32)

@@ -24,14 +24,17 @@ different context near seams (the blend hides it), and networks with global pool
 attention over the whole slice: RCAN-style CA, CCA) are not exactly tile-invariant at all: their
 statistics are computed per tile.
 
-Precision: ``'auto'`` is fp16 autocast on CUDA and fp32 elsewhere; ``'bf16'`` autocast also runs on
-CPUs. Measured on one AVX512-BF16 core on 512 x 512 CT slices (``benchmarks/RESULTS.md``): bf16 is
-1.5-2.6x faster than the fp32 fast path; its max abs error vs fp32 on the trained networks (dridsr
-x4, idman-small x2, mdrn x2) is 0.003-0.006 on [0, 1] outputs (11-23 HU in the CT window), PSNR vs fp32
-64-68 dB (random-weight paper IDMAN: 0.04, 40 dB). Decision: ``'auto'`` stays fp32 on CPUs even with
-AVX512-BF16 / AMX: those errors are 10-20x the 1-HU step of an int16 CT output and would make results
-depend on the CPU model; ``precision='bf16'`` is the documented speed option. An fp16 overflow (inf/nan
-output from a finite input) is redone in fp32 for the rest of the run, with a warning. Outputs are float32.
+Precision: ``'auto'`` is fp16 autocast on CUDA, bf16 autocast on CPUs that compute bf16 natively
+(x86 AVX512-BF16 or AMX-BF16, :func:`cpu_has_native_bf16`) and fp32 elsewhere (MPS, other CPUs);
+``'fp32'`` forces full precision everywhere. Measured on one AVX512-BF16 core on 512 x 512 CT slices
+(``benchmarks/RESULTS.md``): bf16 is 1.5-2.6x faster than the fp32 fast path and 1.9-5x faster than
+a plain per-slice fp32 loop, whose dense convolutions already run at 60-90 % of the fp32 limit, so
+on such CPUs fp32 cannot reach the 1.5x target and bf16 is the default. Its error against fp32 on the
+shipped networks is small beside the networks' own error: on real CT slices in HU (int16 output,
+``tests/test_engine_bf16_accuracy.py``) RMSE about 1-2 HU and max a few tens of HU, against an SR
+error of tens of HU RMSE; PSNR of bf16 vs fp32 outputs 60-67 dB (peak 1). Use ``precision='fp32'``
+for outputs that must not depend on the CPU model. An fp16 overflow (inf/nan output from a finite
+input) is redone in fp32 for the rest of the run, with a warning. Outputs are float32.
 
 Speed (CPU): the module runs under ``torch.inference_mode`` in channels_last; a batch holds at most
 :data:`_CPU_BATCH_PIXELS` LR pixels (one 256 x 256 slice: on a CPU larger batches are not faster, only
@@ -39,11 +42,12 @@ bigger). Importing this module sets ``THP_MEM_ALLOC_ENABLE=1`` unless already se
 its large CPU tensors with transparent huge pages: every fresh 512 x 512 x 64 activation otherwise
 pays ~16k page faults (measured 1.3-1.5x slower end to end on our VMs); it takes effect when set
 before PyTorch's first allocation of 2 MiB or more. ``compile=True`` runs full batches through
-``torch.compile`` (pays for element-wise-heavy networks such as MDRN after a ~20 s compile; falls
-back to eager with a warning when compiling fails). Callers should apply the exact inference
+``torch.compile`` (eager fallback with a warning when compiling fails). It is off by default: on our
+CPU it did not pay once the exact rewrites below are applied (512^2 slices, one thread: MDRN x2 3.5
+vs 2.0 s/slice eager, dridsr x2 1.8 vs 1.4, w2amsn-small x2 2.35 vs 2.29; before the rewrites MDRN
+gained 1.4x); it is unmeasured on GPUs. Callers should apply the exact inference
 re-parameterisations of :func:`MedSRLib.models.reparam.prepare_for_inference` to a freshly loaded
-module before calling :func:`run_slices` (the pipeline does; the engine never changes a module's
-structure). ``benchmarks/`` measures all of this.
+module before calling :func:`run_slices` (the engine itself never changes a module's structure). ``benchmarks/`` measures all of this.
 
 Out of memory (``torch.OutOfMemoryError`` or an allocator "out of memory" error): the cache is emptied
 and the batch halved; at batch 1 the tile side is halved (tiling starts) down to
@@ -54,6 +58,7 @@ and the batch halved; at batch 1 the tile side is halved (tiling starts) down to
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -166,12 +171,30 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(parsed.type)
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bf16 in hardware: x86 with AVX512-BF16 or AMX-BF16, read from the
+    CPU flags of ``/proc/cpuinfo`` (Linux). False elsewhere and when unknown (emulated bf16 is slower
+    than fp32, so 'auto' must not pick it on a guess)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype for ``precision`` on ``device`` (None = plain fp32)."""
     if precision == "auto":
-        # fp16 keeps 10 mantissa bits (bf16: 7), better for [0, 1] images; an fp16 overflow is caught
-        # by _Forward, which then continues in fp32.
-        return torch.float16 if device.type == "cuda" else None
+        # CUDA: fp16 keeps 10 mantissa bits (bf16: 7), better for [0, 1] images; an fp16 overflow is
+        # caught by _Forward, which then continues in fp32. CPU: bf16 where the hardware has it.
+        if device.type == "cuda":
+            return torch.float16
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
     if precision == "fp16" and device.type == "cpu":
         raise OptionError("precision 'fp16' needs a GPU; on CPU use 'bf16' (fast with AVX512-BF16/AMX) or 'fp32'")
     return _AUTOCAST_DTYPES[precision]
@@ -248,7 +271,7 @@ class EngineOptions:
         tile: LR tile side in px; None = no tiling unless one slice alone exceeds the budget.
         tile_overlap: overlap of neighbouring tiles in LR px (tiles must be >= 2 x overlap).
         ensemble: x8 geometric self-ensemble (flips x 90-degree rotations; 8x slower).
-        precision: ``'auto'`` (fp16 autocast on CUDA, fp32 elsewhere), ``'fp32'``, ``'bf16'``
+        precision: ``'auto'`` (fp16 autocast on CUDA, bf16 on CPUs with native bf16, else fp32), ``'fp32'``, ``'bf16'``
             (autocast; CPU or GPU), ``'fp16'`` (autocast; GPU only).
         channels_last: run convolutions in channels_last memory format on CPU and CUDA.
         threads: CPU threads for the run (restored afterwards); None = PyTorch's current setting;
@@ -643,7 +666,8 @@ class _Runner:
         warnings.warn(message, RuntimeWarning, stacklevel=2)
         logger.warning(message)
         _empty_cache(self.device)
-        self._use_device(torch.device("cpu"), torch.bfloat16 if self.options.precision == "bf16" else None)
+        cpu = torch.device("cpu")
+        self._use_device(cpu, _autocast_dtype("auto" if self.options.precision == "fp16" else self.options.precision, cpu))
 
     # -- processing
     def _read(self, slices: Any, start: int, stop: int) -> torch.Tensor:

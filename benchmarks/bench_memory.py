@@ -37,13 +37,7 @@ def child(model: str, n: int, scale: int) -> dict[str, Any]:
     import torch
 
     from MedSRLib import pipeline
-    from MedSRLib.models.base import ModelSpec
-    from MedSRLib.models.reparam import prepare_for_inference
 
-    prepares = "prepare_for_inference" in inspect.getsource(pipeline)
-    if not prepares:  # emulate the pipeline's intended `prepare_for_inference(spec.load(...))`
-        load = ModelSpec.load
-        ModelSpec.load = lambda self, *a, **k: prepare_for_inference(load(self, *a, **k))  # type: ignore[method-assign]
     volume = ct_volume(n)
     baseline = rss_mib()
     reset_peak_rss()
@@ -56,7 +50,7 @@ def child(model: str, n: int, scale: int) -> dict[str, Any]:
         "input_mib": volume.array.nbytes / MIB, "output_mib": result.array.nbytes / MIB,
         "output_shape": list(result.array.shape), "output_dtype": str(result.array.dtype),
         "baseline_rss_mib": baseline, "peak_rss_mib": peak,
-        "pipeline_prepares": prepares,
+        "pipeline_prepares": "prepare_for_inference" in inspect.getsource(pipeline),
     }
 
 
@@ -124,8 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{info['loadavg_1min']}; int16 CT in, int16 out; peak = whole-process VmHWM during the call "
         "(Python + torch runtime included). "
         + ("The pipeline applies prepare_for_inference." if any(r.get("pipeline_prepares") for rs in results.values() for r in rs)
-           else "The pipeline did not call prepare_for_inference yet: this script applied it after ModelSpec.load "
-                "(what the pipeline is to do)."),
+           else "The pipeline does not apply prepare_for_inference."),
         "",
         md_table(["model", "scale", "volume", "input MiB", "output MiB", "RSS before MiB", "peak RSS MiB",
                   "peak - (in + out) MiB", "allowed (in + out + 1.5 GiB)", "seconds", "s/slice"], table),

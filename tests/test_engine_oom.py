@@ -18,7 +18,7 @@ SLICES = np.random.default_rng(5).random((5, 96, 96), dtype=np.float32)
 
 
 def _reference(scale: int = 2) -> np.ndarray:
-    return run_slices(FakeOOMNet(scale, limit=10**9), SLICES, scale=scale, options=EngineOptions(device="cpu"))
+    return run_slices(FakeOOMNet(scale, limit=10**9), SLICES, scale=scale, options=EngineOptions(device="cpu", precision="fp32"))
 
 
 def _slice_attempts(net: FakeOOMNet) -> list[tuple[int, ...]]:
@@ -30,7 +30,7 @@ def test_oom_halves_batch_then_tiles_and_matches_normal_result(monkeypatch: pyte
     emptied: list[str] = []
     monkeypatch.setattr(engine, "_empty_cache", lambda device: emptied.append(device.type))
     net = FakeOOMNet(2, limit=5000)  # the 64 x 64 probe (4096 px) fits; one 96 x 96 slice (9216) does not
-    out = run_slices(net, SLICES, scale=2, options=EngineOptions(device="cpu", batch_size=4, tile_overlap=8))
+    out = run_slices(net, SLICES, scale=2, options=EngineOptions(device="cpu", batch_size=4, tile_overlap=8, precision="fp32"))
     assert _slice_attempts(net) == [(4, 1, 96, 96), (2, 1, 96, 96), (1, 1, 96, 96)]
     assert len(emptied) == 3
     assert {s[2:] for s in net.shapes if s[2] not in (32, 64)} == {(48, 48)}  # halved 96 -> 48 px tiles

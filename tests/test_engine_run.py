@@ -11,7 +11,7 @@ from MedSRLib.engine import EngineOptions, _activation_bytes, _Forward, run_slic
 from MedSRLib.errors import CancelledError, ModelOutputError, ScaleError, UnsupportedImageError
 from test_engine_nets import RecordingNet, SymmetricNet, local_net
 
-CPU = EngineOptions(device="cpu")
+CPU = EngineOptions(device="cpu", precision="fp32")  # engine mechanics: exact fp32 (bf16 has its own tests)
 
 
 def _stack(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -193,7 +193,7 @@ def _explicit_ensemble(net: nn.Module, slices: np.ndarray) -> np.ndarray:
 def test_ensemble_equals_mean_of_eight_transformed_passes() -> None:
     net = local_net(2)
     slices = _stack(3, 11, 14)
-    ensembled = run_slices(net, slices, scale=2, options=EngineOptions(device="cpu", ensemble=True))
+    ensembled = run_slices(net, slices, scale=2, options=EngineOptions(device="cpu", ensemble=True, precision="fp32"))
     np.testing.assert_allclose(ensembled, _explicit_ensemble(net, slices), rtol=0, atol=1e-6)
     single = run_slices(net, slices, scale=2, options=CPU)
     assert np.abs(ensembled - single).max() > 1e-3  # the random network is not equivariant
@@ -203,7 +203,7 @@ def test_ensemble_of_an_equivariant_network_equals_one_pass() -> None:
     net = SymmetricNet(3)
     slices = _stack(2, 10, 13)
     single = run_slices(net, slices, scale=3, options=CPU)
-    ensembled = run_slices(net, slices, scale=3, options=EngineOptions(device="cpu", ensemble=True))
+    ensembled = run_slices(net, slices, scale=3, options=EngineOptions(device="cpu", ensemble=True, precision="fp32"))
     np.testing.assert_allclose(ensembled, single, rtol=0, atol=1e-6)
 
 
@@ -217,7 +217,7 @@ def test_ensemble_of_registry_bicubic_equals_one_pass() -> None:
         pytest.skip("the bicubic model is not registered yet")
     slices = _stack(2, 12, 9)
     single = run_slices(bicubic, slices, scale=2, options=CPU)
-    ensembled = run_slices(bicubic, slices, scale=2, options=EngineOptions(device="cpu", ensemble=True))
+    ensembled = run_slices(bicubic, slices, scale=2, options=EngineOptions(device="cpu", ensemble=True, precision="fp32"))
     np.testing.assert_allclose(ensembled, single, rtol=0, atol=1e-5)
 
 

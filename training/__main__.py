@@ -87,6 +87,19 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--split", default="test", choices=("val", "test"))
     rs.add_argument("--max-images", type=int)
 
+    dg = sub.add_parser("diagnosis", help="SRDA Table III: accuracy of a ResNet-50 trained on LR, bicubic and SR images")
+    dg.add_argument("--kinds", nargs="+", default=["lr", "bicubic", "srda-small", "hr"],
+                    help="inputs: lr, bicubic, hr or a model name with shipped x4 weights (default: lr bicubic srda-small hr)")
+    dg.add_argument("--config", default="srda_x4_cpu", help="config whose data section and scale are used")
+    dg.add_argument("--out", default="runs/diagnosis", help="run folder (resumable: finished kinds are skipped)")
+    dg.add_argument("--width", type=float, default=0.25, help="ResNet-50 channel multiplier (1 = full width)")
+    dg.add_argument("--epochs", type=int, default=10)
+    dg.add_argument("--batch", type=int, default=32)
+    dg.add_argument("--lr", type=float, default=1.0e-3)
+    dg.add_argument("--seed", type=int, default=0)
+    dg.add_argument("--threads", type=int, default=1)
+    dg.add_argument("--fp32", action="store_true", help="train in fp32 instead of bf16 autocast")
+
     sub.add_parser("configs", help="list the shipped configs")
     return parser
 
@@ -162,6 +175,16 @@ def _queue(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+def _diagnosis(args: argparse.Namespace) -> int:
+    from .diagnosis import Recipe, markdown_table, run_experiment
+
+    recipe = Recipe(width=args.width, epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed,
+                    bf16=not args.fp32, threads=args.threads)
+    results = run_experiment(args.kinds, out_dir=Path(args.out), recipe=recipe, config=args.config)
+    print(markdown_table(results))
+    return 0
+
+
 def _results(args: argparse.Namespace) -> int:
     from MedSRLib.models.base import WEIGHTS_DIR
     from MedSRLib.models.weights import read_card
@@ -198,7 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "configs":
             print("\n".join(available_configs()))
             return 0
-        commands = {"train": _train, "evaluate": _evaluate, "export": _export, "queue": _queue, "results": _results}
+        commands = {"train": _train, "evaluate": _evaluate, "export": _export, "queue": _queue, "results": _results,
+                    "diagnosis": _diagnosis}
         return commands[args.command](args)
     except MedSRError as exc:
         print(f"medsr-train: error: {exc}", file=sys.stderr)

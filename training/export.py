@@ -124,6 +124,8 @@ def export(
             "normalisation": NORMALISATIONS[data["normalise"]],
             "degradation": "MATLAB bicubic (MedSRLib.resize.degrade), float, not re-quantised",
             "seed": cfg["seed"],
+            "precision": "bf16 autocast on CPU, fp32 weights" if train.get("cpu_bf16") else "fp32",
+            "init_from": Path(train["init_from"]).name if train.get("init_from") else None,
         },
         "metrics": metrics,
     }

@@ -148,6 +148,26 @@ def build_step(cfg: Mapping[str, Any], n_classes: int) -> TrainStep:
     return TrainStep(sr, diag, loss=train["loss"], weights=train["loss_weights"])
 
 
+def warm_start(model: nn.Module, path: str | Path) -> int:
+    """Copy into ``model`` every tensor of ``path`` whose name and shape match (EDSR-style warm start:
+    an x3/x4 network from the x2 one; the upsampling tail, whose shapes differ, stays freshly
+    initialised). ``path``: a ``.safetensors`` weights file or a checkpoint of this loop. Returns the
+    number of tensors copied; :class:`ConfigError` when none match (the wrong network)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        source = load_file(str(path))
+    else:
+        source = read_checkpoint(path)["model"]
+    own = model.state_dict()
+    matched = {k: v.to(own[k].dtype) for k, v in source.items() if k in own and own[k].shape == v.shape}
+    if not matched:
+        raise ConfigError(f"train.init_from: no tensor of {path.name} matches {type(model).__name__}'s names and shapes")
+    model.load_state_dict(matched, strict=False)
+    return len(matched)
+
+
 # --------------------------------------------------------------------------------------------------
 # schedule, sampler, RNG, checkpoints
 
@@ -351,6 +371,9 @@ class _Trainer:
 
         self.step_module = build_step(cfg, len(train_split.classes)).to(procs.device)
         self.model = self.step_module.sr
+        self.warm_started = 0
+        if self.t["init_from"] is not None:
+            self.warm_started = warm_start(self.model, self.t["init_from"])
         params = [p for p in self.step_module.parameters() if p.requires_grad]
         opt = self.t["optimizer"]
         self.optimizer = torch.optim.Adam(params, lr=float(opt["lr"]), betas=tuple(float(b) for b in opt["betas"]),
@@ -358,6 +381,7 @@ class _Trainer:
         self.schedule = Schedule(self.t["schedule"], float(opt["lr"]), self.total)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda it: self.schedule(it))
         self.amp = bool(self.t["amp"]) and procs.device.type == "cuda"
+        self.cpu_bf16 = bool(self.t["cpu_bf16"]) and procs.device.type == "cpu"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.ddp: nn.Module = self.step_module
         if procs.distributed:
@@ -393,6 +417,8 @@ class _Trainer:
                 f"{cfg['name']}: {self.spec.name} x{self.scale}, {len(self.dataset.items)} training images "
                 f"({self.dataset.n_skipped} smaller than {self.t['hr_patch']} px skipped), {len(self.val_images)} "
                 f"validation, batch {self.global_batch} on {procs.world} process(es), {self.total} iterations planned"
+                f"{', bf16 autocast' if self.cpu_bf16 else ''}"
+                f"{f', warm start: {self.warm_started} tensors from ' + Path(self.t['init_from']).name if self.warm_started else ''}"
                 f"{', resuming at ' + str(self.iteration) if self.iteration else ''}; {hardware()}; run folder {self.dir}"
             )
 
@@ -564,9 +590,15 @@ class _Trainer:
         dev = self.procs.device
         lr, hr, label = (batch[k].to(dev, non_blocking=True) for k in ("lr", "hr", "label"))
         self.ddp.train()
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else nullcontext()
+        if self.amp:
+            autocast = torch.autocast("cuda", dtype=torch.float16)
+        elif self.cpu_bf16:  # no scaler: bf16 has fp32's exponent range
+            autocast = torch.autocast("cpu", dtype=torch.bfloat16)
+        else:
+            autocast = nullcontext()
         with autocast:
             terms = self.ddp(lr, hr, label)
+        terms = tuple(t.float() for t in terms)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(terms[0]).backward()
         if self.t["grad_clip"]:

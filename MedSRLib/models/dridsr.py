@@ -163,6 +163,10 @@ class DRIDSR(nn.Module):
         res_scale: residual scaling in the residual blocks (none in the paper: 1.0).
     """
 
+    #: Layers on the image path (both paths' image-reading layers, the sum's 1x1 and everything after the sum): kept in fp32 under bf16/fp16 autocast
+    #: (``reparam.prepare_for_inference``), so reduced precision only touches the residual branch.
+    full_precision_layers: tuple[str, ...] = ("low", "high.f1", "high.f2", "high.sobel", "high.f3", "upsample", "tail")
+
     def __init__(self, *, scale: int, channels: int = 48, out_channels: int | None = None,
                  low_mid: int | None = None, n_res_blocks: int = 6, n_idb: int = 5, retain: str = "3x3",
                  idb_keep_channels: int | None = None, drop_unused_forward: bool = False, idb_act: bool = True,

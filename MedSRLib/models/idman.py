@@ -248,6 +248,10 @@ class IDMAN(nn.Module):
         res_scale: scaling of the IDMAB residual branch (paper: none, 1.0).
     """
 
+    #: Layers on the image path (the head, and the upsampler and reconstruction after the global skip): kept in fp32 under bf16/fp16 autocast
+    #: (``reparam.prepare_for_inference``), so reduced precision only touches the residual branch.
+    full_precision_layers: tuple[str, ...] = ("head", "upsample", "rec")
+
     def __init__(self, *, scale: int, channels: int = 64, n_groups: int = 10, n_blocks: int = 20,
                  reduction: int = 16, distill_mode: str = "conv", distill_ratio: float = 0.5,
                  distill_act: str | None = None, mab_pool: str = "global", mab_pooled_conv: str = "kxk",

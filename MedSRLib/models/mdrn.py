@@ -129,6 +129,10 @@ class MDRN(nn.Module):
         agg_act: activation between the aggregation's 1x1 and 3x3: None (paper) or ``'gelu'`` (BSRN).
     """
 
+    #: Layers on the image path (the head, and the upsampler after the global skip): kept in fp32 under bf16/fp16 autocast
+    #: (``reparam.prepare_for_inference``), so reduced precision only touches the residual branch.
+    full_precision_layers: tuple[str, ...] = ("head", "upsample")
+
     def __init__(self, *, scale: int, channels: int = 64, n_blocks: int = 8, last_remain: str = "bsconv_half",
                  block_residual: bool = True, distill_act: str | None = None, cca_reduction: int = 16,
                  esa: bool = False, agg_conv: str = "conv", agg_act: str | None = None,

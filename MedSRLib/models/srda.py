@@ -53,6 +53,10 @@ class SRDA(nn.Module):
         offset_bias_init: ``'zero'`` (default) or ``'default'`` (PyTorch's random bias, as the code).
     """
 
+    #: Layers on the image path (the deformable head and its attention, and the upsampler and tail after the global skip): kept in fp32 under bf16/fp16 autocast
+    #: (``reparam.prepare_for_inference``), so reduced precision only touches the residual branch.
+    full_precision_layers: tuple[str, ...] = ("dconv", "attention", "upsampler", "tail")
+
     def __init__(
         self,
         *,
@@ -140,7 +144,7 @@ class SRDADiagnosisNet(nn.Module):
         *,
         n_classes: int = 3,
         width_mult: float = 1.0,
-        attention_at: str = "stem",
+        attention_at: str | None = "stem",
         stem_channels: int | None = None,
         layers: tuple[int, int, int, int] = (3, 4, 6, 3),
     ) -> None:
@@ -151,8 +155,8 @@ class SRDADiagnosisNet(nn.Module):
         if width_mult <= 0 or base != int(base):
             raise OptionError(f"width_mult must be positive and make 64 * width_mult an integer; got {width_mult!r}")
         base = int(base)
-        if attention_at not in ("stem", "layer1"):
-            raise OptionError(f"attention_at must be 'stem' or 'layer1'; got {attention_at!r}")
+        if attention_at not in ("stem", "layer1", None):
+            raise OptionError(f"attention_at must be 'stem', 'layer1' or None; got {attention_at!r}")
         stem = base if stem_channels is None else stem_channels
         positive_int("stem_channels", stem)
         if len(layers) != 4 or any(int(n) < 1 for n in layers):
@@ -164,7 +168,7 @@ class SRDADiagnosisNet(nn.Module):
             nn.ReLU(inplace=True),
             nn.MaxPool2d(3, stride=2, padding=1),
         )
-        self.attention = SpatialAttention7()
+        self.attention = SpatialAttention7() if attention_at is not None else None
         stages: list[nn.Module] = []
         c_in = stem
         for i, n_blocks in enumerate(layers):
@@ -183,11 +187,15 @@ class SRDADiagnosisNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(logits N x n_classes, W_diag N x 1 x H/4 x W/4)`` for an SR image ``N x 1 x H x W``."""
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(logits N x n_classes, W_diag N x 1 x H/4 x W/4)`` for an SR image ``N x 1 x H x W``
+        (``W_diag`` is ``None`` without attention)."""
         check_lr_input(x, model="SRDADiagnosisNet")
         f = self.stem(x)
-        if self.attention_at == "stem":
+        w_diag = None
+        if self.attention is None:
+            f = self.layer1(f)
+        elif self.attention_at == "stem":
             f, w_diag = self.attention(f)
             f = self.layer1(f)
         else:

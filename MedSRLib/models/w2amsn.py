@@ -109,6 +109,10 @@ class W2AMSN(nn.Module):
         res_scale: scale of each block's residual branch (default 1).
     """
 
+    #: Layers on the image path (the shallow features, and the fusion, upsampler and tail around the global skip): kept in fp32 under bf16/fp16 autocast
+    #: (``reparam.prepare_for_inference``), so reduced precision only touches the residual branch.
+    full_precision_layers: tuple[str, ...] = ("sfe", "global_fuse", "upsampler", "tail")
+
     def __init__(
         self,
         *,

@@ -85,18 +85,22 @@ class LabelledImages:
 # inputs
 
 
-def _hr_and_lr(data: Mapping[str, Any], split: str, scale: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _hr_and_lr(
+    data: Mapping[str, Any], split: str, scale: int, max_images: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     from MedSRLib.resize import degrade, modcrop
 
-    items = list_split(data, split).items
+    items = list_split(data, split).items[: max_images or None]
     hr = np.stack([modcrop(load_hr(item, data), scale) for item in items]).astype(np.float32)
     lr = np.asarray(degrade(hr, scale=scale), dtype=np.float32)
     return hr, lr, np.array([item.label for item in items], dtype=np.int64)
 
 
-def make_inputs(kind: str, data: Mapping[str, Any], split: str, *, scale: int) -> LabelledImages:
-    """The images of ``split`` as the classifier of input ``kind`` sees them (see the module doc)."""
-    hr, lr, labels = _hr_and_lr(data, split, scale)
+def make_inputs(
+    kind: str, data: Mapping[str, Any], split: str, *, scale: int, max_images: int | None = None
+) -> LabelledImages:
+    """The images of ``split`` (the first ``max_images``) as the classifier of input ``kind`` sees them."""
+    hr, lr, labels = _hr_and_lr(data, split, scale, max_images)
     if kind == "hr":
         return LabelledImages(hr, labels)
     if kind == "lr":
@@ -293,14 +297,14 @@ def markdown_table(results: Sequence[Mapping[str, Any]]) -> str:
     lines = [
         "### SRDA Table III: diagnosis accuracy of a ResNet-50 trained on each method's images (Demented-MRI, x4)",
         "",
-        "| input | test ACC (ours) | test ACC (paper) | val ACC (ours) | best epoch | train time |",
-        "|---|---|---|---|---|---|",
+        "| input | image size | test ACC (ours) | test ACC (paper) | val ACC (ours) | best epoch | train time |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in results:
         paper = paper_of.get(r["kind"])
-        lines.append(f"| {_label(r['kind'])} | {r['test_acc']:.4f} | {'–' if paper is None else f'{paper:.4f}'} | "
+        lines.append(f"| {_label(r['kind'])} | {r['image_size'][0]}x{r['image_size'][1]} | {r['test_acc']:.4f} | {'–' if paper is None else f'{paper:.4f}'} | "
                      f"{r['val_acc']:.4f} | {r['best_epoch']} | {r['train_seconds'] / 60:.1f} min |")
-    lines.append(f"| RCAN (paper only) | – | {PAPER_ACCURACY['RCAN']:.4f} | – | – | – |")
+    lines.append(f"| RCAN (paper only) | – | – | {PAPER_ACCURACY['RCAN']:.4f} | – | – | – |")
     lines += [
         "",
         f"* Classifier: plain ResNet-50 (bottleneck 3-4-6-3) at width {recipe['width']:g} "
@@ -309,7 +313,7 @@ def markdown_table(results: Sequence[Mapping[str, Any]]) -> str:
         f"{recipe['batch']}, {recipe['epochs']} epochs, left-right flips, seed {recipe['seed']}, "
         f"{'bf16 autocast' if recipe['bf16'] else 'fp32'}; the epoch with the best validation accuracy is tested.",
         f"* Data: SRDA's 3-class protocol ({', '.join(r0['classes'])}; `splits/srda_3class_890_seeded.csv`), "
-        f"{r0['image_size'][0]}x{r0['image_size'][1]} px HR; LR = MATLAB-bicubic x{r0['scale']} degradation "
+        f"LR = MATLAB-bicubic x{r0['scale']} degradation "
         "(`MedSRLib.resize.degrade`); SR images from the shipped weights; 267 test images (one image = 0.37 %).",
         "* Paper: Wang et al., ICME 2023, Table III, Demented-MRI column (their ResNet-50 recipe is not given).",
         "* One seed per row: differences of a few points are within the run-to-run spread of a classifier "

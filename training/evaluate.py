@@ -191,3 +191,128 @@ def paper_table(
         notes=notes,
     )
     return table, {"model": ours, "bicubic": bic, "n_images": len(images), "convention": convention}
+
+
+# --------------------------------------------------------------------------------------------------
+# RESULTS.md: every shipped model on the papers' test protocols, grouped like the papers' tables
+
+TABLES = Path(__file__).resolve().parent / "tables.yaml"
+#: The targets of the weights issue: minimum PSNR gain over bicubic on the test split, per scale.
+TARGET_GAIN_DB = {2: 1.0, 3: 0.5, 4: 0.5}
+
+
+def _columns(convention: str) -> list[str]:
+    from MedSRLib.metrics import get_convention
+
+    return ["psnr", "ssim"] + (["ms_ssim"] if get_convention(convention).ms_ssim else [])
+
+
+def _row(label: str, scores: Mapping[int, Mapping[str, Any] | None], scales: Sequence[int], columns: Sequence[str]) -> str:
+    cells = []
+    for s in scales:
+        row = scores.get(s) or {}
+        cells += [_fmt(row.get(c), 2 if c == "psnr" else 4) for c in columns]
+    return f"| {label} | " + " | ".join(cells) + " |"
+
+
+def results_markdown(
+    *,
+    split: str | None = None,
+    max_images: int | None = None,
+    tables: Path = TABLES,
+    log: Callable[[str], None] = print,
+) -> tuple[str, list[dict[str, Any]]]:
+    """Score every table of ``tables`` (see ``training/tables.yaml``) and lay them out as markdown.
+
+    Returns ``(markdown, gains)`` where ``gains`` lists, per shipped model and scale, its test PSNR,
+    bicubic's on the same images, and whether it meets :data:`TARGET_GAIN_DB`.
+    """
+    import time
+
+    from MedSRLib.models import get_model
+
+    from .config import load_config, validate
+
+    specs = yaml.safe_load(Path(tables).read_text())
+    cache: dict[tuple[Any, ...], list[np.ndarray]] = {}
+    sections, gains = [], []
+    for spec in specs:
+        started = time.perf_counter()
+        cfg = validate(load_config(spec["data_config"]))
+        data, convention, the_split = cfg["data"], spec["convention"], split or spec["split"]
+        scales = [int(s) for s in spec["scales"]]
+        columns = _columns(convention)
+        rows: dict[str, dict[int, dict[str, Any] | None]] = {}
+        counts: dict[int, int] = {}
+        for scale in scales:
+            models = [m for m in spec["models"] if get_model(m).has_weights(scale)]
+            min_lr = max([get_model(m).min_lr_size for m in models] or [1])
+            images = load_eval_images(list_split(data, the_split), data=data, scale=scale, max_images=max_images, min_lr_side=min_lr)
+            counts[scale] = len(images)
+            for name in [*spec.get("baselines", ["bicubic"]), *models]:
+                key = (data["dataset"], the_split, scale, name, tuple(im.name for im in images))
+                if key not in cache:
+                    module = get_model(name).load(scale)
+                    cache[key] = super_resolve_images(module, images)
+                scores = score_outputs(cache[key], images, scale=scale, convention=convention)
+                rows.setdefault(name, {})[scale] = scores
+                log(f"  {spec['title'][:40]}: {name} x{scale}: {scores['psnr']:.2f} dB / {scores['ssim']:.4f}")
+        reference = published(spec["published"]) if spec.get("published") else None
+        head = " | ".join(f"x{s} {c.upper().replace('_', '-')}" for s in scales for c in columns)
+        lines = [f"### {spec['title']}", "", f"| method | {head} |", "|---" * (1 + len(scales) * len(columns)) + "|"]
+        for name, scores in rows.items():
+            learned = get_model(name).learned
+            label = f"{name} (ours)" if learned else {"bicubic": "Bicubic (ours)", "nearest": "Nearest (ours)"}.get(name, name)
+            lines.append(_row(label, scores, scales, columns))
+        if reference is not None:
+            for paper_row in spec.get("paper_rows", []):
+                published_row = reference["rows"].get(paper_row, {})
+                lines.append(_row(f"{paper_row} (paper)", {s: published_row.get(f"x{s}") for s in scales}, scales, columns))
+        lines.append("")
+        for scale in scales:
+            bic = rows["bicubic"][scale]["psnr"]
+            parts = []
+            for name, scores in rows.items():
+                if not get_model(name).learned or scores.get(scale) is None:
+                    continue
+                gain = scores[scale]["psnr"] - bic
+                parts.append(f"{name} {gain:+.2f} dB")
+                gains.append({"table": spec["title"], "model": name, "scale": scale, "psnr": scores[scale]["psnr"],
+                              "bicubic_psnr": bic, "gain_db": gain, "target_db": TARGET_GAIN_DB.get(scale),
+                              "n_images": counts[scale], "convention": convention})
+            paper = ""
+            if reference is not None:
+                ref_rows = reference["rows"]
+                ours_paper = ref_rows.get(reference.get("model", ""), {}).get(f"x{scale}")
+                bic_paper = ref_rows.get("Bicubic", {}).get(f"x{scale}")
+                if ours_paper and bic_paper:
+                    paper = f"; the paper's {reference['model']}: {ours_paper['psnr'] - bic_paper['psnr']:+.2f} dB over its Bicubic"
+            lines.append(f"* x{scale}, {counts[scale]} {data['dataset']} {the_split} images: gain over bicubic (PSNR): "
+                         + (", ".join(parts) or "no shipped model") + paper + ".")
+        lines.append(f"* Metric convention `{convention}` (MedSRLib.metrics); LR = MATLAB-bicubic degradation "
+                     "(MedSRLib.resize.degrade) of each whole HR image; networks run in fp32 on whole LR images.")
+        if reference is not None:
+            lines.append(f"* Paper rows: {reference.get('source', '')}.")
+        lines += [f"* {n}" for n in spec.get("notes", [])]
+        lines.append(f"* Scored in {time.perf_counter() - started:.0f} s.")
+        sections.append("\n".join(lines) + "\n")
+    return "\n".join(sections), gains
+
+
+def targets_markdown(gains: Sequence[Mapping[str, Any]]) -> str:
+    """One line per shipped model and scale: its best test-split gain over bicubic against the target."""
+    best: dict[tuple[str, int], Mapping[str, Any]] = {}
+    for g in gains:
+        key = (g["model"], g["scale"])
+        if g["convention"] in ("basicsr", "dridsr-y") and (key not in best or g["convention"] == "basicsr"):
+            best[key] = g
+    lines = ["### Targets: every shipped model beats bicubic on its held-out test split", "",
+             "| model | scale | test PSNR | bicubic | gain | target | met |", "|---|---|---|---|---|---|---|"]
+    for (model, scale), g in sorted(best.items()):
+        target = g["target_db"]
+        met = "–" if target is None else ("yes" if g["gain_db"] >= target else "**no**")
+        lines.append(f"| {model} | x{scale} | {g['psnr']:.2f} | {g['bicubic_psnr']:.2f} | {g['gain_db']:+.2f} dB | "
+                     f"{'–' if target is None else f'>= {target:g} dB'} | {met} |")
+    lines += ["", "* Gains from the tables above (BasicSR convention for MR, the DRIDSR Y convention for COVID-CT); "
+              "targets: at least 1 dB at x2 and 0.5 dB at x3/x4."]
+    return "\n".join(lines) + "\n"

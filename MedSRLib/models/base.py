@@ -172,16 +172,25 @@ DEFAULT_PREFERENCE: dict[str, tuple[str, ...]] = {
 }
 
 
-def count_macs(module: nn.Module, lr_shape: tuple[int, int] = (64, 64), *, device: torch.device | str = "cpu") -> int:
+def count_macs(
+    module: nn.Module,
+    lr_shape: tuple[int, int] = (64, 64),
+    *,
+    device: torch.device | str = "cpu",
+    where: Callable[[nn.Module], bool] | None = None,
+) -> int:
     """Conv2d/Linear MACs of one forward pass on a ``1 x 1 x H x W`` input (design doc convention).
 
     Each conv adds ``out.numel() * in_channels / groups * kH * kW``; element-wise ops, pooling,
-    pixel shuffle and deformable sampling are not counted.
+    pixel shuffle and deformable sampling are not counted. ``where``: count only the layers for which
+    it returns True (e.g. the dense 3x3 convolutions).
     """
     total = 0
 
     def hook(mod: nn.Module, _inp: Any, out: torch.Tensor) -> None:
         nonlocal total
+        if where is not None and not where(mod):
+            return
         if isinstance(mod, nn.Conv2d):
             kh, kw = mod.kernel_size
             total += out.numel() * (mod.in_channels // mod.groups) * kh * kw

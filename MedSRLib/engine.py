@@ -30,9 +30,11 @@ Precision: ``'auto'`` is fp16 autocast on CUDA, bf16 autocast on CPUs that compu
 (``benchmarks/RESULTS.md``): bf16 is 1.5-2.6x faster than the fp32 fast path and 1.9-5x faster than
 a plain per-slice fp32 loop, whose dense convolutions already run at 60-90 % of the fp32 limit, so
 on such CPUs fp32 cannot reach the 1.5x target and bf16 is the default. Its error against fp32 on the
-shipped networks is small beside the networks' own error: on real CT slices in HU (int16 output,
-``tests/test_engine_bf16_accuracy.py``) RMSE about 1-2 HU and max a few tens of HU, against an SR
-error of tens of HU RMSE; PSNR of bf16 vs fp32 outputs 60-67 dB (peak 1). Use ``precision='fp32'``
+shipped networks is small beside the networks' own error because the layers on the image path (the
+ones that read the image and those after the global skip; each network's ``full_precision_layers``)
+stay in fp32 (``reparam.prepare_for_inference``): on real CT slices in HU (``tests/test_engine_bf16_accuracy.py``,
+shipped weights, 256^2 crops) RMSE 0.2-1.1 HU and max 1.4-5 HU (3.1-3.8 and 15-27 HU with every
+layer in bf16), against the networks' own 16-45 HU RMSE to the true slices. Use ``precision='fp32'``
 for outputs that must not depend on the CPU model. An fp16 overflow (inf/nan output from a finite
 input) is redone in fp32 for the rest of the run, with a warning. Outputs are float32.
 

@@ -114,7 +114,11 @@ class FMDRB(nn.Module):
             r = remain(r)
         kept.append(self.last(r))
         out = self.cca(self.esa(self.fuse(torch.cat(kept, dim=1))))
-        return out + x if self.block_residual else out
+        return self._add_residual(out, x) if self.block_residual else out
+
+    def _add_residual(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``out + x`` (the inference rewrite in ``reparam`` adds in place)."""
+        return out + x
 
 
 class MDRN(nn.Module):

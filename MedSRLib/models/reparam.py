@@ -203,15 +203,8 @@ class _BSRB(BSRB):
 class _FMDRB(FMDRB):
     """:class:`FMDRB` with the block residual added in place."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kept = []
-        r = x
-        for dist, remain in zip(self.distill, self.remain):
-            kept.append(self.distill_act(dist(r)))
-            r = remain(r)
-        kept.append(self.last(r))
-        out = self.cca(self.esa(self.fuse(torch.cat(kept, dim=1))))
-        return _add_(out, x) if self.block_residual else out
+    def _add_residual(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return _add_(out, x)
 
 
 class _MDRN(MDRN):

@@ -80,7 +80,8 @@ def test_bf16_autocast_run_with_warm_start_trains_fp32_weights(covid_folder, tmp
     result = train(cfg, resume=False, progress=False)
     losses = [loss for _, loss in result.losses]
     assert len(losses) == 12 and all(torch.isfinite(torch.tensor(losses)))
-    # warm-started body: the first losses are already far below a fresh network's (~0.3-0.5)
-    assert max(losses) < 0.2, losses
+    # the x3 tail starts fresh (its shapes differ from x4's), so the first losses are a fresh output's
+    # (~0.35); on the warm-started body they more than halve within 12 bf16 iterations
+    assert sum(losses[-4:]) / 4 < 0.5 * sum(losses[:2]) / 2, losses
     ckpt = torch.load(result.run_dir / "last.pt", map_location="cpu", weights_only=True)
     assert all(v.dtype == torch.float32 for v in ckpt["model"].values() if v.is_floating_point())

@@ -114,6 +114,9 @@ _CPU_BATCH_PIXELS = 1 << 16
 #: thread of an AVX-512 AMD EPYC beside a busy core, 512 x 512 slices (benchmarks/RESULTS.md):
 #: idman-small 43, mdrn 42, dridsr 51-78, w2amsn-small 77 GMAC/s; paper configurations 94-115 GMAC/s.
 CPU_MACS_PER_SECOND_PER_THREAD = 5.0e10
+#: bf16 autocast over the fp32 fast path on a CPU with native bf16 (1.5-2.6x measured on the shipped
+#: networks, benchmarks/RESULTS.md); applied when the precision resolves to bf16 on the CPU.
+CPU_BF16_SPEEDUP = 1.8
 #: Conservative achieved MAC/s on a CUDA GPU with fp16 autocast (a fraction of any recent GPU's peak).
 CUDA_MACS_PER_SECOND = 4.0e12
 #: Conservative achieved MAC/s on Apple-silicon MPS in fp32.
@@ -787,19 +790,22 @@ def run_slices(
     return out
 
 
-def achieved_macs_per_second(device: str | torch.device) -> float:
+def achieved_macs_per_second(device: str | torch.device, precision: str = "auto") -> float:
     """The documented achieved throughput (MAC/s) :func:`estimate_seconds` assumes for ``device``'s type:
-    CPU = :data:`CPU_MACS_PER_SECOND_PER_THREAD` x ``torch.get_num_threads()``; CUDA and MPS constants."""
+    CPU = :data:`CPU_MACS_PER_SECOND_PER_THREAD` x ``torch.get_num_threads()`` (x :data:`CPU_BF16_SPEEDUP`
+    when ``precision`` runs bf16 there); CUDA and MPS constants."""
     kind = torch.device(device).type
     if kind == "cuda":
         return CUDA_MACS_PER_SECOND
     if kind == "mps":
         return MPS_MACS_PER_SECOND
-    return CPU_MACS_PER_SECOND_PER_THREAD * max(1, torch.get_num_threads())
+    bf16 = _autocast_dtype(precision, torch.device("cpu")) == torch.bfloat16
+    return CPU_MACS_PER_SECOND_PER_THREAD * max(1, torch.get_num_threads()) * (CPU_BF16_SPEEDUP if bf16 else 1.0)
 
 
 def estimate_seconds(
-    *, macs_per_lr_pixel: float, lr_pixels_total: int, device: str | torch.device, ensemble: bool
+    *, macs_per_lr_pixel: float, lr_pixels_total: int, device: str | torch.device, ensemble: bool,
+    precision: str = "auto",
 ) -> float:
     """Rough network run time in seconds: MACs / :func:`achieved_macs_per_second` (x8 with ensemble).
 
@@ -810,7 +816,7 @@ def estimate_seconds(
     if not (_is_int(lr_pixels_total) and lr_pixels_total >= 0):
         raise OptionError(f"lr_pixels_total must be a non-negative integer; got {lr_pixels_total!r}")
     passes = 8 if ensemble else 1
-    return float(macs_per_lr_pixel) * int(lr_pixels_total) * passes / achieved_macs_per_second(device)
+    return float(macs_per_lr_pixel) * int(lr_pixels_total) * passes / achieved_macs_per_second(device, precision)
 
 
 __all__ = [

@@ -194,8 +194,10 @@ def estimate_seconds(
     axis: int | str | None = None,
     device: str = "auto",
     ensemble: bool = False,
+    precision: str = "auto",
 ) -> float:
-    """Rough run time in seconds before starting, from the model's MACs per LR pixel and the device.
+    """Rough run time in seconds before starting, from the model's MACs per LR pixel, the device and
+    the precision (``'auto'`` runs bf16 on CPUs with native bf16: faster).
 
     Every voxel belongs to exactly one slice whatever the axis, so the LR pixel count is the voxel
     count; ``spacing`` and ``axis`` are accepted for API symmetry and do not change the estimate.
@@ -212,6 +214,7 @@ def estimate_seconds(
             lr_pixels_total=n_pixels,
             device=resolve_device(device),
             ensemble=ensemble,
+            precision=precision,
         )
     )
 

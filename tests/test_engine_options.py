@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from MedSRLib.engine import (
+    CPU_BF16_SPEEDUP,
     CPU_MACS_PER_SECOND_PER_THREAD,
     CUDA_MACS_PER_SECOND,
     EngineOptions,
@@ -120,10 +121,12 @@ def test_unknown_device_is_a_device_error() -> None:
 
 def test_estimate_seconds_scales_with_work_and_device() -> None:
     cpu = torch.device("cpu")
-    one = estimate_seconds(macs_per_lr_pixel=1e5, lr_pixels_total=10**6, device=cpu, ensemble=False)
+    one = estimate_seconds(macs_per_lr_pixel=1e5, lr_pixels_total=10**6, device=cpu, ensemble=False, precision="fp32")
     assert one == pytest.approx(1e11 / (CPU_MACS_PER_SECOND_PER_THREAD * torch.get_num_threads()))
-    double = estimate_seconds(macs_per_lr_pixel=1e5, lr_pixels_total=2 * 10**6, device=cpu, ensemble=False)
-    ensembled = estimate_seconds(macs_per_lr_pixel=1e5, lr_pixels_total=10**6, device=cpu, ensemble=True)
+    bf16 = estimate_seconds(macs_per_lr_pixel=1e5, lr_pixels_total=10**6, device=cpu, ensemble=False, precision="bf16")
+    assert bf16 == pytest.approx(one / CPU_BF16_SPEEDUP)
+    double = estimate_seconds(macs_per_lr_pixel=1e5, lr_pixels_total=2 * 10**6, device=cpu, ensemble=False, precision="fp32")
+    ensembled = estimate_seconds(macs_per_lr_pixel=1e5, lr_pixels_total=10**6, device=cpu, ensemble=True, precision="fp32")
     assert double == pytest.approx(2 * one) and ensembled == pytest.approx(8 * one)
     gpu = estimate_seconds(macs_per_lr_pixel=1e5, lr_pixels_total=10**6, device=torch.device("cuda"), ensemble=False)
     assert gpu == pytest.approx(1e11 / CUDA_MACS_PER_SECOND) and gpu < one

@@ -24,12 +24,12 @@ different context near seams (the blend hides it), and networks with global pool
 attention over the whole slice: RCAN-style CA, CCA) are not exactly tile-invariant at all: their
 statistics are computed per tile.
 
-Precision: ``'auto'`` is fp16 autocast on CUDA, bf16 autocast on CPUs that compute bf16 natively
-(x86 AVX512-BF16 or AMX-BF16, :func:`cpu_has_native_bf16`) and fp32 elsewhere (MPS, other CPUs);
-``'fp32'`` forces full precision everywhere. Measured on one AVX512-BF16 core on 512 x 512 CT slices
-(``benchmarks/RESULTS.md``): bf16 is 1.5-2.6x faster than the fp32 fast path and 1.9-5x faster than
-a plain per-slice fp32 loop, whose dense convolutions already run at 60-90 % of the fp32 limit, so
-on such CPUs fp32 cannot reach the 1.5x target and bf16 is the default. Its error against fp32 on the
+Precision: ``'auto'`` is fp16 autocast on CUDA, bf16 autocast on CPUs where it pays (native bf16,
+x86 AVX512-BF16 or AMX-BF16, *and* a one-time 50 ms probe that measures bf16 convolutions at least
+1.3x faster than fp32: :func:`cpu_bf16_pays`) and fp32 elsewhere (MPS, other CPUs); ``'fp32'``
+forces full precision everywhere. Why a probe: on an AMD EPYC (AVX512-BF16) bf16 convolutions ran
+1.9x faster than fp32 and the shipped networks 1.5-2.6x faster, while on an Intel Xeon VM that also
+reports AVX512-BF16 (no AMX) they ran at half the fp32 speed (``benchmarks/RESULTS.md``). Its error against fp32 on the
 shipped networks is small beside the networks' own error because the layers on the image path (the
 ones that read the image and those after the global skip; each network's ``full_precision_layers``)
 stay in fp32 (``reparam.prepare_for_inference``): on real CT slices in HU (``tests/test_engine_bf16_accuracy.py``,
@@ -192,6 +192,43 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
+#: 'auto' runs bf16 on a CPU only when bf16 convolutions measure at least this much faster than fp32.
+CPU_BF16_MIN_GAIN = 1.3
+
+
+def _conv_bf16_gain() -> float:
+    """fp32 time / bf16 time of a 64-channel 3x3 convolution on a 96 x 96 channels_last map (best of 5
+    after a warm-up, the current thread count; ~50 ms)."""
+    conv = nn.Conv2d(64, 64, 3, padding=1).to(memory_format=torch.channels_last)
+    x = torch.rand(1, 64, 96, 96).contiguous(memory_format=torch.channels_last)
+    best = {}
+    with torch.inference_mode():
+        for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+            with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+                conv(x)
+                times = []
+                for _ in range(5):
+                    start = time.perf_counter()
+                    conv(x)
+                    times.append(time.perf_counter() - start)
+            best[name] = min(times)
+    return best["fp32"] / max(best["bf16"], 1e-9)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_pays() -> bool:
+    """True when 'auto' should run bf16 on this CPU: it computes bf16 natively
+    (:func:`cpu_has_native_bf16`) *and* a one-time probe measures bf16 convolutions at least
+    :data:`CPU_BF16_MIN_GAIN` x faster than fp32. The flag alone is not enough: on an AMD EPYC with
+    AVX512-BF16 bf16 ran 1.9x faster than fp32, on an Intel Xeon VM with AVX512-BF16 (no AMX) 0.5x."""
+    if not cpu_has_native_bf16():
+        return False
+    gain = _conv_bf16_gain()
+    logger.info("engine: bf16 convolution runs %.2fx fp32 speed on this CPU; 'auto' uses %s", gain,
+                "bf16" if gain >= CPU_BF16_MIN_GAIN else "fp32")
+    return gain >= CPU_BF16_MIN_GAIN
+
+
 def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype for ``precision`` on ``device`` (None = plain fp32)."""
     if precision == "auto":
@@ -199,7 +236,7 @@ def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
         # caught by _Forward, which then continues in fp32. CPU: bf16 where the hardware has it.
         if device.type == "cuda":
             return torch.float16
-        return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
+        return torch.bfloat16 if device.type == "cpu" and cpu_bf16_pays() else None
     if precision == "fp16" and device.type == "cpu":
         raise OptionError("precision 'fp16' needs a GPU; on CPU use 'bf16' (fast with AVX512-BF16/AMX) or 'fp32'")
     return _AUTOCAST_DTYPES[precision]

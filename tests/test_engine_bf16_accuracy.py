@@ -1,5 +1,6 @@
-"""Precision 'auto' on CPU: bf16 only where the CPU computes it natively, and on real CT its error
-against fp32 is small in HU and far below the network's own error against the true image."""
+"""Precision 'auto' on CPU: bf16 only where the CPU computes it natively and a probe measures it
+faster than fp32; on real CT its error against fp32 is small in HU and far below the network's own
+error against the true image."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 
 from conftest import shared_path
 from MedSRLib import engine
-from MedSRLib.engine import _autocast_dtype, cpu_has_native_bf16
+from MedSRLib.engine import _autocast_dtype, cpu_bf16_pays, cpu_has_native_bf16
 
 
 @pytest.fixture
@@ -30,26 +31,39 @@ def fake_cpuinfo(monkeypatch, tmp_path):
 
         monkeypatch.setattr("builtins.open", fake_open)
         cpu_has_native_bf16.cache_clear()
+        cpu_bf16_pays.cache_clear()
 
     yield use
     cpu_has_native_bf16.cache_clear()
+    cpu_bf16_pays.cache_clear()
 
 
 @pytest.mark.parametrize(
-    ("flags", "expected"),
+    ("flags", "gain", "expected"),
     [
-        ("fpu sse avx2 avx512f avx512_bf16", torch.bfloat16),
-        ("fpu sse avx2 amx_tile amx_bf16", torch.bfloat16),
-        ("fpu sse avx2 avx512f avx512bw", None),  # AVX512 without BF16: bf16 would be emulated, slower
-        (None, None),  # no /proc/cpuinfo (macOS, Windows): fp32
+        ("fpu sse avx2 avx512f avx512_bf16", 1.9, torch.bfloat16),  # AMD EPYC: bf16 convs 1.9x fp32
+        ("fpu sse avx2 amx_tile amx_bf16", 3.0, torch.bfloat16),
+        ("fpu sse avx2 avx512f avx512_bf16 avx512_fp16", 0.5, None),  # Intel Xeon VM: flag, but slower
+        ("fpu sse avx2 avx512f avx512bw", 2.0, None),  # AVX512 without BF16: emulated, never chosen
+        (None, 2.0, None),  # no /proc/cpuinfo (macOS, Windows): fp32
     ],
 )
-def test_auto_precision_on_cpu_is_bf16_only_with_native_bf16(fake_cpuinfo, flags, expected):
+def test_auto_precision_on_cpu_is_bf16_only_where_native_and_measured_faster(fake_cpuinfo, monkeypatch, flags, gain, expected):
+    probes = []
+    monkeypatch.setattr(engine, "_conv_bf16_gain", lambda: probes.append(1) or gain)
     fake_cpuinfo(flags)
     assert _autocast_dtype("auto", torch.device("cpu")) == expected
     assert _autocast_dtype("fp32", torch.device("cpu")) is None
     assert _autocast_dtype("auto", torch.device("cuda")) == torch.float16
     assert _autocast_dtype("auto", torch.device("mps")) is None
+    assert len(probes) <= 1  # the probe runs once per process at most, and not without native bf16
+    if flags is None or "bf16" not in flags:
+        assert not probes
+
+
+def test_bf16_probe_measures_a_positive_speed_ratio():
+    gain = engine._conv_bf16_gain()
+    assert 0.05 < gain < 20.0
 
 
 @pytest.mark.shared
@@ -73,7 +87,7 @@ def test_bf16_error_on_real_ct_is_small_in_hu_and_far_below_the_network_error():
     assert 0 < rmse_bf16 < 1.5, f"bf16 vs fp32 RMSE {rmse_bf16:.2f} HU"
     assert float(np.abs(diff).max()) < 10.0
     assert rmse_bf16 < 0.1 * rmse_network, (rmse_bf16, rmse_network)
-    if cpu_has_native_bf16():  # 'auto' is bf16 on this CPU: the same numbers as the explicit bf16 run
+    if cpu_bf16_pays():  # 'auto' is bf16 on this CPU: the same numbers as the explicit bf16 run
         auto = super_resolve(volume, precision="auto", **common).array
         np.testing.assert_array_equal(auto, bf16.astype(np.float32))
     assert engine._autocast_dtype("fp32", torch.device("cpu")) is None

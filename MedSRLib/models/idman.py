@@ -209,9 +209,10 @@ class IDMAB(nn.Module):
             else:
                 d, r = dist(c[:, : self.dc]), coarse(c[:, self.dc:])
             kept.append(self.distill_act(d))
-            c = self.act(r + c)
+            c = self.act(r.add_(c))  # r is a fresh conv output: adding in place is autograd-safe
         kept.append(self.distill_act(self.last(c)))
-        return x + self.res_scale * self.mab(self.fuse(torch.cat(kept, dim=1)))
+        attended = self.mab(self.fuse(torch.cat(kept, dim=1)))  # fresh: updated in place below
+        return attended.add_(x) if self.res_scale == 1.0 else attended.mul_(self.res_scale).add_(x)
 
 
 class IDMAG(nn.Module):
@@ -225,7 +226,7 @@ class IDMAG(nn.Module):
         self.conv = conv3x3(channels, channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv(self.blocks(x))
+        return self.conv(self.blocks(x)).add_(x)
 
 
 class IDMAN(nn.Module):
@@ -286,7 +287,7 @@ class IDMAN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_lr_input(x, model="IDMAN", min_size=self.min_size)
         f0 = self.head(x)
-        u = self.upsample(f0 + self.body_conv(self.body(f0)))
+        u = self.upsample(self.body_conv(self.body(f0)).add_(f0))
         y = self.rec(u)
         for _ in range(self.feedback_steps):
             y = self.rec(u + y)

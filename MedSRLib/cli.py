@@ -40,8 +40,8 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile", type=int, default=None, help="LR tile side in pixels for large slices (default: automatic)")
     p.add_argument("--ensemble", action="store_true", help="x8 geometric self-ensemble (8x slower, slightly better)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="auto (default): fp16 autocast on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16/AMX), "
-                        "else fp32; the image path always runs in fp32. fp32: full precision everywhere")
+                   help="auto (default): fp16 autocast on CUDA, bf16 on CPUs where native bf16 measures faster "
+                        "than fp32, else fp32; the image path always runs in fp32. fp32: full precision everywhere")
     p.add_argument("--weights", default=None, help="a weights file (.safetensors with its .json card) instead of the shipped one")
 
 

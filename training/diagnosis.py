@@ -316,8 +316,8 @@ def markdown_table(results: Sequence[Mapping[str, Any]]) -> str:
         f"LR = MATLAB-bicubic x{r0['scale']} degradation "
         "(`MedSRLib.resize.degrade`); SR images from the shipped weights; 267 test images (one image = 0.37 %).",
         "* Paper: Wang et al., ICME 2023, Table III, Demented-MRI column (their ResNet-50 recipe is not given).",
-        "* One seed per row: differences of a few points are within the run-to-run spread of a classifier "
-        "trained from scratch on 2,136 images.",
+        "* One seed per row: the spread between seeds was not measured (CPU time), so differences of a few "
+        "points between rows are not established; rows whose best epoch is the last were still improving.",
         "* Made with `python -m training diagnosis` (training/diagnosis.py).",
     ]
     return "\n".join(lines) + "\n"

@@ -330,7 +330,12 @@ def train(
         torch.set_num_threads(int(train_cfg["threads"]))
     procs = start_processes(train_cfg["device"])
     try:
-        return _Trainer(cfg, procs, resume=resume, progress=progress).run(stop_at=stop_at)
+        result = _Trainer(cfg, procs, resume=resume, progress=progress).run(stop_at=stop_at)
+        if procs.distributed and dist.is_initialized():
+            # every rank finishes before the group goes: a gloo rank torn down while a peer is still
+            # checkpointing was seen to abort ("terminate called without an active exception")
+            dist.barrier()
+        return result
     finally:
         torch.set_num_threads(threads)
         if procs.distributed and dist.is_initialized():

@@ -32,8 +32,8 @@ forces full precision everywhere. Why a probe: on an AMD EPYC (AVX512-BF16) bf16
 reports AVX512-BF16 (no AMX) they ran at half the fp32 speed (``benchmarks/RESULTS.md``). Its error against fp32 on the
 shipped networks is small beside the networks' own error because the layers on the image path (the
 ones that read the image and those after the global skip; each network's ``full_precision_layers``)
-stay in fp32 (``reparam.prepare_for_inference``): on real CT slices in HU (``tests/test_engine_bf16_accuracy.py``,
-shipped weights, 256^2 crops) RMSE 0.2-1.1 HU and max 1.4-5 HU (3.1-3.8 and 15-27 HU with every
+stay in fp32 (``reparam.prepare_for_inference``): on real CT slices in HU (shipped weights, 256^2
+TotalSeg crops; ``tests/test_engine_bf16_accuracy.py`` pins dridsr and mdrn) RMSE 0.2-1.1 HU and max 1.4-5 HU (3.1-3.8 and 15-27 HU with every
 layer in bf16), against the networks' own 16-45 HU RMSE to the true slices. Use ``precision='fp32'``
 for outputs that must not depend on the CPU model. An fp16 overflow (inf/nan output from a finite
 input) is redone in fp32 for the rest of the run, with a warning. Outputs are float32.

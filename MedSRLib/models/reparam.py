@@ -25,7 +25,8 @@ the layers it does not touch. They are applied in place to a module that is only
   layers (the ones that read the image, and those after the global skip that carry it to the
   output) run with autocast disabled on float32 inputs. A no-op in fp32; under bf16/fp16 autocast
   only the residual branch is rounded. Measured on real CT slices with the shipped weights (bf16 vs
-  fp32, HU): RMSE 3.1-3.8 -> 0.2-1.1, max 15-27 -> 1.4-5 (``tests/test_engine_bf16_accuracy.py``).
+  fp32, HU): RMSE 3.1-3.8 -> 0.2-1.1, max 15-27 -> 1.4-5 (``tests/test_engine_bf16_accuracy.py``
+  pins dridsr and mdrn).
 * **memory format kept** (SRDA's pure-torch deformable convolution): its output is returned in its
   input's memory format so a channels_last network does not convert every later layer's input.
 

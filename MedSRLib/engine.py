@@ -196,23 +196,29 @@ def cpu_has_native_bf16() -> bool:
 CPU_BF16_MIN_GAIN = 1.3
 
 
+def dense_conv_gflops(channels: int, side: int, *, channels_last: bool = True, bf16: bool = False, reps: int = 5) -> float:
+    """Best GFLOP/s (2 x MACs / min time over ``reps``, after a warm-up) of one dense 3x3
+    ``channels -> channels`` convolution on a ``1 x channels x side x side`` CPU input, under
+    inference_mode (bf16: autocast), at the current thread count. The machine-limit probe of
+    ``benchmarks/`` and :func:`cpu_bf16_pays` both use it."""
+    conv = nn.Conv2d(channels, channels, 3, padding=1).eval()
+    x = torch.randn(1, channels, side, side)
+    if channels_last:
+        conv = conv.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    best = float("inf")
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        conv(x)
+        for _ in range(reps):
+            start = time.perf_counter()
+            conv(x)
+            best = min(best, time.perf_counter() - start)
+    return 2.0 * channels * channels * 9 * side * side / best / 1e9
+
+
 def _conv_bf16_gain() -> float:
-    """fp32 time / bf16 time of a 64-channel 3x3 convolution on a 96 x 96 channels_last map (best of 5
-    after a warm-up, the current thread count; ~50 ms)."""
-    conv = nn.Conv2d(64, 64, 3, padding=1).to(memory_format=torch.channels_last)
-    x = torch.rand(1, 64, 96, 96).contiguous(memory_format=torch.channels_last)
-    best = {}
-    with torch.inference_mode():
-        for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
-            with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-                conv(x)
-                times = []
-                for _ in range(5):
-                    start = time.perf_counter()
-                    conv(x)
-                    times.append(time.perf_counter() - start)
-            best[name] = min(times)
-    return best["fp32"] / max(best["bf16"], 1e-9)
+    """bf16 / fp32 speed of a 64-channel 3x3 convolution on a 96 x 96 channels_last map (~50 ms)."""
+    return dense_conv_gflops(64, 96, bf16=True) / dense_conv_gflops(64, 96, bf16=False)
 
 
 @functools.lru_cache(maxsize=1)
@@ -313,7 +319,7 @@ class EngineOptions:
         tile: LR tile side in px; None = no tiling unless one slice alone exceeds the budget.
         tile_overlap: overlap of neighbouring tiles in LR px (tiles must be >= 2 x overlap).
         ensemble: x8 geometric self-ensemble (flips x 90-degree rotations; 8x slower).
-        precision: ``'auto'`` (fp16 autocast on CUDA, bf16 on CPUs with native bf16, else fp32), ``'fp32'``, ``'bf16'``
+        precision: ``'auto'`` (fp16 autocast on CUDA, bf16 on CPUs where :func:`cpu_bf16_pays`, else fp32), ``'fp32'``, ``'bf16'``
             (autocast; CPU or GPU), ``'fp16'`` (autocast; GPU only).
         channels_last: run convolutions in channels_last memory format on CPU and CUDA.
         threads: CPU threads for the run (restored afterwards); None = PyTorch's current setting;
@@ -861,6 +867,9 @@ __all__ = [
     "PRECISIONS",
     "achieved_macs_per_second",
     "balanced_tile",
+    "cpu_bf16_pays",
+    "cpu_has_native_bf16",
+    "dense_conv_gflops",
     "default_memory_budget_bytes",
     "estimate_seconds",
     "free_cpu_count",

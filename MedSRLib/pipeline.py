@@ -197,7 +197,7 @@ def estimate_seconds(
     precision: str = "auto",
 ) -> float:
     """Rough run time in seconds before starting, from the model's MACs per LR pixel, the device and
-    the precision (``'auto'`` runs bf16 on CPUs with native bf16: faster).
+    the precision (``'auto'`` runs bf16 where :func:`MedSRLib.engine.cpu_bf16_pays`: faster).
 
     Every voxel belongs to exactly one slice whatever the axis, so the LR pixel count is the voxel
     count; ``spacing`` and ``axis`` are accepted for API symmetry and do not change the estimate.

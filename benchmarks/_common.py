@@ -92,40 +92,19 @@ def peak_rss_mib() -> float:
 # ------------------------------------------------------------------------------------------ probe
 
 
-def conv_gflops(channels: int, side: int, *, channels_last: bool, bf16: bool, reps: int = 5) -> float:
-    """Best GFLOP/s (2 x MACs / min time over ``reps``) of one dense 3x3 ``channels -> channels``
-    convolution on a ``1 x channels x side x side`` input, under inference_mode (bf16: autocast)."""
-    import contextlib
-
-    import torch
-
-    conv = torch.nn.Conv2d(channels, channels, 3, padding=1).eval()
-    x = torch.randn(1, channels, side, side)
-    if channels_last:
-        conv = conv.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    context = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
-    best = float("inf")
-    with torch.inference_mode(), context:
-        conv(x)
-        for _ in range(reps):
-            start = time.perf_counter()
-            conv(x)
-            best = min(best, time.perf_counter() - start)
-    return 2.0 * channels * channels * 9 * side * side / best / 1e9
-
-
 #: (channels, side) shapes of the machine-limit probe (all dense 3x3, batch 1).
 PROBE_SHAPES: tuple[tuple[int, int], ...] = ((64, 128), (64, 256), (128, 128), (128, 256))
 
 
 def conv_limit(shapes: Sequence[tuple[int, int]] = PROBE_SHAPES) -> dict[str, dict[str, Any]]:
     """Best dense 3x3 convolution GFLOP/s per ``'<format> <dtype>'`` over ``shapes`` (with the shape)."""
+    from MedSRLib.engine import dense_conv_gflops
+
     result: dict[str, dict[str, Any]] = {}
     for fmt in ("NCHW", "channels_last"):
         for dtype in ("fp32", "bf16"):
             best = max(
-                ((conv_gflops(c, s, channels_last=fmt != "NCHW", bf16=dtype == "bf16"), (c, s)) for c, s in shapes)
+                ((dense_conv_gflops(c, s, channels_last=fmt != "NCHW", bf16=dtype == "bf16"), (c, s)) for c, s in shapes)
             )
             result[f"{fmt} {dtype}"] = {"gflops": best[0], "shape": f"{best[1][0]} ch, {best[1][1]}^2"}
     return result

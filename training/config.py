@@ -278,7 +278,7 @@ def validate(cfg: dict[str, Any], *, world_size: int = 1, need_data: bool = True
     if train["init_from"] is not None:
         init = Path(str(train["init_from"])).expanduser()
         if not init.is_absolute():
-            init = Path(__file__).resolve().parent.parent / init  # relative to the repository root
+            init = REPO_ROOT / init
         if not init.is_file():
             raise ConfigError(f"train.init_from: {init} does not exist; give a .safetensors weights file or a .pt checkpoint")
         if init.suffix not in (".safetensors", ".pt"):

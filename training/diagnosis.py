@@ -37,8 +37,6 @@ from torch import nn
 from .config import ConfigError, load_config, validate
 from .data import list_split, load_hr
 
-#: Input kinds that are not a network.
-BUILTIN_KINDS = ("lr", "bicubic", "hr")
 #: The published Table III (Demented-MRI column), networks.md Section 12.4.
 PAPER_ACCURACY = {"LR": 0.6515, "RCAN": 0.7083, "SRDA": 0.7348}
 
@@ -96,19 +94,18 @@ def _hr_and_lr(
     return hr, lr, np.array([item.label for item in items], dtype=np.int64)
 
 
-def make_inputs(
-    kind: str, data: Mapping[str, Any], split: str, *, scale: int, max_images: int | None = None
-) -> LabelledImages:
-    """The images of ``split`` (the first ``max_images``) as the classifier of input ``kind`` sees them."""
-    hr, lr, labels = _hr_and_lr(data, split, scale, max_images)
-    if kind == "hr":
-        return LabelledImages(hr, labels)
-    if kind == "lr":
-        return LabelledImages(lr, labels)
+def inputs_for(
+    kind: str, splits: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], *, scale: int
+) -> dict[str, LabelledImages]:
+    """Each split's ``(hr, lr, labels)`` as the classifier of input ``kind`` sees it (a network is
+    loaded once for all splits)."""
+    if kind in ("hr", "lr"):
+        return {name: LabelledImages(hr if kind == "hr" else lr, labels) for name, (hr, lr, labels) in splits.items()}
     if kind == "bicubic":
         from MedSRLib.resize import imresize
 
-        return LabelledImages(np.clip(np.asarray(imresize(lr, scale=scale), dtype=np.float32), 0.0, 1.0), labels)
+        return {name: LabelledImages(np.clip(np.asarray(imresize(lr, scale=scale), dtype=np.float32), 0.0, 1.0), labels)
+                for name, (_, lr, labels) in splits.items()}
     from MedSRLib.engine import EngineOptions, run_slices
     from MedSRLib.models import get_model
     from MedSRLib.models.reparam import prepare_for_inference
@@ -117,8 +114,17 @@ def make_inputs(
     if not spec.has_weights(scale):
         raise ConfigError(f"input kind '{kind}': no shipped weights at x{scale}; use lr, bicubic, hr or a model with weights")
     module = prepare_for_inference(spec.load(scale))
-    sr = run_slices(module, lr, scale=scale, options=EngineOptions(device="cpu", precision="fp32"), min_lr_size=spec.min_lr_size)
-    return LabelledImages(np.clip(sr, 0.0, 1.0).astype(np.float32), labels)
+    options = EngineOptions(device="cpu", precision="fp32")
+    return {name: LabelledImages(np.clip(run_slices(module, lr, scale=scale, options=options, min_lr_size=spec.min_lr_size),
+                                         0.0, 1.0).astype(np.float32), labels)
+            for name, (_, lr, labels) in splits.items()}
+
+
+def make_inputs(
+    kind: str, data: Mapping[str, Any], split: str, *, scale: int, max_images: int | None = None
+) -> LabelledImages:
+    """The images of ``split`` (the first ``max_images``) as the classifier of input ``kind`` sees them."""
+    return inputs_for(kind, {split: _hr_and_lr(data, split, scale, max_images)}, scale=scale)[split]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -257,6 +263,7 @@ def run_experiment(
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
     classes = list_split(data, "test").classes
+    pairs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # read and degraded once for all kinds
     results = []
     for kind in kinds:
         folder = out_dir / kind
@@ -270,7 +277,9 @@ def run_experiment(
                 continue
         log(f"== {kind}: building inputs (x{scale}, {config})")
         started = time.perf_counter()
-        splits = {s: make_inputs(kind, data, s, scale=scale) for s in ("train", "val", "test")}
+        if not pairs:
+            pairs = {s: _hr_and_lr(data, s, scale, None) for s in ("train", "val", "test")}
+        splits = inputs_for(kind, pairs, scale=scale)
         log(f"  {len(splits['train'].images)} / {len(splits['val'].images)} / {len(splits['test'].images)} images of "
             f"{splits['train'].images.shape[1]}x{splits['train'].images.shape[2]} px in {time.perf_counter() - started:.0f} s")
         result = train_classifier(splits["train"], splits["val"], splits["test"], recipe=recipe, n_classes=len(classes),

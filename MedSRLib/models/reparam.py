@@ -74,16 +74,15 @@ _REDUCED = (torch.bfloat16, torch.float16)
 
 
 def _run_in_full_precision(m: nn.Module) -> None:
-    """Give ``m`` a subclass whose forward runs with autocast off on float32 inputs (bf16/fp16 inputs are cast up; names and state
-    dict unchanged; idempotent)."""
+    """Give ``m`` a subclass whose forward runs with autocast off on float32 inputs (bf16/fp16 inputs
+    are cast up; names and state dict unchanged; idempotent)."""
     cls = type(m)
     if getattr(cls, "_medsr_full_precision", False):
         return
     inner = cls.forward
 
     def forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
-        tensors = [a for a in args if isinstance(a, torch.Tensor)]
-        device_type = tensors[0].device.type if tensors else "cpu"
+        device_type = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
         args = tuple(a.float() if isinstance(a, torch.Tensor) and a.dtype in _REDUCED else a for a in args)
         if not torch.is_autocast_enabled(device_type):
             return inner(self, *args, **kwargs)

@@ -67,7 +67,7 @@ def test_process_returns_MedSRLibs_report_and_the_difference_node_holds_it_on_th
     input_node = node_from_volume(volume, "t1")
     transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "T")
     input_node.SetAndObserveTransformNodeID(transform.GetID())
-    input_mtime = input_node.GetMTime()
+    input_image_mtime, input_matrix = input_node.GetImageData().GetMTime(), ijk_to_ras(input_node)
     logic = medsr.MedSRLogic()
 
     output_node, report = logic.processWithReport(input_node, model="bicubic", scale=2)
@@ -104,10 +104,13 @@ def test_process_returns_MedSRLibs_report_and_the_difference_node_holds_it_on_th
     assert 0 < report.p99_abs_diff < float(np.abs(voxels).max())  # the window comes from the data
 
     logic.showDifference(input_node, difference_node)
-    layers = slicer.util.sliceViewerLayersCalls[-1]
-    assert (layers["background"], layers["foreground"], layers["foregroundOpacity"]) == (input_node, difference_node, 0.5)
+    # every slice view (composite node) shows the difference over the input at opacity 0.5
+    assert set(slicer.sliceLayers().values()) == {(input_node.GetID(), difference_node.GetID(), 0.5)}
     assert logic.createDifferenceNode(input_node, report).GetName() == "t1 MedSR difference_1"
-    assert input_node.GetMTime() == input_mtime
+    # input voxels and geometry unchanged (the node's own MTime is not: real MRML bumps it when another node
+    # observes the same transform)
+    assert input_node.GetImageData().GetMTime() == input_image_mtime
+    np.testing.assert_array_equal(ijk_to_ras(input_node), input_matrix)
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(input_node), volume.array)
 
     # panel text: no slice flagged, so the 5 worst are listed, labelled as such

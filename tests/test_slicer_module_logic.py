@@ -75,7 +75,7 @@ def test_real_thick_slice_MR_file_end_to_end_matches_MedSRLib(medsr):
 
     volume = read_volume(shared_path("mr-volumes", "t1_fl2d_sag_LPS.nii.gz"))
     input_node = slicer.util.addVolumeFromArray(volume.array, ijkToRAS=ijk_to_ras_matrix(volume), name="t1")
-    input_mtime = input_node.GetMTime()
+    input_image_mtime, input_matrix = input_node.GetImageData().GetMTime(), ijk_to_ras(input_node)
 
     output_node = medsr.MedSRLogic().process(input_node, model="bicubic", scale=2)
 
@@ -88,9 +88,12 @@ def test_real_thick_slice_MR_file_end_to_end_matches_MedSRLib(medsr):
     assert output_node.GetImageData().GetDimensions() == (35, 512, 512)
     shift = np.asarray(output_node.GetOrigin()) - np.asarray(input_node.GetOrigin())
     np.testing.assert_allclose(np.abs(shift), [0.0, 1.015625 / 4, 1.015625 / 4], atol=1e-5)
-    assert input_node.GetMTime() == input_mtime
+    # input voxels and geometry unchanged (the node's own MTime is not: real MRML bumps it when another node
+    # observes the same transform)
+    assert input_node.GetImageData().GetMTime() == input_image_mtime
+    np.testing.assert_array_equal(ijk_to_ras(input_node), input_matrix)
     np.testing.assert_array_equal(slicer.util.arrayFromVolume(input_node), volume.array)
-    assert slicer.util.sliceViewerLayersCalls[-1]["background"] is output_node
+    assert {background for background, _fg, _opacity in slicer.sliceLayers().values()} == {output_node.GetID()}
 
 
 # -- warnings, dependencies ---------------------------------------------------------------------------
@@ -140,8 +143,8 @@ def test_testing_mode_never_installs(medsr, monkeypatch):
     monkeypatch.setattr(dependencies, "isSatisfied", lambda requirement: False)
     with pytest.raises(dependencies.MissingDependencyError, match="testing mode"):
         dependencies.ensureDependencies()
-    assert PyTorchUtils.installTorchCalls == [] and slicer.util.pipInstallCalls == [] and slicer.packaging.installCalls == []
-    assert not any(kind == "confirm" for kind, _ in slicer.util.displayedMessages)
+    assert PyTorchUtils.installTorchCalls == [] and slicer.util.shim.pipInstallCalls == [] and slicer.packaging.installCalls == []
+    assert not any(kind == "confirm" for kind, _ in slicer.util.shim.displayedMessages)
 
 
 def test_install_asks_once_then_uses_the_pytorch_extension_for_torch(medsr, monkeypatch):
@@ -151,18 +154,18 @@ def test_install_asks_once_then_uses_the_pytorch_extension_for_torch(medsr, monk
 
     slicer.app.setTestingEnabled(False)
     monkeypatch.setattr(dependencies, "isSatisfied", lambda requirement: not requirement.startswith("torch"))
-    slicer.util.confirmAnswer = False
+    slicer.util.shim.confirmAnswer = False
     with pytest.raises(dependencies.MissingDependencyError, match="declined"):
         dependencies.ensureDependencies()
     assert PyTorchUtils.installTorchCalls == []
-    slicer.util.confirmAnswer = True
+    slicer.util.shim.confirmAnswer = True
     with pytest.raises(dependencies.MissingDependencyError, match="PyTorch was not installed"):
         dependencies.ensureDependencies()  # the double's installTorch installs nothing and returns None
     assert PyTorchUtils.installTorchCalls == [
         {"askConfirmation": False, "torchVersionRequirement": ">=2.1", "forceComputationBackend": None}
     ]
-    assert [kind for kind, _ in slicer.util.displayedMessages] == ["confirm", "confirm"]
-    assert slicer.util.pipInstallCalls == []
+    assert [kind for kind, _ in slicer.util.shim.displayedMessages] == ["confirm", "confirm"]
+    assert slicer.util.shim.pipInstallCalls == []
 
 
 def test_missing_pytorch_extension_is_explained_before_asking(medsr, monkeypatch):
@@ -174,7 +177,7 @@ def test_missing_pytorch_extension_is_explained_before_asking(medsr, monkeypatch
     monkeypatch.setitem(sys.modules, "PyTorchUtils", None)  # extension not installed
     with pytest.raises(dependencies.MissingDependencyError, match="Extensions Manager"):
         dependencies.ensureDependencies()
-    assert slicer.util.displayedMessages == []
+    assert slicer.util.shim.displayedMessages == []
 
 
 @pytest.mark.parametrize("slicer_has_packaging", [True, False], ids=["slicer-5.12", "slicer-5.10"])
@@ -184,7 +187,7 @@ def test_other_packages_installed_with_the_slicer_versions_pip_helper(medsr, mon
     from MedSRSlicerLib import dependencies
 
     slicer.app.setTestingEnabled(False)
-    slicer.util.confirmAnswer = True
+    slicer.util.shim.confirmAnswer = True
     monkeypatch.setattr(dependencies, "isSatisfied", lambda requirement: not requirement.startswith("tqdm"))
     monkeypatch.setattr(slicer.packaging, "pip_check", lambda requirement: not str(requirement).startswith("tqdm"))
     if not slicer_has_packaging:
@@ -192,9 +195,9 @@ def test_other_packages_installed_with_the_slicer_versions_pip_helper(medsr, mon
     with pytest.raises(dependencies.MissingDependencyError, match="still missing"):  # the double installs nothing
         dependencies.ensureDependencies()
     if slicer_has_packaging:
-        assert slicer.packaging.installCalls == [["tqdm>=4.60"]] and slicer.util.pipInstallCalls == []
+        assert slicer.packaging.installCalls == [["tqdm>=4.60"]] and slicer.util.shim.pipInstallCalls == []
     else:
-        assert slicer.util.pipInstallCalls == [["tqdm>=4.60"]] and slicer.packaging.installCalls == []
+        assert slicer.util.shim.pipInstallCalls == [["tqdm>=4.60"]] and slicer.packaging.installCalls == []
 
 
 def test_requirements_exclude_what_slicer_ships_and_match_the_package(medsr):

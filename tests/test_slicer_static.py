@@ -160,9 +160,10 @@ def test_apply_button_and_mrml_combo_boxes(medsr):
 def test_module_imports_and_describes_itself_without_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        f"sys.path[:0] = [{str(MODULE_DIR)!r}, {str(DOUBLE_DIR)!r}]\n"
+        f"sys.path[:0] = [{str(DOUBLE_DIR.parent)!r}]\n"
         "from types import SimpleNamespace\n"
-        "import MedSR\n"
+        "import slicer_double\n"
+        "MedSR = slicer_double.activate()\n"
         "MedSR.MedSR(SimpleNamespace())\n"
         "print(MedSR.MedSRLogic().getParameterNode().model, sorted(m for m in sys.modules if m.startswith('MedSRLib')))\n"
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import typing
 from types import SimpleNamespace
 
-from .mrml import vtkMRMLNode
+from slicer import vtkMRMLNode
 
 __all__ = ["parameterNodeWrapper", "Choice", "WithinRange", "Minimum", "Maximum", "Default", "Decimals",
            "SingleStep", "NotNone"]

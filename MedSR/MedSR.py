@@ -1,43 +1,39 @@
 """MedSR: super-resolve a CT or MR volume in-plane with the networks of five papers (3D Slicer module).
 
-A thin scripted module (Slicer's template: module, widget, logic, test). The numerics live in
-MedSRLib: geometry conversion only through ``MedSRLib.geometry``, super-resolution only through
-``MedSRLib.pipeline``, the data-consistency check only through ``MedSRLib.consistency``. MedSRLib is imported lazily (inside methods) because most of it needs torch,
-which the PyTorch extension installs on request: the module must load before torch exists.
+A thin scripted module (as KitwareMedical/SlicerNNUnet arranges it): this file holds only the module
+metadata, the panel's widget glue and the test entry. Everything else is in the ``MedSRSlicerLib``
+package beside it, one concern per file:
 
-Conventions: Slicer volume nodes are RAS (mm) with an IJK-to-RAS matrix; ``arrayFromVolume`` arrays are
-``(k, j, i)``; MedSRLib volumes are ITK LPS with ``(z, y, x)`` = ``(k, j, i)`` arrays.
+* ``logic.py`` -- ``MedSRLogic`` (re-exported here: ``slicer.util.getModuleLogic("MedSR")``);
+* ``parameters.py`` -- ``MedSRParameterNode`` and the panel's choices;
+* ``nodes.py`` -- volume nodes <-> MedSRLib volumes (geometry only through ``MedSRLib.geometry``);
+* ``consistency_view.py`` -- the data-consistency display; ``reporting.py`` -- progress and warnings;
+* ``model_catalog.py`` -- the model list and cards from cached metadata (no torch import);
+* ``background.py`` -- slow pure-Python work off the GUI thread; ``dependencies.py`` -- installs;
+* ``selftest.py`` -- what ``MedSRTest`` checks (also run outside Slicer on real MRML by the tests).
+
+No numerics here or in ``MedSRSlicerLib``: every number comes from MedSRLib.
 """
 
-import logging
-import threading
 import time
 import unittest
-from typing import Annotated, Optional
+from typing import Optional
 
 import slicer
 import vtk
-from slicer import vtkMRMLScalarVolumeNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (
-    ScriptedLoadableModule,
-    ScriptedLoadableModuleLogic,
-    ScriptedLoadableModuleTest,
-    ScriptedLoadableModuleWidget,
-)
+from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget
 from slicer.util import VTKObservationMixin
 
-from MedSRSlicerLib import consistency_view, dependencies, nodes, reporting  # also makes MedSRLib importable from a checkout
+from MedSRSlicerLib import background, consistency_view, dependencies, nodes, reporting, selftest  # makes MedSRLib importable from a checkout
+from MedSRSlicerLib.logic import MedSRLogic  # noqa: F401  (Slicer finds the logic as <module>.MedSRLogic)
+from MedSRSlicerLib.parameters import DEVICE_CHOICES, SCALE_CHOICES, SLICE_AXIS_CHOICES, MedSRParameterNode  # noqa: F401
 from MedSRLib.errors import CancelledError, MedSRError  # no torch needed
 
-#: Choices offered in the panel (every model checks its own scales; bicubic/nearest take any of them).
-SCALE_CHOICES = [2, 3, 4, 8]
-#: "auto" = the axis with the largest spacing (the acquisition's slice axis); else the plane of the slices.
-SLICE_AXIS_CHOICES = ["auto", "axial", "coronal", "sagittal"]
-DEVICE_CHOICES = ["auto", "cpu", "cuda", "mps"]
 APPLY_TEXT = "Super-resolve volume"
+#: How often the panel looks whether a background estimate finished, ms.
+ESTIMATE_POLL_MS = 100
 
 
 #
@@ -81,36 +77,6 @@ class MedSR(ScriptedLoadableModule):
         )
 
 
-#
-# MedSRParameterNode
-#
-
-
-@parameterNodeWrapper
-class MedSRParameterNode:
-    """What the panel edits (saved with the scene).
-
-    inputVolume - the scalar volume to super-resolve (never modified).
-    outputVolume - receives the result; None creates a new volume named <input>_<model>_x<scale>.
-    model - MedSRLib registry name ("bicubic", "mdrn", "dridsr", ...); the panel lists the registry.
-    scale - in-plane factor (the model must support it).
-    sliceAxis - which slices are super-resolved: "auto" (largest spacing) or a plane.
-    device - "auto" (CUDA, then MPS, then CPU), or one of them.
-    selfEnsemble - average the 8 flips/rotations of each slice (8 times slower).
-    memoryBudgetMB - memory for one batch of slices, MB; 0 = automatic.
-    checkConsistency - after the run, degrade the output back and compare it with the input (MedSRLib.consistency).
-    """
-
-    inputVolume: vtkMRMLScalarVolumeNode
-    outputVolume: vtkMRMLScalarVolumeNode
-    model: str = "bicubic"
-    scale: Annotated[int, Choice(SCALE_CHOICES)] = 2
-    sliceAxis: Annotated[str, Choice(SLICE_AXIS_CHOICES)] = "auto"
-    device: Annotated[str, Choice(DEVICE_CHOICES)] = "auto"
-    selfEnsemble: bool = False
-    memoryBudgetMB: Annotated[int, WithinRange(0, 1048576)] = 0
-    checkConsistency: bool = True
-
 
 #
 # MedSRWidget
@@ -130,6 +96,7 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._cancelRequested = False
         self._tracker = None
         self._estimateSeconds = None
+        self._estimateCall = None  # the background estimate the panel waits for
         self._consistency = None  # (input node, ConsistencyReport, slice indices of the list rows) of the last run
         self._differenceVolume = None
 
@@ -196,7 +163,7 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # -- panel state ------------------------------------------------------------------------------
     def _populateModelComboBox(self) -> None:
-        """Fill the model list from MedSRLib's registry (needs torch; otherwise say how to get it)."""
+        """Fill the model list from the cached model catalog (no torch import on the GUI thread)."""
         combo = self.ui.modelComboBox
         wasBlocked = combo.blockSignals(True)
         combo.clear()
@@ -204,7 +171,7 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for name, label in choices:
             combo.addItem(label, name)
         if not choices:
-            combo.addItem(_("PyTorch not installed: click 'Super-resolve volume' to install"), "bicubic")
+            combo.addItem(_("No model catalog found: reinstall MedSR"), "bicubic")
         combo.enabled = bool(choices)
         combo.blockSignals(wasBlocked)
 
@@ -226,21 +193,40 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._checkCanApply()
 
     def _updateEstimate(self) -> None:
+        """Start the time estimate in a background thread (it imports torch and builds the network the first
+        time); a timer shows it when it is ready. A newer request replaces an older one."""
         parameters = self._parameterNode
         self._estimateSeconds = None
+        self._estimateCall = None
         if parameters.inputVolume is None:
             self.ui.estimateLabel.text = _("Select an input volume.")
             return
         try:
-            self._estimateSeconds = self.logic.estimateSeconds(
+            self._estimateCall = self.logic.estimateInBackground(
                 parameters.inputVolume, parameters.model, parameters.scale, device=parameters.device,
                 ensemble=parameters.selfEnsemble,
             )
         except MedSRError as error:
             self.ui.estimateLabel.text = _("No estimate: {reason}").format(reason=error)
             return
+        self.ui.estimateLabel.text = _("Estimating the network time...")
+        self._pollEstimate(self._estimateCall)
+
+    def _pollEstimate(self, call) -> None:
+        import qt
+
+        if call is not self._estimateCall or self._parameterNode is None:
+            return  # superseded by a newer request, or the scene closed
+        if not call.done():
+            qt.QTimer.singleShot(ESTIMATE_POLL_MS, lambda: self._pollEstimate(call))
+            return
+        try:
+            self._estimateSeconds = call.result()
+        except MedSRError as error:
+            self.ui.estimateLabel.text = _("No estimate: {reason}").format(reason=error)
+            return
         self.ui.estimateLabel.text = _("Estimated network time: about {duration} (m:ss) on {device}").format(
-            duration=reporting.formatDuration(self._estimateSeconds), device=self.logic.deviceName(parameters.device)
+            duration=reporting.formatDuration(self._estimateSeconds), device=self.logic.deviceName(self._parameterNode.device)
         )
 
     def _checkCanApply(self) -> None:
@@ -355,271 +341,11 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         The main thread pumps Qt events and refreshes progress every 0.1 s (Slicer's own pattern in
         ``slicer.packaging``: background work, ``processEvents`` on the main thread).
         """
-        outcome = {}
-
-        def work():
-            try:
-                outcome["result"] = function()
-            except BaseException as error:  # re-raised on the main thread
-                outcome["error"] = error
-
-        worker = threading.Thread(target=work, name="MedSR super-resolution", daemon=True)
-        worker.start()
-        while worker.is_alive():
+        call = background.BackgroundCall(function, name="MedSR super-resolution")
+        while not call.wait(0.1):
             slicer.app.processEvents()
             self._refreshProgress()
-            worker.join(0.1)
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["result"]
-
-
-#
-# MedSRLogic
-#
-
-
-def _runInline(function):
-    return function()
-
-
-class MedSRLogic(ScriptedLoadableModuleLogic):
-    """Super-resolution of volume nodes, usable without the GUI (Python console, batch scripts).
-
-    Example::
-
-        logic = slicer.util.getModuleLogic("MedSR")
-        outputNode = logic.process(getNode("MRHead"), model="bicubic", scale=2)
-        print(logic.lastConsistency.summary())          # the data-consistency report of that run
-
-    Attributes:
-        lastConsistency: the ``MedSRLib.consistency.ConsistencyReport`` of the last successful ``process``
-            (None when it ran with ``check=False``, the check failed, or no run finished yet).
-    """
-
-    def __init__(self, parent=None) -> None:
-        ScriptedLoadableModuleLogic.__init__(self, parent)
-        self.lastConsistency = None
-
-    def getParameterNode(self) -> MedSRParameterNode:
-        return MedSRParameterNode(super().getParameterNode())
-
-    # -- information for the panel -----------------------------------------------------------------
-    @staticmethod
-    def modelChoices() -> list:
-        """``[(registry name, label)]`` of every registered model; empty when torch is missing."""
-        if dependencies.missingRequirements():
-            return []
-        from MedSRLib.models import list_models
-
-        return [(spec.name, f"{spec.name}: {spec.network} {spec.config} ({spec.modality})") for spec in list_models()]
-
-    @staticmethod
-    def describeModel(modelName: str, scale: int) -> str:
-        """The model card as HTML: paper, modality, scales, training data, metrics, intended use."""
-        if dependencies.missingRequirements():
-            return _("Model information needs PyTorch (installed on the first run).")
-        from MedSRLib.models import get_model
-
-        try:
-            spec = get_model(modelName)
-        except MedSRError as error:
-            return str(error)
-        lines = [
-            f"<b>{spec.name}</b>: {spec.description or spec.network}",
-            _("Paper: {paper}").format(paper=spec.paper) if spec.paper else "",
-            _("Designed for: {modality}; scales: {scales}").format(
-                modality=spec.modality, scales=", ".join(f"x{s}" for s in spec.scales)
-            ),
-        ]
-        if not spec.learned:
-            lines.append(_("Interpolation: no training data, no weights (a baseline)."))
-        elif int(scale) not in spec.scales:
-            lines.append(_("Not available at x{scale}.").format(scale=scale))
-        else:
-            card = spec.card(scale)
-            if card is None:
-                lines.append(_("No trained weights are shipped for x{scale}.").format(scale=scale))
-            else:
-                training = card.get("training") or {}
-                lines.append(_("Trained at x{scale} on: {data}").format(scale=card.get("scale", scale), data=training.get("data") or _("not recorded")))
-                metrics = {k: v for k, v in (card.get("metrics") or {}).items() if k != "convention"}
-                if metrics:
-                    lines.append(_("Validation: {metrics}").format(metrics=", ".join(f"{k} {v}" for k, v in metrics.items())))
-                if card.get("intended_use"):
-                    lines.append(_("Intended use: {use}").format(use=card["intended_use"]))
-        return "<br>".join(line for line in lines if line)
-
-    @staticmethod
-    def deviceName(device: str) -> str:
-        """What ``device`` ("auto", "cpu", "cuda", "mps") resolves to here, e.g. "cuda:0" or "cpu"."""
-        from MedSRLib.engine import resolve_device
-
-        try:
-            return str(resolve_device(device))
-        except MedSRError:
-            return device
-
-    @staticmethod
-    def estimateSeconds(inputVolume, model: str, scale: int, axis="auto", device: str = "auto", ensemble: bool = False) -> float:
-        """Rough network time in seconds for ``inputVolume`` (from the model's MACs and the device)."""
-        nodes.checkInputVolume(inputVolume)
-        dependencies.checkDependencies()
-        from MedSRLib.pipeline import estimate_seconds
-
-        shapeKJI = tuple(reversed(inputVolume.GetImageData().GetDimensions()))
-        return estimate_seconds(shapeKJI, inputVolume.GetSpacing(), model=model, scale=int(scale),
-                                axis=_sliceAxisArgument(axis), device=device, ensemble=ensemble)
-
-    @staticmethod
-    def problemWith(inputVolume, outputVolume, model: str, scale: int) -> Optional[str]:
-        """Why ``process`` would refuse these choices (one line), or None. Never installs or computes."""
-        try:
-            nodes.checkInputVolume(inputVolume)
-            nodes.checkOutputVolume(outputVolume, inputVolume)
-            if not dependencies.missingRequirements():  # the model can only be checked with torch
-                from MedSRLib.models import get_model
-
-                spec = get_model(model)
-                spec.check_scale(scale)
-                if not spec.has_weights(scale):
-                    return _("No trained weights for '{model}' at x{scale} are shipped: choose another model or scale.").format(
-                        model=spec.name, scale=scale
-                    )
-        except MedSRError as error:
-            return str(error)
-        return None
-
-    # -- processing ----------------------------------------------------------------------------------
-    def process(
-        self,
-        inputVolume,
-        outputVolume=None,
-        model: str = "bicubic",
-        scale: int = 2,
-        axis="auto",
-        device: str = "auto",
-        ensemble: bool = False,
-        memoryBudgetMB: int = 0,
-        progress=None,
-        cancel=None,
-        showResult: bool = True,
-        runner=None,
-        onWarning=None,
-        check: bool = True,
-    ):
-        """Super-resolve ``inputVolume`` in-plane by ``scale`` and return the output volume node.
-
-        Args:
-            inputVolume: ``vtkMRMLScalarVolumeNode`` (never modified).
-            outputVolume: node to overwrite, or None to create ``<input>_<model>_x<scale>``.
-            model: MedSRLib registry name; scale: integer factor the model supports.
-            axis: "auto" (largest spacing), "axial", "coronal", "sagittal" or a numpy axis 0-2 of (k, j, i).
-            device: "auto", "cpu", "cuda", "mps"; ensemble: 8-fold self-ensemble.
-            memoryBudgetMB: memory for one batch, MB (0 = automatic).
-            progress: ``progress(done_slices, total_slices)``; cancel: ``cancel() -> bool`` polled between batches.
-            showResult: show the output in the slice views.
-            runner: ``runner(function) -> result`` runs the pure MedSRLib step (the panel uses a thread).
-            onWarning: receives each warning of the run (e.g. GPU out of memory, finished on the CPU);
-                default: ``logging.warning``.
-            check: degrade the output back and compare it with the input
-                (``MedSRLib.consistency.check_consistency``, bicubic reference, difference volume kept);
-                the report is :attr:`lastConsistency`. A check that fails is reported through ``onWarning``.
-
-        Raises:
-            NodeError, UnsupportedImageError: bad input/output node. MissingDependencyError: torch or a
-            package is missing (never installs here). ScaleError, ModelNotFoundError, WeightsError,
-            GeometryError, ...: from MedSRLib. CancelledError: ``cancel()`` returned True (also polled
-            once after the check). In every case nothing is created or written and the input is unchanged.
-        """
-        self.lastConsistency = None
-        nodes.checkInputVolume(inputVolume)
-        nodes.checkOutputVolume(outputVolume, inputVolume)
-        dependencies.checkDependencies()
-        from MedSRLib.models import get_model
-
-        spec = get_model(model)
-        scale = spec.check_scale(scale)
-        volume = nodes.volumeFromNode(inputVolume)
-        options = dict(
-            model=spec,
-            scale=scale,
-            axis=_sliceAxisArgument(axis),
-            device=device,
-            ensemble=bool(ensemble),
-            memory_budget_mb=memoryBudgetMB or None,
-            output_dtype=nodes.outputDtypeFor(volume.array),
-            progress=progress,
-            cancel=cancel,
-        )
-        startTime = time.monotonic()
-        logging.info(f"MedSR: super-resolving '{inputVolume.GetName()}' with {spec.name} x{scale}")
-        with reporting.capturedWarnings(onWarning or logging.warning):
-            result, report = (runner or _runInline)(lambda: _superResolveAndCheck(volume, options, check))
-        if cancel is not None and cancel():
-            raise CancelledError("Cancelled after super-resolution: nothing was written.")
-        outputVolume = nodes.prepareOutputNode(outputVolume, inputVolume, spec.name, scale)
-        nodes.writeVolumeToNode(result, outputVolume)
-        nodes.placeBesideInput(outputVolume, inputVolume)
-        if showResult:
-            nodes.showInSliceViews(outputVolume)
-        logging.info(f"MedSR: '{outputVolume.GetName()}' done in {time.monotonic() - startTime:.1f} s")
-        if report is not None:
-            logging.info("MedSR: " + report.summary())
-        self.lastConsistency = report
-        return outputVolume
-
-    def processWithReport(self, inputVolume, outputVolume=None, **options):
-        """:meth:`process` (same arguments), returning ``(outputNode, ConsistencyReport or None)``."""
-        outputVolume = self.process(inputVolume, outputVolume, **options)
-        return outputVolume, self.lastConsistency
-
-    # -- data consistency ------------------------------------------------------------------------------
-    @staticmethod
-    def createDifferenceNode(inputVolume, report):
-        """A new scalar volume ``<input> MedSR difference`` holding ``report.difference`` (float32, input units).
-
-        Same geometry, parent transform and subject-hierarchy folder as ``inputVolume``; displayed with the
-        diverging blue-white-red colour table, level 0 and window +-p99 |difference|.
-
-        Raises:
-            NodeError: the input is not in the scene, the report kept no difference, or it is for another grid.
-        """
-        return consistency_view.createDifferenceNode(inputVolume, report)
-
-    @staticmethod
-    def showDifference(inputVolume, differenceVolume, opacity: float = consistency_view.DIFFERENCE_OPACITY) -> None:
-        """Show the difference as the foreground layer (``opacity``) over the input in every slice view."""
-        consistency_view.showDifference(inputVolume, differenceVolume, opacity)
-
-    @staticmethod
-    def jumpToSlice(inputVolume, sliceIndex: int, axis: int):
-        """Centre the slice views on slice ``sliceIndex`` along numpy ``axis`` of the input; returns that world RAS point.
-
-        Raises:
-            NodeError: the input is not in the scene, ``axis`` is not 0-2 or the slice does not exist.
-        """
-        return consistency_view.jumpToSlice(inputVolume, sliceIndex, axis)
-
-
-def _superResolveAndCheck(volume, options, check: bool):
-    """``(super-resolved Volume, ConsistencyReport or None)``: pure MedSRLib work (runs in the worker thread)."""
-    from MedSRLib.consistency import check_consistency
-    from MedSRLib.pipeline import super_resolve
-
-    result = super_resolve(volume, **options)
-    if not check:
-        return result, None
-    try:
-        return result, check_consistency(volume, result, scale=options["scale"], axis=options["axis"])
-    except MedSRError as error:  # the output itself is fine to keep; say why there are no numbers
-        logging.getLogger("MedSRLib.consistency").warning(f"MedSR: the data-consistency check failed: {error}")
-        return result, None
-
-
-def _sliceAxisArgument(axis):
-    """The panel's "auto" is MedSRLib's None (largest spacing); planes and numpy axes pass through."""
-    return None if axis in (None, "auto") else axis
+        return call.result()
 
 
 #
@@ -679,67 +405,12 @@ class MedSRTest(ScriptedLoadableModuleTest):
         return spec.name
 
     def _superResolveSample(self, sampleName, model, slices=None, scale=2):
-        import numpy as np
+        """Load a SampleData volume and run ``selftest.superResolveAndVerify`` (slab along the slice axis)."""
         import SampleData
 
         self._requireTorch()
         self.delayDisplay(f"Loading {sampleName}")
         inputVolume = SampleData.downloadSample(sampleName)
-        if slices:  # networks on CPU are slow: keep a slab of the middle slices (geometry shifted to match)
-            fullMatrix = nodes.ijkToRasArray(inputVolume)
-            first = inputVolume.GetImageData().GetDimensions()[2] // 2
-            slabMatrix = fullMatrix.copy()
-            slabMatrix[:3, 3] = (fullMatrix @ [0, 0, first, 1])[:3]
-            slab = slicer.util.arrayFromVolume(inputVolume)[first:first + slices]
-            inputVolume = slicer.util.addVolumeFromArray(slab, ijkToRAS=slabMatrix, name=f"{sampleName}_slab")
-        transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "MedSRTestTransform")
-        inputVolume.SetAndObserveTransformNodeID(transform.GetID())
-
-        inputMatrix = nodes.ijkToRasArray(inputVolume)  # geometry read at run time
-        inputDims = np.array(inputVolume.GetImageData().GetDimensions())
-        inputVoxels = slicer.util.arrayFromVolume(inputVolume).copy()
-        spacing = np.array(inputVolume.GetSpacing())
-        sliceAxisIJK = int(np.argmax(spacing)) if inputDims.min() > 1 else int(np.argmin(inputDims))
-        factors = np.where(np.arange(3) == sliceAxisIJK, 1, scale)
-
         self.delayDisplay(f"Super-resolving {sampleName} x{scale} with {model}")
-        logic = MedSRLogic()
-        outputVolume = logic.process(inputVolume, model=model, scale=scale, axis=2 - sliceAxisIJK)
-
-        # output index i' maps to input index (i' + 0.5) / f - 0.5: same field of view (outer voxel edges)
-        indexMap = np.eye(4)
-        indexMap[:3, :3] = np.diag(1.0 / factors)
-        indexMap[:3, 3] = (1.0 / factors - 1.0) / 2.0
-        np.testing.assert_allclose(nodes.ijkToRasArray(outputVolume), inputMatrix @ indexMap, atol=1e-6)
-        np.testing.assert_array_equal(outputVolume.GetImageData().GetDimensions(), inputDims * factors)
-        outputVoxels = slicer.util.arrayFromVolume(outputVolume)
-        self.assertEqual(outputVoxels.dtype, inputVoxels.dtype)
-        self.assertLess(abs(float(outputVoxels.mean()) - float(inputVoxels.mean())), 0.05 * float(np.ptp(inputVoxels)))
-        # input untouched, output beside it
-        np.testing.assert_array_equal(slicer.util.arrayFromVolume(inputVolume), inputVoxels)
-        np.testing.assert_array_equal(nodes.ijkToRasArray(inputVolume), inputMatrix)
-        self.assertEqual(outputVolume.GetTransformNodeID(), transform.GetID())
-        shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
-        self.assertEqual(shNode.GetItemParent(shNode.GetItemByDataNode(outputVolume)),
-                         shNode.GetItemParent(shNode.GetItemByDataNode(inputVolume)))
-        self.assertTrue(outputVolume.GetName().startswith(f"{inputVolume.GetName()}_{model}_x{scale}"))
-        self._checkConsistencyDisplay(logic, inputVolume, inputMatrix, sliceAxisIJK)
+        selftest.superResolveAndVerify(self, inputVolume, model, slices=slices, scale=scale)
         self.delayDisplay(f"{sampleName} {model} x{scale}: geometry, placement and consistency display verified")
-
-    def _checkConsistencyDisplay(self, logic, inputVolume, inputMatrix, sliceAxisIJK):
-        """The report exists; the difference node sits on the input grid with Slicer's diverging colour table."""
-        import numpy as np
-
-        report = logic.lastConsistency
-        self.assertIsNotNone(report)
-        self.assertEqual(report.slice_axis, 2 - sliceAxisIJK)
-        differenceVolume = logic.createDifferenceNode(inputVolume, report)
-        np.testing.assert_allclose(nodes.ijkToRasArray(differenceVolume), inputMatrix, atol=1e-4)
-        colorNodeID = differenceVolume.GetDisplayNode().GetColorNodeID()
-        self.assertIsNotNone(slicer.mrmlScene.GetNodeByID(colorNodeID), f"no colour node {colorNodeID} in this Slicer")
-        self.assertAlmostEqual(differenceVolume.GetDisplayNode().GetLevel(), 0.0)
-        logic.showDifference(inputVolume, differenceVolume)
-        ras = logic.jumpToSlice(inputVolume, 0, report.slice_axis)
-        if slicer.app.layoutManager():  # slice views exist only with a main window
-            redSliceToRAS = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceNode().GetSliceToRAS()
-            np.testing.assert_allclose([redSliceToRAS.GetElement(row, 3) for row in range(3)], ras, atol=1e-3)

@@ -56,7 +56,7 @@ def run(arguments) -> int:
         raise InputFileError(f"input file '{arguments.input}' does not exist")
     check_output_path(arguments.output, inputs=[arguments.input])  # writable, known extension, not the input
     if arguments.install_dependencies:
-        dependencies.ensureDependencies()  # the flag is the user's consent; testing mode still refuses
+        dependencies.ensureDependencies(askConfirmation=False)  # the flag is the consent: no dialog (it would block headless)
     else:
         dependencies.checkDependencies()
 

@@ -45,6 +45,8 @@ def test_help_says_what_the_networks_are_valid_for_and_that_output_is_no_acquisi
 
 
 def test_parameter_node_defaults_and_choices_are_accepted_by_MedSRLib(medsr):
+    from MedSRSlicerLib import logic as logic_module
+
     from MedSRLib.engine import resolve_device
     from MedSRLib.geometry import resolve_slice_axis
     from MedSRLib.models import get_model
@@ -57,7 +59,7 @@ def test_parameter_node_defaults_and_choices_are_accepted_by_MedSRLib(medsr):
     for scale in medsr.SCALE_CHOICES:
         assert get_model(parameters.model).check_scale(scale) == scale
     volume = Volume(np.zeros((3, 4, 5)), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), np.eye(3))
-    assert [resolve_slice_axis(volume, medsr._sliceAxisArgument(a)) for a in medsr.SLICE_AXIS_CHOICES] == [0, 0, 1, 2]
+    assert [resolve_slice_axis(volume, logic_module._sliceAxisArgument(a)) for a in medsr.SLICE_AXIS_CHOICES] == [0, 0, 1, 2]
     assert str(resolve_device("auto")) and str(resolve_device("cpu")) == "cpu"
     with pytest.raises(ValueError):
         parameters.device = "tpu"
@@ -130,7 +132,8 @@ def test_without_torch_process_refuses_and_installs_nothing(medsr, monkeypatch):
     with pytest.raises(dependencies.MissingDependencyError, match="torch>=2.1"):
         medsr.MedSRLogic().process(input_node)
     assert slicer.mrmlScene.GetNumberOfNodes() == nodes_before
-    assert medsr.MedSRLogic.modelChoices() == []  # the panel shows how to install instead of models
+    # the panel lists the models from the cached catalog before torch is installed; Apply offers the install
+    assert [name for name, _label in medsr.MedSRLogic.modelChoices()][:2] == ["bicubic", "nearest"]
     assert medsr.MedSRLogic.problemWith(input_node, None, "bicubic", 2) is None  # Apply stays enabled: it offers the install
 
 
@@ -162,7 +165,7 @@ def test_install_asks_once_then_uses_the_pytorch_extension_for_torch(medsr, monk
     with pytest.raises(dependencies.MissingDependencyError, match="PyTorch was not installed"):
         dependencies.ensureDependencies()  # the double's installTorch installs nothing and returns None
     assert PyTorchUtils.installTorchCalls == [
-        {"askConfirmation": False, "torchVersionRequirement": ">=2.1", "forceComputationBackend": None}
+        {"askConfirmation": False, "torchVersionRequirement": dependencies.TORCH_INSTALL_VERSION, "forceComputationBackend": None}
     ]
     assert [kind for kind, _ in slicer.util.shim.displayedMessages] == ["confirm", "confirm"]
     assert slicer.util.shim.pipInstallCalls == []
@@ -188,16 +191,16 @@ def test_other_packages_installed_with_the_slicer_versions_pip_helper(medsr, mon
 
     slicer.app.setTestingEnabled(False)
     slicer.util.shim.confirmAnswer = True
-    monkeypatch.setattr(dependencies, "isSatisfied", lambda requirement: not requirement.startswith("tqdm"))
-    monkeypatch.setattr(slicer.packaging, "pip_check", lambda requirement: not str(requirement).startswith("tqdm"))
+    monkeypatch.setattr(dependencies, "isSatisfied", lambda requirement: not requirement.startswith("scikit-image"))
+    monkeypatch.setattr(slicer.packaging, "pip_check", lambda requirement: not str(requirement).startswith("scikit-image"))
     if not slicer_has_packaging:
         monkeypatch.setitem(sys.modules, "slicer.packaging", None)
     with pytest.raises(dependencies.MissingDependencyError, match="still missing"):  # the double installs nothing
         dependencies.ensureDependencies()
     if slicer_has_packaging:
-        assert slicer.packaging.installCalls == [["tqdm>=4.60"]] and slicer.util.shim.pipInstallCalls == []
+        assert slicer.packaging.installCalls == [["scikit-image>=0.21"]] and slicer.util.shim.pipInstallCalls == []
     else:
-        assert slicer.util.shim.pipInstallCalls == [["tqdm>=4.60"]] and slicer.packaging.installCalls == []
+        assert slicer.util.shim.pipInstallCalls == [["scikit-image>=0.21"]] and slicer.packaging.installCalls == []
 
 
 def test_requirements_exclude_what_slicer_ships_and_match_the_package(medsr):
@@ -211,7 +214,8 @@ def test_requirements_exclude_what_slicer_ships_and_match_the_package(medsr):
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     declared = {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].lower() for r in pyproject["project"]["dependencies"]}
     assert names <= declared
-    assert declared - names - dependencies.PROVIDED_BY_SLICER == set()  # every other dependency is installed
+    # every other dependency is installed, except those that never run in Slicer (test_slicer_requirements.py)
+    assert declared - names - dependencies.PROVIDED_BY_SLICER == dependencies.NOT_USED_IN_SLICER
 
 
 # -- what the panel shows --------------------------------------------------------------------------
@@ -231,14 +235,16 @@ def test_problemWith_explains_why_apply_is_disabled(medsr):
         assert "No trained weights" in logic.problemWith(input_node, None, *untrained)
 
 
-def test_model_card_shows_training_data_modality_and_scale(medsr, monkeypatch):
-    from MedSRLib.models.base import ModelSpec
+def test_model_card_shows_training_data_modality_and_scale(medsr):
+    """The panel's card (from the cached catalog, no torch) shows what MedSRLib's shipped card says."""
+    from MedSRLib.models import get_model
 
-    card = {"name": "mdrn", "scale": 4, "modality": "MR", "training": {"data": "Vestibular-Schwannoma T1, 200 slices"},
-            "metrics": {"convention": "PSNR on [0,1]", "psnr": 31.2}, "intended_use": "research only"}
-    monkeypatch.setattr(ModelSpec, "card", lambda self, scale: card)
+    card = get_model("mdrn").card(4)
+    assert card is not None, "mdrn x4 weights and card are shipped"
     text = medsr.MedSRLogic.describeModel("mdrn", 4)
-    for expected in ("Deng", "Designed for: MR", "x2, x4, x8", "Trained at x4 on: Vestibular-Schwannoma T1", "psnr 31.2", "research only"):
+    metrics = [f"{k} {v}" for k, v in card["metrics"].items() if k != "convention"]
+    for expected in ("Deng", "Designed for: MR", "x2, x4, x8", f"Trained at x4 on: {card['training']['data']}", *metrics,
+                     card["intended_use"]):
         assert expected in text
     assert "Not available at x3" in medsr.MedSRLogic.describeModel("mdrn", 3)
     assert "no training data" in medsr.MedSRLogic.describeModel("bicubic", 2)

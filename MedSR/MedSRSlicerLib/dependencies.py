@@ -20,13 +20,21 @@ from pathlib import Path
 import slicer
 from MedSRLib.errors import MedSRError
 
-#: The torch versions MedSRLib supports (pyproject.toml ``torch>=2.1``).
+#: The torch versions MedSRLib runs on (pyproject.toml ``torch>=2.1``): an installed torch in this range is used.
 TORCH_VERSION = ">=2.1"
 TORCH_REQUIREMENT = "torch" + TORCH_VERSION
+#: The torch versions MedSR asks the PyTorch extension to install: bounded above, because an unbounded request
+#: installs the newest torch, and torch 2.13 installed through light-the-torch broke Slicer 5.12.2 on Windows
+#: (an open light-the-torch issue). Raise the upper bound only after a release was tried in Slicer on
+#: Windows, Linux and macOS (docs/slicer.md, "Manual checks").
+TORCH_INSTALL_VERSION = ">=2.1,<2.13"
 #: pip requirements besides torch, one per line (the file Slicer's 5.12 template also ships).
 REQUIREMENTS_FILE = Path(__file__).resolve().parent.parent / "Resources" / "requirements.txt"
 #: Packages Slicer itself provides: a requirement naming one of them is a packaging mistake.
 PROVIDED_BY_SLICER = frozenset({"numpy", "simpleitk", "vtk", "pydicom", "pillow", "scipy", "torch"})
+#: MedSRLib dependencies that never run inside Slicer, so they are not installed there: tqdm (the command
+#: line's progress bars) and pylibjpeg(-openjpeg) (MedSRLib's own DICOM reader; Slicer reads DICOM itself).
+NOT_USED_IN_SLICER = frozenset({"tqdm", "pylibjpeg", "pylibjpeg-openjpeg"})
 
 
 class MissingDependencyError(MedSRError):
@@ -70,12 +78,17 @@ def checkDependencies() -> None:
         )
 
 
-def ensureDependencies(requester: str = "MedSR") -> None:
-    """Install what is missing after one confirmation; raise :class:`MissingDependencyError` if it stays missing.
+def ensureDependencies(requester: str = "MedSR", askConfirmation: bool = True) -> None:
+    """Install what is missing; raise :class:`MissingDependencyError` if it stays missing.
 
-    torch is installed by the PyTorch extension's ``PyTorchUtilsLogic.installTorch``; the rest by
-    ``slicer.packaging.pip_ensure`` (5.12+) or ``slicer.util.pip_install``. In testing mode nothing is
-    installed.
+    torch is installed by the PyTorch extension's ``PyTorchUtilsLogic.installTorch`` (versions
+    :data:`TORCH_INSTALL_VERSION`); the rest by ``slicer.packaging.pip_ensure`` (5.12+) or
+    ``slicer.util.pip_install``. In testing mode nothing is installed.
+
+    Args:
+        askConfirmation: True (the panel): one OK/Cancel dialog first. False (the batch script's
+            ``--install-dependencies``, which is the user's consent): no dialog at all, so a headless run
+            never blocks on a modal box.
     """
     missing = missingRequirements()
     if not missing:
@@ -96,7 +109,7 @@ def ensureDependencies(requester: str = "MedSR") -> None:
                 "then try again."
             ) from error
         torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-    if not slicer.util.confirmOkCancelDisplay(
+    if askConfirmation and not slicer.util.confirmOkCancelDisplay(
         f"{requester} needs Python packages that are not installed yet. Install them now? "
         "This downloads from the internet and may take several minutes (PyTorch is large).",
         windowTitle=f"{requester}: install Python packages",
@@ -105,12 +118,12 @@ def ensureDependencies(requester: str = "MedSR") -> None:
         raise MissingDependencyError(f"Installation declined; MedSR cannot run without {', '.join(missing)}.")
     if torchLogic is not None:
         logging.info(f"{requester}: installing PyTorch through the PyTorch extension")
-        if torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=TORCH_VERSION) is None:
+        if torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=TORCH_INSTALL_VERSION) is None:
             raise MissingDependencyError(
                 "PyTorch was not installed. Install it with the 'PyTorch Util' module, restart Slicer, then try again."
             )
     if others:
-        _pipInstall(others, requester)
+        _pipInstall(others, requester, askConfirmation)
     stillMissing = missingRequirements()
     if stillMissing:
         raise MissingDependencyError(
@@ -118,10 +131,10 @@ def ensureDependencies(requester: str = "MedSR") -> None:
         )
 
 
-def _pipInstall(requirements: list[str], requester: str) -> None:
+def _pipInstall(requirements: list[str], requester: str, askConfirmation: bool = True) -> None:
     try:
         packaging = importlib.import_module("slicer.packaging")  # Slicer >= 5.12 (a submodule: test the import)
     except ImportError:  # Slicer 5.10 / 5.11
         slicer.util.pip_install(requirements)
     else:  # the user was asked above
-        packaging.pip_ensure(requirements, requester=requester, prompt_install=False)
+        packaging.pip_ensure(requirements, requester=requester, prompt_install=False, prompt_restart=askConfirmation)

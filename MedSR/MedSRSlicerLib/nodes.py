@@ -44,6 +44,8 @@ def checkInputVolume(inputVolume) -> None:
     if inputVolume is None:
         raise NodeError("No input volume: select the scalar volume to super-resolve.")
     name = inputVolume.GetName()
+    if inputVolume.GetScene() is not slicer.mrmlScene:
+        raise NodeError(f"'{name}' is not in the scene (deleted?): select the volume to super-resolve.")
     className = inputVolume.GetClassName()
     if className != SCALAR_VOLUME_CLASS:
         kind = UNSUPPORTED_VOLUME_KINDS.get(className, f"a {className}")
@@ -64,6 +66,8 @@ def checkOutputVolume(outputVolume, inputVolume) -> None:
     """Raise unless ``outputVolume`` is None (create one) or a scalar volume node other than the input."""
     if outputVolume is None:
         return
+    if outputVolume.GetScene() is not slicer.mrmlScene:
+        raise NodeError(f"The output volume '{outputVolume.GetName()}' is not in the scene: choose another output.")
     if inputVolume is not None and outputVolume.GetID() == inputVolume.GetID():
         raise NodeError(
             "The output volume is the input volume: choose 'Create new volume' or another output, "
@@ -73,6 +77,23 @@ def checkOutputVolume(outputVolume, inputVolume) -> None:
         raise NodeError(
             f"The output '{outputVolume.GetName()}' is a {outputVolume.GetClassName()}; choose a scalar volume "
             "or 'Create new volume'."
+        )
+
+
+def checkStillInScene(inputVolume, outputVolume) -> None:
+    """Raise :class:`NodeError` when the input or the chosen output left the scene (deleted, scene closed).
+
+    Called after a long run, before anything is written: writing into a deleted node would put the
+    result into a node outside the scene, silently.
+    """
+    if inputVolume.GetScene() is not slicer.mrmlScene:
+        raise NodeError(
+            f"The input volume '{inputVolume.GetName()}' was deleted while MedSR ran: nothing was written."
+        )
+    if outputVolume is not None and outputVolume.GetScene() is not slicer.mrmlScene:
+        raise NodeError(
+            f"The output volume '{outputVolume.GetName()}' was deleted while MedSR ran: nothing was written. "
+            "Choose an output (or 'Create new volume') and run again."
         )
 
 

@@ -7,6 +7,9 @@ What the Slicer application does when it starts and a test relies on:
 * subject-hierarchy items for new volume and transform nodes: in Slicer a Qt plugin
   (``qSlicerSubjectHierarchyPluginLogic::onNodeAdded``) creates them; here an observer on the scene's
   ``NodeAddedEvent`` puts each new one under the scene item;
+* the file-based default colour table MedSR uses, ``vtkMRMLColorTableNodeFileDivergingBlueRed.txt``: the
+  application's colour logic reads it from ``ColorFiles/DivergingBlueRed.txt`` (the wheel has no colour
+  files); here a three-colour blue-white-red table with the same singleton tag (so the same node ID);
 * ``slicer.app``: the testing flag, an event pump with nothing to pump, no layout manager.
 """
 
@@ -74,6 +77,14 @@ def newScene():
         compositeNode.SetLayoutName(name)
         compositeNode.SetSingletonTag(name)
         scene.AddNode(compositeNode)
+    colorNode = slicer.vtkMRMLColorTableNode()
+    colorNode.SetName("DivergingBlueRed")
+    colorNode.SetSingletonTag("FileDivergingBlueRed.txt")  # node ID = class name + singleton tag
+    colorNode.SetTypeToUser()
+    colorNode.SetNumberOfColors(3)
+    for index, rgb in enumerate([(0.0, 0.0, 1.0), (1.0, 1.0, 1.0), (1.0, 0.0, 0.0)]):
+        colorNode.SetColor(index, *rgb, 1.0)
+    scene.AddNode(colorNode)
     scene.AddObserver(scene.NodeAddedEvent, _createSubjectHierarchyItem)
     slicer.mrmlScene = scene
     return scene

@@ -1,0 +1,273 @@
+"""MedSRLogic: super-resolution of Slicer volume nodes with MedSRLib, usable without the GUI.
+
+Python console and batch scripts: ``slicer.util.getModuleLogic("MedSR")`` (the class is re-exported by
+``MedSR.py``). Every number comes from MedSRLib: super-resolution from ``MedSRLib.pipeline.super_resolve``,
+the data-consistency check from ``MedSRLib.consistency.check_consistency``, estimates from
+``MedSRLib.pipeline.estimate_seconds``, geometry through ``nodes`` (which calls ``MedSRLib.geometry``).
+MedSRLib parts that need torch are imported inside methods: the module must load before torch exists.
+
+Conventions: Slicer volume nodes are RAS (mm) with an IJK-to-RAS matrix; ``arrayFromVolume`` arrays
+are ``(k, j, i)``; MedSRLib volumes are ITK LPS with ``(z, y, x)`` = ``(k, j, i)`` arrays.
+"""
+
+import logging
+import time
+from typing import Optional
+
+import slicer
+from MedSRLib.errors import CancelledError, MedSRError
+from slicer.i18n import tr as _
+from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
+
+from . import background, consistency_view, dependencies, model_catalog, nodes, reporting
+from .parameters import MedSRParameterNode
+
+
+def _runInline(function):
+    return function()
+
+
+class MedSRLogic(ScriptedLoadableModuleLogic):
+    """Super-resolution of volume nodes, usable without the GUI (Python console, batch scripts).
+
+    Example::
+
+        logic = slicer.util.getModuleLogic("MedSR")
+        outputNode = logic.process(getNode("MRHead"), model="bicubic", scale=2)
+        print(logic.lastConsistency.summary())          # the data-consistency report of that run
+
+    Attributes:
+        lastConsistency: the ``MedSRLib.consistency.ConsistencyReport`` of the last successful ``process``
+            (None when it ran with ``check=False``, the check failed, or no run finished yet).
+    """
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleLogic.__init__(self, parent)
+        self.lastConsistency = None
+
+    def getParameterNode(self) -> MedSRParameterNode:
+        return MedSRParameterNode(super().getParameterNode())
+
+    # -- information for the panel (cached metadata: no torch import, see model_catalog) -------------
+    @staticmethod
+    def modelChoices() -> list:
+        """``[(registry name, label)]`` of every model, from the cached catalog (works before torch is installed)."""
+        return [(m.name, f"{m.name}: {m.network} {m.config} ({m.modality})") for m in model_catalog.models()]
+
+    @staticmethod
+    def describeModel(modelName: str, scale: int) -> str:
+        """The model card as HTML: paper, modality, scales, training data, metrics, intended use (cached catalog)."""
+        spec = model_catalog.find(modelName)
+        if spec is None:
+            return _("Unknown model '{model}'.").format(model=modelName)
+        lines = [
+            f"<b>{spec.name}</b>: {spec.description or spec.network}",
+            _("Paper: {paper}").format(paper=spec.paper) if spec.paper else "",
+            _("Designed for: {modality}; scales: {scales}").format(
+                modality=spec.modality, scales=", ".join(f"x{s}" for s in spec.scales)
+            ),
+        ]
+        if not spec.learned:
+            lines.append(_("Interpolation: no training data, no weights (a baseline)."))
+        elif int(scale) not in spec.scales:
+            lines.append(_("Not available at x{scale}.").format(scale=scale))
+        else:
+            card = spec.card(scale)
+            if card is None:
+                lines.append(_("No trained weights are shipped for x{scale}.").format(scale=scale))
+            else:
+                lines.append(_("Trained at x{scale} on: {data}").format(scale=card["scale"], data=card["trainingData"] or _("not recorded")))
+                if card["metrics"]:
+                    lines.append(_("Validation: {metrics}").format(metrics=", ".join(f"{k} {v}" for k, v in card["metrics"].items())))
+                if card["intendedUse"]:
+                    lines.append(_("Intended use: {use}").format(use=card["intendedUse"]))
+        return "<br>".join(line for line in lines if line)
+
+    @staticmethod
+    def deviceName(device: str) -> str:
+        """What ``device`` ("auto", "cpu", "cuda", "mps") resolves to here, e.g. "cuda:0" or "cpu" (imports torch)."""
+        from MedSRLib.engine import resolve_device
+
+        try:
+            return str(resolve_device(device))
+        except MedSRError:
+            return device
+
+    @staticmethod
+    def estimateSeconds(inputVolume, model: str, scale: int, axis="auto", device: str = "auto", ensemble: bool = False) -> float:
+        """Rough network time in seconds for ``inputVolume`` (MedSRLib's estimate from the model's MACs and the
+        device). Imports torch and builds the network once, so the panel uses :meth:`estimateInBackground`."""
+        call = MedSRLogic.estimateInBackground(inputVolume, model, scale, axis, device, ensemble)
+        call.wait()
+        return call.result()
+
+    @staticmethod
+    def estimateInBackground(inputVolume, model: str, scale: int, axis="auto", device: str = "auto",
+                             ensemble: bool = False) -> background.BackgroundCall:
+        """:meth:`estimateSeconds` off the calling thread: the node is read here (MRML stays on the main thread),
+        MedSRLib runs in the thread. ``result()`` of the returned call is the estimate in seconds or re-raises
+        MedSRLib's error (e.g. ``ScaleError``). Raises ``NodeError``/``MissingDependencyError`` at once."""
+        nodes.checkInputVolume(inputVolume)
+        dependencies.checkDependencies()
+        shapeKJI = tuple(reversed(inputVolume.GetImageData().GetDimensions()))
+        spacing = tuple(inputVolume.GetSpacing())
+
+        def estimate() -> float:
+            from MedSRLib.pipeline import estimate_seconds
+
+            return estimate_seconds(shapeKJI, spacing, model=model, scale=int(scale), axis=_sliceAxisArgument(axis),
+                                    device=device, ensemble=ensemble)
+
+        return background.BackgroundCall(estimate, name="MedSR estimate")
+
+    @staticmethod
+    def problemWith(inputVolume, outputVolume, model: str, scale: int) -> Optional[str]:
+        """Why ``process`` would refuse these choices (one line), or None. Never installs, computes or imports torch."""
+        try:
+            nodes.checkInputVolume(inputVolume)
+            nodes.checkOutputVolume(outputVolume, inputVolume)
+        except MedSRError as error:
+            return str(error)
+        spec = model_catalog.find(model)
+        if spec is None:
+            return _("Unknown model '{model}': choose one from the list.").format(model=model)
+        if int(scale) not in spec.scales:
+            return _("'{model}' does not support x{scale}; it supports {scales}.").format(
+                model=spec.name, scale=scale, scales=", ".join(f"x{s}" for s in spec.scales))
+        if spec.learned and not spec.hasWeights(scale):
+            return _("No trained weights for '{model}' at x{scale} are shipped: choose another model or scale.").format(
+                model=spec.name, scale=scale
+            )
+        return None
+
+    # -- processing ----------------------------------------------------------------------------------
+    def process(
+        self,
+        inputVolume,
+        outputVolume=None,
+        model: str = "bicubic",
+        scale: int = 2,
+        axis="auto",
+        device: str = "auto",
+        ensemble: bool = False,
+        memoryBudgetMB: int = 0,
+        progress=None,
+        cancel=None,
+        showResult: bool = True,
+        runner=None,
+        onWarning=None,
+        check: bool = True,
+    ):
+        """Super-resolve ``inputVolume`` in-plane by ``scale`` and return the output volume node.
+
+        Args:
+            inputVolume: ``vtkMRMLScalarVolumeNode`` (never modified).
+            outputVolume: node to overwrite, or None to create ``<input>_<model>_x<scale>``.
+            model: MedSRLib registry name; scale: integer factor the model supports.
+            axis: "auto" (largest spacing), "axial", "coronal", "sagittal" or a numpy axis 0-2 of (k, j, i).
+            device: "auto", "cpu", "cuda", "mps"; ensemble: 8-fold self-ensemble.
+            memoryBudgetMB: memory for one batch, MB (0 = automatic).
+            progress: ``progress(done_slices, total_slices)``; cancel: ``cancel() -> bool`` polled between batches.
+            showResult: show the output in the slice views.
+            runner: ``runner(function) -> result`` runs the pure MedSRLib step (the panel uses a thread).
+            onWarning: receives each warning of the run (e.g. GPU out of memory, finished on the CPU);
+                default: ``logging.warning``.
+            check: degrade the output back and compare it with the input
+                (``MedSRLib.consistency.check_consistency``, bicubic reference, difference volume kept);
+                the report is :attr:`lastConsistency`. A check that fails is reported through ``onWarning``.
+
+        Raises:
+            NodeError, UnsupportedImageError: bad input/output node. MissingDependencyError: torch or a
+            package is missing (never installs here). ScaleError, ModelNotFoundError, WeightsError,
+            GeometryError, ...: from MedSRLib. CancelledError: ``cancel()`` returned True (also polled
+            once after the check). In every case nothing is created or written and the input is unchanged.
+        """
+        self.lastConsistency = None
+        nodes.checkInputVolume(inputVolume)
+        nodes.checkOutputVolume(outputVolume, inputVolume)
+        dependencies.checkDependencies()
+        from MedSRLib.models import get_model
+
+        spec = get_model(model)
+        scale = spec.check_scale(scale)
+        volume = nodes.volumeFromNode(inputVolume)
+        options = dict(
+            model=spec,
+            scale=scale,
+            axis=_sliceAxisArgument(axis),
+            device=device,
+            ensemble=bool(ensemble),
+            memory_budget_mb=memoryBudgetMB or None,
+            output_dtype=nodes.outputDtypeFor(volume.array),
+            progress=progress,
+            cancel=cancel,
+        )
+        startTime = time.monotonic()
+        logging.info(f"MedSR: super-resolving '{inputVolume.GetName()}' with {spec.name} x{scale}")
+        with reporting.capturedWarnings(onWarning or logging.warning):
+            result, report = (runner or _runInline)(lambda: _superResolveAndCheck(volume, options, check))
+        if cancel is not None and cancel():
+            raise CancelledError("Cancelled after super-resolution: nothing was written.")
+        nodes.checkStillInScene(inputVolume, outputVolume)  # deleted while the job ran: stop, write nothing
+        outputVolume = nodes.prepareOutputNode(outputVolume, inputVolume, spec.name, scale)
+        nodes.writeVolumeToNode(result, outputVolume)
+        nodes.placeBesideInput(outputVolume, inputVolume)
+        if showResult:
+            nodes.showInSliceViews(outputVolume)
+        logging.info(f"MedSR: '{outputVolume.GetName()}' done in {time.monotonic() - startTime:.1f} s")
+        if report is not None:
+            logging.info("MedSR: " + report.summary())
+        self.lastConsistency = report
+        return outputVolume
+
+    def processWithReport(self, inputVolume, outputVolume=None, **options):
+        """:meth:`process` (same arguments), returning ``(outputNode, ConsistencyReport or None)``."""
+        outputVolume = self.process(inputVolume, outputVolume, **options)
+        return outputVolume, self.lastConsistency
+
+    # -- data consistency ------------------------------------------------------------------------------
+    @staticmethod
+    def createDifferenceNode(inputVolume, report):
+        """A new scalar volume ``<input> MedSR difference`` holding ``report.difference`` (float32, input units).
+
+        Same geometry, parent transform and subject-hierarchy folder as ``inputVolume``; displayed with the
+        diverging blue-white-red colour table, level 0 and window +-p99 |difference|.
+
+        Raises:
+            NodeError: the input is not in the scene, the report kept no difference, or it is for another grid.
+        """
+        return consistency_view.createDifferenceNode(inputVolume, report)
+
+    @staticmethod
+    def showDifference(inputVolume, differenceVolume, opacity: float = consistency_view.DIFFERENCE_OPACITY) -> None:
+        """Show the difference as the foreground layer (``opacity``) over the input in every slice view."""
+        consistency_view.showDifference(inputVolume, differenceVolume, opacity)
+
+    @staticmethod
+    def jumpToSlice(inputVolume, sliceIndex: int, axis: int):
+        """Centre the slice views on slice ``sliceIndex`` along numpy ``axis`` of the input; returns that world RAS point.
+
+        Raises:
+            NodeError: the input is not in the scene, ``axis`` is not 0-2 or the slice does not exist.
+        """
+        return consistency_view.jumpToSlice(inputVolume, sliceIndex, axis)
+
+
+def _superResolveAndCheck(volume, options, check: bool):
+    """``(super-resolved Volume, ConsistencyReport or None)``: pure MedSRLib work (runs in the worker thread)."""
+    from MedSRLib.consistency import check_consistency
+    from MedSRLib.pipeline import super_resolve
+
+    result = super_resolve(volume, **options)
+    if not check:
+        return result, None
+    try:
+        return result, check_consistency(volume, result, scale=options["scale"], axis=options["axis"])
+    except MedSRError as error:  # the output itself is fine to keep; say why there are no numbers
+        logging.getLogger("MedSRLib.consistency").warning(f"MedSR: the data-consistency check failed: {error}")
+        return result, None
+
+
+def _sliceAxisArgument(axis):
+    """The panel's "auto" is MedSRLib's None (largest spacing); planes and numpy axes pass through."""
+    return None if axis in (None, "auto") else axis

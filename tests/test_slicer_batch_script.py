@@ -78,3 +78,25 @@ def test_batch_script_missing_torch_exits_2_in_testing_mode_even_when_asked_to_i
     assert batch.main([str(source), str(tmp_path / "out.nrrd"), "--install-dependencies"]) == 2
     assert "testing mode" in capsys.readouterr().err
     assert PyTorchUtils.installTorchCalls == [] and list(tmp_path.iterdir()) == []
+
+
+def test_install_dependencies_flag_installs_without_any_dialog_outside_testing_mode(batch, tmp_path, capsys, monkeypatch):
+    """Issue 19: ``--install-dependencies`` says "without asking"; a modal box would block a headless Slicer."""
+    import PyTorchUtils
+    import slicer
+    from MedSRSlicerLib import dependencies
+
+    def modal_dialog(*args, **kwargs):
+        raise AssertionError("a modal dialog was opened in a headless batch run")
+
+    slicer.app.setTestingEnabled(False)
+    monkeypatch.setattr(slicer.util, "confirmOkCancelDisplay", modal_dialog)
+    monkeypatch.setattr(dependencies, "isSatisfied", lambda requirement: not requirement.startswith("torch"))
+    source = shared_path("mr-volumes", "t1_fl2d_sag_LPS.nii.gz")
+    # the shim's installTorch installs nothing (returns None, as a declined/failed install): exit 2, nothing written
+    assert batch.main([str(source), str(tmp_path / "out.nrrd"), "--install-dependencies"]) == 2
+    assert "PyTorch was not installed" in capsys.readouterr().err
+    assert PyTorchUtils.installTorchCalls == [
+        {"askConfirmation": False, "torchVersionRequirement": dependencies.TORCH_INSTALL_VERSION, "forceComputationBackend": None}
+    ]
+    assert list(tmp_path.iterdir()) == []

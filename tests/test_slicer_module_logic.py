@@ -292,3 +292,42 @@ def test_captured_warnings_are_reported_once_even_when_the_run_fails(medsr):
             logging.getLogger("MedSRLib.engine").info("not a warning")
             raise RuntimeError("later failure")
     assert reported == ["MedSR: out of memory on cuda:0; continuing on the CPU (slower)"]
+
+
+# -- a node deleted while the job runs (issue 19) -----------------------------------------------------
+
+
+@pytest.mark.parametrize("deleted", ["output", "input"])
+def test_node_deleted_during_the_run_stops_cleanly_and_writes_nothing(medsr, deleted):
+    """Deleting the chosen output (or the input) while MedSRLib runs: NodeError, no node gets the result."""
+    import slicer
+    from MedSRSlicerLib import nodes
+
+    input_node = small_input()
+    output_node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "Chosen output")
+    names_before = {slicer.mrmlScene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode").GetName()
+                    for i in range(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))}
+
+    def runner(function):  # the job runs; meanwhile the user deletes a node
+        result = function()
+        slicer.mrmlScene.RemoveNode(output_node if deleted == "output" else input_node)
+        return result
+
+    with pytest.raises(nodes.NodeError, match="was deleted while MedSR ran: nothing was written"):
+        medsr.MedSRLogic().process(input_node, output_node, model="bicubic", scale=2, runner=runner)
+    assert output_node.GetImageData() is None  # the removed node did not receive the result
+    names_after = {slicer.mrmlScene.GetNthNodeByClass(i, "vtkMRMLScalarVolumeNode").GetName()
+                   for i in range(slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"))}
+    assert names_after == names_before - {"Chosen output" if deleted == "output" else "Input"}
+
+
+def test_output_or_input_outside_the_scene_is_refused_before_running(medsr):
+    import slicer
+    from MedSRSlicerLib import nodes
+
+    input_node = small_input()
+    orphan = slicer.vtkMRMLScalarVolumeNode()  # never added to the scene
+    assert "not in the scene" in medsr.MedSRLogic.problemWith(input_node, orphan, "bicubic", 2)
+    slicer.mrmlScene.RemoveNode(input_node)
+    with pytest.raises(nodes.NodeError, match="not in the scene"):
+        medsr.MedSRLogic().process(input_node, model="bicubic", scale=2)

@@ -49,7 +49,7 @@ class MedSR(ScriptedLoadableModule):
         self.parent.title = _("MedSR Super-Resolution")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Filtering")]
         self.parent.dependencies = []  # PyTorchUtils is imported on demand (a hard dependency would stop loading)
-        self.parent.contributors = ["MedSR developers"]
+        self.parent.contributors = ["MedSR developers (MedSR project)"]  # "Name (Organization)"; see CMakeLists.txt
         self.parent.helpText = _(
             "Super-resolves a CT or MR volume <b>in-plane, slice by slice</b>, by an integer factor, with the "
             "networks of five papers: IDMAN and DRIDSR (CT; DRIDSR for lung CT), W2AMSN, SRDA and MDRN (brain MR), "

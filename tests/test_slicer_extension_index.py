@@ -126,3 +126,20 @@ def test_screenshot_and_icon_urls_point_at_files_in_the_repository():
             assert relative != url, url
             with Image.open(REPO_ROOT / relative) as image:
                 assert image.format == "PNG" and min(image.size) >= 128
+
+
+def test_figure_script_draws_the_modules_outputs_on_real_MRML(tmp_path):
+    """Testing/make_slicer_figure.py end to end: logic on real MRML nodes, MedSRLib.panel drawing, scores."""
+    import importlib.util
+
+    from conftest import shared_path
+
+    shared_path("mr-volumes", "t1_fl2d_sag_LPS.nii.gz")
+    spec = importlib.util.spec_from_file_location("make_slicer_figure", REPO_ROOT / "Testing" / "make_slicer_figure.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = script.main(tmp_path / "figure.png")
+    with Image.open(out) as image:
+        assert image.format == "PNG" and image.size[0] > 4 * 256  # LR, bicubic, mdrn, HR columns
+    with Image.open(REPO_ROOT / "Resources" / "Screenshots" / "MedSR_reformats.png") as shipped:
+        assert shipped.size == Image.open(out).size

@@ -1,7 +1,7 @@
-"""The headless batch script (Testing/MedSRBatch.py) end to end on the slicer double.
+"""The headless batch script (Testing/MedSRBatch.py) end to end on slicer-core's real MRML.
 
 In Slicer it runs as ``Slicer --no-main-window --python-script Testing/MedSRBatch.py -- IN OUT ...``;
-here its ``main(argv)`` runs with the double's file reader/writer (Slicer's LPS <-> RAS rules) and
+here its ``main(argv)`` runs with Slicer's real archetype reader and writer (real storage nodes) and
 its output file is compared with what MedSRLib writes for the same input.
 """
 

@@ -1,4 +1,4 @@
-"""The data-consistency feature of the MedSR module on the slicer double (real VTK, real MR file).
+"""The data-consistency feature of the MedSR module on slicer-core's real MRML (real MR file).
 
 The logic returns MedSRLib's ConsistencyReport; the difference node holds its difference volume on the
 input's grid with a diverging colour map centred on 0; jumpToSlice centres the slice views on the right

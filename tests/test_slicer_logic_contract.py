@@ -1,7 +1,7 @@
-"""The MedSR logic contract (MedSR/Testing/Python/MedSRLogicContractTest.py) run against the slicer double.
+"""The MedSR logic contract (MedSR/Testing/Python/MedSRLogicContractTest.py) run on slicer-core's real MRML.
 
 The same test case runs inside real Slicer as ctest ``py_MedSRLogicContractTest``; here it runs on the
-double (tests/slicer_double), so the double is held to the assertions Slicer itself must pass.
+real MRML library (slicer-core) with the application shims of tests/slicer_double.
 """
 
 import importlib.util
@@ -17,7 +17,7 @@ _contract = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_contract)
 
 
-class TestMedSRLogicContractOnTheDouble(_contract.MedSRLogicContractTest):
+class TestMedSRLogicContractOnRealMRML(_contract.MedSRLogicContractTest):
     def setUp(self):
         slicer_double.reset()
         super().setUp()

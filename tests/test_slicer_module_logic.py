@@ -1,4 +1,4 @@
-"""MedSR module and logic on the slicer double: metadata, parameters, a real MR file end to end,
+"""MedSR module and logic on slicer-core's real MRML: metadata, parameters, a real MR file end to end,
 dependency handling (ask first, never install in testing mode), warnings surfaced, progress and ETA.
 """
 
@@ -163,7 +163,7 @@ def test_install_asks_once_then_uses_the_pytorch_extension_for_torch(medsr, monk
     assert PyTorchUtils.installTorchCalls == []
     slicer.util.shim.confirmAnswer = True
     with pytest.raises(dependencies.MissingDependencyError, match="PyTorch was not installed"):
-        dependencies.ensureDependencies()  # the double's installTorch installs nothing and returns None
+        dependencies.ensureDependencies()  # the shim's installTorch installs nothing and returns None
     assert PyTorchUtils.installTorchCalls == [
         {"askConfirmation": False, "torchVersionRequirement": dependencies.TORCH_INSTALL_VERSION, "forceComputationBackend": None}
     ]
@@ -195,7 +195,7 @@ def test_other_packages_installed_with_the_slicer_versions_pip_helper(medsr, mon
     monkeypatch.setattr(slicer.packaging, "pip_check", lambda requirement: not str(requirement).startswith("scikit-image"))
     if not slicer_has_packaging:
         monkeypatch.setitem(sys.modules, "slicer.packaging", None)
-    with pytest.raises(dependencies.MissingDependencyError, match="still missing"):  # the double installs nothing
+    with pytest.raises(dependencies.MissingDependencyError, match="still missing"):  # the shim installs nothing
         dependencies.ensureDependencies()
     if slicer_has_packaging:
         assert slicer.packaging.installCalls == [["scikit-image>=0.21"]] and slicer.util.shim.pipInstallCalls == []

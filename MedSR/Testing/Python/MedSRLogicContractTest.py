@@ -1,8 +1,8 @@
 """MedSR logic contract on volumes built in memory: geometry, placement, and refusal of bad input.
 
 Runs in real 3D Slicer (ctest ``py_MedSRLogicContractTest``; no network) and, unchanged, outside
-Slicer against the slicer test double (``tests/test_slicer_logic_contract.py``): the same
-assertions check the double's behaviour against Slicer's. Tests that run a model need torch and are
+Slicer on slicer-core's real MRML library (``tests/test_slicer_logic_contract.py``): the same
+assertions hold in both. Tests that run a model need torch and are
 skipped without it (nothing is ever installed).
 
 Conventions: ``arrayFromVolume`` arrays are ``(k, j, i)``; IJK-to-RAS matrices are 4x4 numpy arrays.

@@ -14,7 +14,6 @@ import logging
 import time
 from typing import Optional
 
-import slicer
 from MedSRLib.errors import CancelledError, MedSRError
 from slicer.i18n import tr as _
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic

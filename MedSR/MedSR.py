@@ -124,6 +124,7 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def cleanup(self) -> None:
         self._cancelRequested = True
+        self._estimateCall = None  # a pending estimate timer then does nothing
         self.removeObservers()
 
     def enter(self) -> None:

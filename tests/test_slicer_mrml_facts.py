@@ -114,3 +114,23 @@ def test_parameter_node_wrapper_writes_defaults_once_and_validates(medsr):
     volume = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
     parameters.volume = volume
     assert raw.GetNodeReferenceID("volume") == volume.GetID() and Parameters(raw).volume is volume
+
+
+def test_saveNode_writes_the_target_file_not_the_file_the_node_was_read_from(medsr, tmp_path):
+    """Slicer's reader leaves a storage node pointing at the input file; writing must never go there."""
+    import shutil
+
+    import slicer
+
+    source = tmp_path / "input.nii.gz"
+    shutil.copy(shared_path("mr-volumes", "t1_fl2d_sag_LPS.nii.gz"), source)
+    before = source.read_bytes()
+    node = slicer.util.loadVolume(str(source))
+    assert node.GetStorageNode().GetFileName() == str(source)
+    assert slicer.util.saveNode(node, str(tmp_path / "out.nrrd"))
+    assert source.read_bytes() == before
+    written = sitk.ReadImage(str(tmp_path / "out.nrrd"))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(written), slicer.util.arrayFromVolume(node))
+    with pytest.raises(RuntimeError, match="protected input data"):
+        slicer.util.saveNode(node, str(shared_path("mr-volumes") / "never_written.nrrd"))
+    assert not (shared_path("mr-volumes") / "never_written.nrrd").exists()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -69,7 +70,8 @@ def installShims():
     for name in SHIMMED_SUBMODULES:
         setattr(slicer, name, _loadShim(name, f"slicer.{name}"))
     utilApp = _loadShim("util_app", "slicer_double_util_app")
-    utilApp.protectedFolders.append((REPO_ROOT.parent / "shared").resolve())
+    sharedData = Path(os.environ.get("MEDSR_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+    utilApp.protectedFolders.extend({(REPO_ROOT.parent / "shared").resolve(), sharedData.resolve()})  # inputs only
     for name in SHIMMED_UTIL_FUNCTIONS:
         setattr(slicer.util, name, getattr(utilApp, name))
     slicer.util.shim = utilApp  # the recorded dialogs / pip calls: slicer.util.shim.displayedMessages

@@ -171,3 +171,17 @@ def test_module_imports_and_describes_itself_without_torch():
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("bicubic ")
     assert "MedSRLib.models" not in result.stdout and "MedSRLib.engine" not in result.stdout
+
+
+# -- MedSR.py stays thin (issue 14 item 5) -------------------------------------------------------------
+
+
+def test_module_file_holds_only_module_widget_and_test_entry():
+    """Logic, parameters and helpers live in MedSRSlicerLib; MedSR.py defines the three Slicer classes only."""
+    tree = ast.parse((MODULE_DIR / "MedSR.py").read_text())
+    classes = [node.name for node in tree.body if isinstance(node, ast.ClassDef)]
+    functions = [node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    assert classes == ["MedSR", "MedSRWidget", "MedSRTest"] and functions == []
+    imported = {alias.name for node in tree.body if isinstance(node, ast.ImportFrom) and node.module
+                and node.module.startswith("MedSRSlicerLib") for alias in node.names}
+    assert {"MedSRLogic", "MedSRParameterNode"} <= imported  # re-exported where Slicer looks for them

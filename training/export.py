@@ -75,10 +75,10 @@ OUT_OF_SCOPE = [
 _COMMON_LIMITATIONS = [
     "The output is not a substitute for an acquisition at that resolution: detail below the input's resolution "
     "is estimated from what the network learned on other images, not measured.",
-    "Trained on CPU for a small fraction of the paper's schedule (see Training budget); it scores below the "
-    "paper's published figures.",
-    "Tested on 2D images: a volume is super-resolved slice by slice, so nothing makes neighbouring slices "
-    "consistent with each other.",
+    "Trained on CPU for a small fraction of the paper's schedule (see Training budget), not to convergence; "
+    "training/RESULTS.md puts the papers' published figures beside ours.",
+    "Trained and tested on 2D slices: a volume is super-resolved slice by slice, so nothing makes neighbouring "
+    "slices consistent with each other.",
 ]
 _COMMON_FAILURES = [
     "Can sharpen noise, streak or motion artefacts and add ringing at strong edges; can invent plausible texture "
@@ -461,19 +461,21 @@ def export(
 
 #: The real HU volume every CT card is measured on (held out: never used in training).
 REAL_CT = "../shared/data/totalseg-ct/example_ct_dicom"
-REAL_CT_DATA = ("TotalSegmentator example CT (Apache-2.0): Siemens Biograph40 mCT chest CT, kernel Br38f, 20 axial "
-                "512 x 512 slices, 0.98 mm pixels, HU -1024..1839")
+REAL_CT_DATA = ("TotalSegmentator example CT (Apache-2.0): Siemens Biograph40 mCT 'CT Body' series, upper abdomen at "
+                "the lung bases (liver, stomach, spine), kernel Br38f, 20 axial 512 x 512 slices, 0.98 mm pixels, "
+                "HU -1024..1839")
 REAL_CT_CONVENTION = "dridsr-y"
+#: Display windows (level, width in HU) for the 8-bit comparison: the same slices made to look like COVID-CT's
+#: training figures (windowed, 8-bit). ``lung`` is the figures' usual window; ``soft`` suits these abdominal slices.
+WINDOWS: dict[str, tuple[float, float]] = {"lung": (-600.0, 1500.0), "soft": (40.0, 400.0)}
 
 
-#: Lung display window (level, width) HU for the 8-bit comparison: COVID-CT's figures are displayed lung CT.
-LUNG_WINDOW = (-600.0, 1500.0)
-#: Where ``window-pngs`` writes the real CT's slices as 8-bit lung-window PNGs for that comparison.
-REAL_CT_PNGS = "/tmp/medsr_real_ct_lung8bit"
+def window_dir(window: str) -> str:
+    """Where ``window-pngs --window W`` writes the real CT's slices for the 8-bit comparison."""
+    return f"/tmp/medsr_real_ct_{window}8bit"
 
 
-def window_pngs(volume: str | Path, out: str | Path, *, level: float = LUNG_WINDOW[0],
-                width: float = LUNG_WINDOW[1]) -> list[Path]:
+def window_pngs(volume: str | Path, out: str | Path, *, window: str = "lung") -> list[Path]:
     """Write every slice (along the default slice axis) of a HU volume as an 8-bit PNG in a display window.
 
     The images then look like COVID-CT's training figures (windowed, 8-bit), so ``medsr evaluate OUT``
@@ -486,6 +488,7 @@ def window_pngs(volume: str | Path, out: str | Path, *, level: float = LUNG_WIND
     from MedSRLib.geometry import resolve_slice_axis
     from MedSRLib.io import read_volume
 
+    level, width = WINDOWS[window]
     vol = read_volume(volume)
     stack = np.moveaxis(vol.array, resolve_slice_axis(vol, None), 0)
     out = Path(out)
@@ -504,59 +507,66 @@ def real_ct_command(name: str, scale: int) -> str:
     return f"medsr evaluate {REAL_CT} --model {name} --scale {scale} --convention {REAL_CT_CONVENTION} --json"
 
 
-def lung_png_command(name: str, scale: int) -> str:
-    """The commands whose ``--json`` output is a card's 8-bit lung-window evaluation of the real CT."""
-    return (f"python -m training.export window-pngs {REAL_CT} {REAL_CT_PNGS} && medsr evaluate {REAL_CT_PNGS} "
-            f"--model {name} --scale {scale} --convention {REAL_CT_CONVENTION} --json")
+def window_command(window: str, name: str, scale: int) -> str:
+    """The commands whose ``--json`` output is a card's 8-bit ``window`` evaluation of the real CT."""
+    return (f"python -m training.export window-pngs {REAL_CT} {window_dir(window)} --window {window} && "
+            f"medsr evaluate {window_dir(window)} --model {name} --scale {scale} --convention {REAL_CT_CONVENTION} --json")
 
 
 def real_ct_evaluation(result: Mapping[str, Any], covid_gain_db: float | None,
-                       lung: Mapping[str, Any] | None = None) -> tuple[list[dict[str, Any]], str]:
+                       windowed: Mapping[str, Mapping[str, Any]] | None = None) -> tuple[list[dict[str, Any]], str]:
     """A CT card's real-CT evaluation entries and their statement, from ``medsr evaluate --json`` results.
 
     Args:
         result: :func:`real_ct_command` output (HU through the fixed window, as ``medsr run`` does).
         covid_gain_db: the model's gain over bicubic on COVID-CT's test split (same convention).
-        lung: :func:`lung_png_command` output (the same slices as 8-bit lung-window images), optional.
+        windowed: ``{window: window_command(window, ...) output}`` for windows of :data:`WINDOWS` (optional).
     """
     name, scale = result["model"], int(result["scale"])
     gain = result["psnr"] - result["bicubic_psnr"]
     source = "measured for issue 18 (2026-12-07, x86_64 CPU, torch 2.13.0)"
+    split = "all 20 axial slices (in-plane)"
     note = ("HR = each axial slice through the CT window -1024..3071 HU that medsr run applies, LR = its MATLAB-bicubic "
             "degradation, whole slices. Absolute PSNR is not comparable with COVID-CT's (the window leaves most of "
             "[0, 1] empty); the gain over bicubic is.")
-    entries = [evaluation_entry(result, data=REAL_CT_DATA, split="all 20 axial slices (in-plane)",
-                                n_images=result["n_images"], scale=scale, source=source,
-                                command=real_ct_command(name, scale), note=note)]
-    statement = (f"On real HU slices (one chest CT series, 20 slices, fixed window -1024..3071 HU) x{scale} gains "
-                 f"{gain:+.2f} dB PSNR over bicubic (SSIM {result['ssim']:.4f} vs {result['bicubic_ssim']:.4f})")
+    entries = [evaluation_entry(result, data=REAL_CT_DATA, split=split, n_images=result["n_images"], scale=scale,
+                                source=source, command=real_ct_command(name, scale), note=note)]
+    statement = (f"On real HU slices (one CT series, upper abdomen at the lung bases, 20 slices, fixed window "
+                 f"-1024..3071 HU) x{scale} gains {gain:+.2f} dB PSNR over bicubic (SSIM {result['ssim']:.4f} vs "
+                 f"{result['bicubic_ssim']:.4f})")
     if covid_gain_db is not None:
         diff = gain - covid_gain_db
         statement += (f", against {covid_gain_db:+.2f} dB on COVID-CT's test split in the same convention "
                       f"({abs(diff):.2f} dB {'less' if diff < 0 else 'more'})")
     statement += f". Measured with `{real_ct_command(name, scale)}`."
-    if lung is not None:
-        lung_gain = lung["psnr"] - lung["bicubic_psnr"]
+    shown = []
+    for window, res in (windowed or {}).items():
+        level, width = WINDOWS[window]
+        w_gain = res["psnr"] - res["bicubic_psnr"]
         entries.append(evaluation_entry(
-            lung, data=REAL_CT_DATA.split(":")[0] + ", the same slices as 8-bit lung-window PNGs (level -600, width 1500 HU)",
-            split="all 20 axial slices (in-plane)", n_images=lung["n_images"], scale=scale, source=source,
-            command=lung_png_command(name, scale),
-            note="Images like the network's training figures (windowed, 8-bit). The window clips bone and dense "
-                 "tissue, so this scores other image content than the HU entry; compare gains, not PSNRs."))
-        statement += (f" On the same slices shown as 8-bit lung-window images, like its training figures, it gains "
-                      f"{lung_gain:+.2f} dB: through the fixed HU window it gains {abs(lung_gain - gain):.2f} dB "
-                      f"{'less' if lung_gain > gain else 'more'} (`{lung_png_command(name, scale)}`).")
+            res, data=f"{REAL_CT_DATA.split(':')[0]}, the same slices as 8-bit {window}-window PNGs (level {level:g}, "
+                      f"width {width:g} HU)",
+            split=split, n_images=res["n_images"], scale=scale, source=source, command=window_command(window, name, scale),
+            note="Images like the network's training figures (windowed, 8-bit). The window clips what lies outside "
+                 "it, so this scores other image content than the HU entry; compare gains, not PSNRs."))
+        shown.append(f"{w_gain:+.2f} dB in a {window} window (level {level:g}, width {width:g})")
+    if shown:
+        statement += (f" The same slices shown as 8-bit windowed images, like its training figures, give "
+                      f"{' and '.join(shown)}: the fixed HU window applied to HU data costs this network part of its "
+                      f"gain (commands: python -m training.export window-pngs, then medsr evaluate; in the evaluation "
+                      f"entries).")
     return entries, statement
 
 
 def upgrade_card(card: Mapping[str, Any], *, results_text: str | None = None,
-                 real_ct: Mapping[str, Any] | None = None, lung: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                 real_ct: Mapping[str, Any] | None = None,
+                 windowed: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """A version-1 card (or an older version-2 card) rewritten as version 2; sha256 and measurements kept.
 
     The new sections come from :func:`card_sections` (as at export); the held-out numbers are copied
     from training/RESULTS.md; ``real_ct`` (a ``medsr evaluate --json`` result of :func:`real_ct_command`)
-    adds the real-HU evaluation and its statement to a CT card; ``lung`` (:func:`lung_png_command`) the
-    same slices as 8-bit lung-window images.
+    adds the real-HU evaluation and its statement to a CT card; ``windowed`` (:func:`window_command`
+    results by window) the same slices as 8-bit windowed images.
     """
     from MedSRLib.models import get_model
     from MedSRLib.models.cards import CARD_VERSION
@@ -576,7 +586,7 @@ def upgrade_card(card: Mapping[str, Any], *, results_text: str | None = None,
     extra = []
     if real_ct is not None:
         covid = next((e["gain_db"] for e in held_out if e["data"].startswith("COVID-CT")), None)
-        entries, statement = real_ct_evaluation(real_ct, covid, lung)
+        entries, statement = real_ct_evaluation(real_ct, covid, windowed)
         extra += entries
         limitations.insert(2, statement)
     keep = ("format_version", "name", "scale")
@@ -611,24 +621,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.export")
     parser.add_argument("command", choices=["upgrade-cards", "window-pngs"])
     parser.add_argument("paths", nargs="*", help="window-pngs: VOLUME OUT_FOLDER")
+    parser.add_argument("--window", choices=sorted(WINDOWS), default="lung", help="window-pngs: the display window")
     parser.add_argument("--real-ct-json", type=Path, default=None,
                         help="folder of `medsr evaluate --json` outputs: <name>_x<scale>.json (real HU) and "
-                             "lung_<name>_x<scale>.json (8-bit lung-window PNGs)")
+                             "<window>_<name>_x<scale>.json (8-bit windowed PNGs, window-pngs --window <window>)")
     args = parser.parse_args(argv)
     if args.command == "window-pngs":
         if len(args.paths) != 2:
             parser.error("window-pngs needs VOLUME OUT_FOLDER")
-        print(f"wrote {len(window_pngs(*args.paths))} PNGs to {args.paths[1]}")
+        print(f"wrote {len(window_pngs(*args.paths, window=args.window))} PNGs to {args.paths[1]}")
         return 0
     for path in shipped_cards():
         card = json.loads(path.read_text(encoding="utf-8"))
-        found: dict[str, Any] = {}
+        real, windowed = None, {}
         if args.real_ct_json is not None and card["modality"] == "CT":
-            for key, source in (("real_ct", args.real_ct_json / path.name), ("lung", args.real_ct_json / f"lung_{path.name}")):
-                found[key] = json.loads(source.read_text(encoding="utf-8")) if source.is_file() else None
-                if found[key] is None:
-                    print(f"{path.name}: no result at {source}; card written without it")
-        write_card(path, upgrade_card(card, **found))
+            source = args.real_ct_json / path.name
+            real = json.loads(source.read_text(encoding="utf-8")) if source.is_file() else None
+            for window in WINDOWS:
+                w_source = args.real_ct_json / f"{window}_{path.name}"
+                if w_source.is_file():
+                    windowed[window] = json.loads(w_source.read_text(encoding="utf-8"))
+            if real is None:
+                print(f"{path.name}: no real-CT result at {source}; card written without it")
+        write_card(path, upgrade_card(card, real_ct=real, windowed=windowed))
         print(f"wrote {path}")
     return 0
 

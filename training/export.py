@@ -334,7 +334,7 @@ def card_sections(cfg: Mapping[str, Any], *, spec: Any, scale: int, n_train_imag
             "modality": modality,
             "units": units,
             "intensity_mapping": {"inference": mapping,
-                                  "training": f"{NORMALISATIONS[data['normalise']]} ({facts['values']})"},
+                                  "training": f"{NORMALISATIONS[data['normalise']]}; {facts['values']}"},
             "spacing_mm": {"in_plane": None, "through_plane": None, "note": facts["spacing_note"]},
             "plane": plane,
             "min_lr_side_px": int(max(1, spec.min_lr_size)),

@@ -211,7 +211,7 @@ def paper_schedule(cfg: Mapping[str, Any], model_name: str, network: str, scale:
         "iterations": int(paper_iterations),
         "batch": int(pt["batch"]),
         "hr_patch": int(pt["hr_patch"]),
-        "fraction_of_paper_pixels": round(float(fraction), 6),
+        "fraction_of_paper_pixels": float(f"{fraction:.4g}"),  # 4 significant digits
     }
     if paper["data"]["dataset"] != cfg["data"]["dataset"] or paper["data"]["dataset"] == "folder":
         out["note"] = "The paper trains on other data (see its config); this run used the data above."

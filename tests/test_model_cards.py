@@ -181,3 +181,30 @@ def test_save_weights_refuses_an_incomplete_versioned_card(tmp_path: Path) -> No
     with pytest.raises(WeightsError, match="card version 2.*missing 'licence'"):
         save_weights(module, tmp_path / "dridsr_x2.safetensors", card={"name": "dridsr", "scale": 2, "card_version": 2})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cards_and_registry_share_the_weights_folder() -> None:
+    from MedSRLib.models.base import WEIGHTS_DIR
+
+    assert cards.WEIGHTS_DIR == WEIGHTS_DIR and cards.TABLE_FILE.parent == WEIGHTS_DIR
+
+
+def test_window_pngs_writes_the_real_ct_in_a_display_window(tmp_path: Path) -> None:
+    """The 8-bit windowed copies of the real CT that the CT cards' windowed evaluations score."""
+    import numpy as np
+    from PIL import Image
+
+    from conftest import shared_path
+    from MedSRLib.io import read_volume
+    from training.export import WINDOWS, window_pngs
+
+    volume = shared_path("totalseg-ct", "example_ct_dicom")
+    written = window_pngs(volume, tmp_path, window="soft")
+    hu = read_volume(volume).array  # axial slices are numpy axis 0 here (2 mm, the largest spacing)
+    assert len(written) == hu.shape[0] == 20
+    level, width = WINDOWS["soft"]
+    png = np.asarray(Image.open(written[7]))
+    assert png.dtype == np.uint8 and png.shape == hu.shape[1:]
+    expected = np.round(np.clip((hu[7].astype(float) - (level - width / 2)) / width, 0, 1) * 255)
+    assert np.array_equal(png, expected.astype(np.uint8))
+    assert (png == 0).mean() > 0.2 and (png == 255).any()  # air below the window, bone above it

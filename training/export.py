@@ -349,7 +349,10 @@ def card_sections(cfg: Mapping[str, Any], *, spec: Any, scale: int, n_train_imag
             "n_test": _split_size(data, data.get("test")),
         }],
         "evaluation": evaluation,
-        "limitations": facts["limitations"] + list(_COMMON_LIMITATIONS),
+        "limitations": facts["limitations"] + list(_COMMON_LIMITATIONS) + (
+            [] if spec.config.startswith("paper") else
+            [f"Not the paper's network size: configuration '{spec.config}' ({spec.description}), made to train on "
+             "a CPU; the paper's configuration is larger."]),
         "failure_modes": facts["failure_modes"] + list(_COMMON_FAILURES),
     }
 

@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_options(run)
 
     models = sub.add_parser("models", help="list the registered models, or print a model card")
-    models.add_argument("--json", action="store_true", help="JSON instead of a table (with --card: the card itself)")
+    models.add_argument("--json", action="store_true",
+                        help="JSON instead of a table (with --card: the card, or a list of cards when SCALE is left out)")
     models.add_argument("--card", default=None, metavar="NAME[:SCALE]",
                         help="print the model card of NAME at SCALE (every scale with weights when SCALE is left out)")
 

@@ -1,7 +1,7 @@
 """The ``medsr`` command line.
 
     medsr run IN OUT [--model M] --scale S [--axis A] [--device D] [--batch-size B] [--tile T] [--ensemble]
-    medsr models [--json]
+    medsr models [--json] [--card NAME[:SCALE]]
     medsr evaluate HR [--model M] --scale S [--convention C] [--json]
     medsr check IN SR --scale S [--axis A] [--diff OUT] [--json]
 
@@ -70,8 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="write the difference volume degrade(SR) - input (input grid, input units); implies --check")
     _add_engine_options(run)
 
-    models = sub.add_parser("models", help="list the registered models")
-    models.add_argument("--json", action="store_true", help="JSON instead of a table")
+    models = sub.add_parser("models", help="list the registered models, or print a model card")
+    models.add_argument("--json", action="store_true",
+                        help="JSON instead of a table (with --card: the card, or a list of cards when SCALE is left out)")
+    models.add_argument("--card", default=None, metavar="NAME[:SCALE]",
+                        help="print the model card of NAME at SCALE (every scale with weights when SCALE is left out)")
 
     ev = sub.add_parser("evaluate", help="degrade HR images with the project's bicubic, super-resolve, score vs bicubic")
     ev.add_argument("hr", help="a folder of 2D images (PNG/JPEG/DICOM/NIfTI slices) or a volume file/DICOM folder")
@@ -223,41 +226,72 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_models(args: argparse.Namespace) -> int:
-    from .models import list_models
+def _parse_card_arg(text: str) -> tuple[str, int | None]:
+    """``NAME[:SCALE]`` (``dridsr:2``, ``dridsr:x2``, ``dridsr``) -> ``(name, scale or None)``."""
+    from .errors import ScaleError
 
+    name, _, scale = str(text).partition(":")
+    if not scale:
+        return name, None
+    digits = scale.strip().lower().removeprefix("x")
+    if not digits.isdigit():
+        raise ScaleError(f"--card {text}: the scale after ':' must be an integer like 2 or x2")
+    return name, int(digits)
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    """The registry table and the model cards, from the cached table and the JSON cards (no torch, no networks built)."""
+    from .models.cards import WEIGHTS_DIR, card_text, load_card, read_table
+
+    table = read_table()
+    if args.card is not None:
+        name, scale = _parse_card_arg(args.card)
+        if args.json:
+            cards = load_card(name, scale)
+            print(json.dumps(cards[0] if len(cards) == 1 else cards, indent=2))
+        else:
+            print(card_text(name, scale), end="")
+        return 0
     rows = []
-    for spec in list_models():
+    for row in table["models"]:
         rows.append(
             {
-                "name": spec.name,
-                "network": spec.network,
-                "config": spec.config,
-                "paper": spec.paper,
-                "modality": spec.modality,
-                "scales": list(spec.scales),
-                "parameters": {f"x{s}": spec.num_parameters(s) for s in spec.scales},
-                "weights": {f"x{s}": spec.has_weights(s) for s in spec.scales},
+                "name": row["name"],
+                "network": row["network"],
+                "config": row["config"],
+                "paper": row["paper"],
+                "modality": row["modality"],
+                "scales": list(row["scales"]),
+                "parameters": dict(row["parameters"]),
+                "macs_per_lr_pixel": dict(row["macs_per_lr_pixel"]),
+                "weights": {f"x{s}": (not row["learned"]) or (WEIGHTS_DIR / f"{row['name']}_x{s}.safetensors").is_file()
+                            for s in row["scales"]},
             }
         )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    header = ("name", "network", "config", "modality", "scales", "parameters", "weights")
-    table = [header]
+
+    def span(values: dict[str, float], fmt: str) -> str:
+        low, high = min(values.values()), max(values.values())
+        return fmt.format(low) if low == high else f"{fmt.format(low)}-{fmt.format(high)}"
+
+    header = ("name", "network", "config", "modality", "scales", "parameters", "kMACs/LR px", "weights")
+    table_rows = [header]
     for row in rows:
-        params = row["parameters"]
-        values = sorted(set(params.values()))
-        param_text = f"{values[0]:,}" if len(values) == 1 else f"{values[0]:,}-{values[-1]:,}"
         have = [k for k, v in row["weights"].items() if v]
         weights_text = "n/a (not learned)" if row["network"] in ("bicubic", "nearest") else (", ".join(have) or "none")
-        table.append((row["name"], row["network"], row["config"], row["modality"],
-                      ",".join(f"x{s}" for s in row["scales"]), param_text, weights_text))
-    widths = [max(len(str(r[i])) for r in table) for i in range(len(header))]
-    for i, r in enumerate(table):
+        macs = {k: v / 1e3 for k, v in row["macs_per_lr_pixel"].items()}
+        table_rows.append((row["name"], row["network"], row["config"], row["modality"],
+                           ",".join(f"x{s}" for s in row["scales"]), span(row["parameters"], "{:,}"),
+                           span(macs, "{:,.1f}"), weights_text))
+    widths = [max(len(str(r[i])) for r in table_rows) for i in range(len(header))]
+    for i, r in enumerate(table_rows):
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
         if i == 0:
             print("  ".join("-" * w for w in widths))
+    print("\nkMACs/LR px: thousands of conv/linear multiply-accumulates per low-resolution input pixel (times the "
+          "pixels of a slice = per slice).\nModel card: medsr models --card NAME[:SCALE], e.g. --card dridsr:2")
     return 0
 
 

@@ -10,6 +10,7 @@ import torch
 
 from test_training_loop_resume import covid_folder, short_run, small_config  # noqa: F401  (fixtures)
 from MedSRLib.models import get_model
+from MedSRLib.models.cards import CARD_VERSION, validate_card
 from training.__main__ import main
 from training.export import export
 from training.loop import read_checkpoint
@@ -34,6 +35,12 @@ def test_export_writes_verified_weights_and_a_full_card(short_run, tmp_path):  #
     assert m["convention"] == "dridsr-y" and m["split"] == "val" and m["n_images"] == 3
     assert m["basicsr"]["convention"] == "basicsr"
     assert m["bicubic_psnr"] > 25 and 0 < m["psnr"] < 60 and m["ms_ssim"] is not None
+    assert validate_card(card) == [] and card["card_version"] == CARD_VERSION  # the card format of issue 18
+    schedule = card["training"]["paper_schedule"]
+    assert schedule["config_file"] == "training/configs/dridsr_x4.yaml" and schedule["iterations"] == 200 * 24
+    assert schedule["fraction_of_paper_pixels"] == pytest.approx(30 * 4 * 64**2 / (4800 * 64 * 192**2), rel=1e-3)
+    assert card["evaluation"][0]["psnr"] == pytest.approx(m["psnr"], abs=1e-4) and card["task"] == "in-plane"
+    assert card["licence"]["training_data"][0]["licence"].startswith("not recorded")  # a tmp folder: facts unknown
     module = get_model("dridsr").load(4, weights=weights)  # registry load: sha256 and shapes checked
     ckpt = read_checkpoint(short_run.run_dir / "best.pt")
     for key, value in module.state_dict().items():  # float16 storage of the trained weights

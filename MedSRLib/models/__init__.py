@@ -6,8 +6,11 @@ Use :func:`get_model` / :func:`list_models`; importing this package registers ev
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
-from .base import ModelSpec, count_macs, default_model, get_model, list_models, register
+#: Names re-exported from :mod:`.base`, imported on first use (PEP 562) so that torch-free submodules
+#: (:mod:`.cards`, read by ``medsr models``) load without importing torch.
+_BASE_NAMES = ("ModelSpec", "count_macs", "default_model", "get_model", "list_models", "register")
 
 #: Modules that register models when imported (one per paper, plus interpolation).
 _MODEL_MODULES = ("interpolation", "idman", "dridsr", "w2amsn", "srda", "mdrn")
@@ -26,6 +29,15 @@ def _load_all() -> None:
         except ModuleNotFoundError as exc:  # a paper's file not written yet
             if exc.name != f"{__name__}.{mod}":
                 raise
+
+
+def __getattr__(name: str) -> Any:
+    """The registry names of :mod:`.base`, imported lazily."""
+    if name in _BASE_NAMES:
+        from . import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["ModelSpec", "count_macs", "default_model", "get_model", "list_models", "register"]

@@ -70,7 +70,9 @@ def save_weights(module: nn.Module, path: str | Path, *, card: Mapping[str, Any]
         card: at least ``name`` (registry name) and ``scale``; optionally ``options`` (constructor
             overrides the module was built with), ``training`` (``data``, ``iterations``,
             ``wall_time_s``, ``hardware``, ...), ``metrics`` (must then include ``convention``) and
-            any other JSON-able keys. ``network``, ``config``, ``paper``, ``modality``,
+            any other JSON-able keys; a card with ``card_version`` (the sections of
+            :mod:`MedSRLib.models.cards`, e.g. from ``training.export.card_sections``) must validate
+            against that version or nothing is written. ``network``, ``config``, ``paper``, ``modality``,
             ``n_parameters``, ``dtype``, ``sha256``, ``format_version`` and ``created`` are filled in.
         half: store floating tensors as float16 (half the size; loading casts back).
 
@@ -124,6 +126,10 @@ def save_weights(module: nn.Module, path: str | Path, *, card: Mapping[str, Any]
         "sha256": _sha256(blob),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if full_card.get("card_version") is not None:  # a versioned card (models.cards) must validate before anything is written
+        from .cards import check_card
+
+        check_card(full_card, f"model card of '{path.name}'")
     try:
         text = json.dumps(full_card, indent=2, sort_keys=False)
     except TypeError as exc:

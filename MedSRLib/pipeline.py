@@ -66,8 +66,8 @@ def _resolve_spec(model: Any) -> Any:
 def super_resolve(
     volume: Volume,
     *,
-    model: Any = "bicubic",
-    scale: int = 2,
+    model: Any = None,
+    scale: int | None = None,
     axis: int | str | None = None,
     output_dtype: str = "input",
     modality: str | None = None,
@@ -83,8 +83,10 @@ def super_resolve(
 
     Args:
         volume: the input (never modified).
-        model: a registry name (``medsr models``) or a :class:`~MedSRLib.models.base.ModelSpec`.
-        scale: integer factor applied to both in-plane axes; must be one of the model's scales.
+        model: a registry name (``medsr models``) or a :class:`~MedSRLib.models.base.ModelSpec`;
+            None = ``'bicubic'`` (or the predictor's model).
+        scale: integer factor applied to both in-plane axes; must be one of the model's scales;
+            None = 2 (or the predictor's scale).
         axis: slice axis: None (largest spacing), ``'axial'|'coronal'|'sagittal'`` or a numpy axis 0-2.
         output_dtype: ``'input'`` (keep the input's dtype and units; integers rounded and clipped)
             or ``'float32'``.
@@ -111,16 +113,16 @@ def super_resolve(
     from .intensity import IntensityMapping, guess_modality
 
     if predictor is None:
-        spec = _resolve_spec(model)
-        scale = spec.check_scale(scale)
+        spec = _resolve_spec("bicubic" if model is None else model)
+        scale = spec.check_scale(2 if scale is None else scale)
         opts = engine_options(options, **engine_keywords)
     else:
         if not isinstance(predictor, Predictor):
             raise OptionError(f"predictor must be a MedSRLib.engine.Predictor; got {type(predictor).__name__}")
-        if options is not None or engine_keywords or weights is not None:
+        if options is not None or engine_keywords or weights is not None or allow_untrained:
             raise OptionError("give either a predictor or options/engine keywords/weights, not both")
         spec = predictor.spec
-        if model not in ("bicubic", spec, spec.name) or scale not in (2, predictor.scale):
+        if (model is not None and _resolve_spec(model).name != spec.name) or (scale is not None and scale != predictor.scale):
             raise OptionError(f"the predictor runs {spec.name} x{predictor.scale}; do not pass another model or scale")
         scale = predictor.scale
     if output_dtype not in ("input", "float32"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from MedSRLib.errors import ScaleError
-from MedSRLib.geometry import GridPlan, field_of_view, in_plane_plan, plan_output_grid, super_resolved_geometry
+from MedSRLib.geometry import in_plane_plan, plan_output_grid, super_resolved_geometry
 from MedSRLib.volume import Volume
 
 

@@ -14,7 +14,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from conftest import shared_path
 
 from MedSRLib.engine import EngineOptions, Predictor
@@ -114,3 +113,16 @@ def test_evaluate_honours_precision_and_reports_it(capsys):
     assert (bf16["precision"], fp32["precision"]) == ("bf16", "fp32")
     assert bf16["psnr"] != fp32["psnr"]  # the precision really changed what ran
     assert abs(bf16["psnr"] - fp32["psnr"]) < 0.1
+
+
+def test_a_reused_predictor_refuses_conflicting_model_scale_or_options():
+    from MedSRLib.errors import OptionError
+
+    volume = Volume(np.random.default_rng(2).random((2, 12, 10)).astype(np.float32), spacing=(1.0, 1.0, 3.0),
+                    origin=(0.0, 0.0, 0.0), direction=np.eye(3), modality="MR")
+    predictor = Predictor("bicubic", 3, options=FP32)
+    assert super_resolve(volume, predictor=predictor, axis=0).shape == (2, 36, 30)
+    assert super_resolve(volume, predictor=predictor, model="bicubic", scale=3, axis=0).shape == (2, 36, 30)
+    for bad in ({"model": "nearest"}, {"scale": 2}, {"precision": "fp32"}, {"options": FP32}):
+        with pytest.raises(OptionError, match="predictor"):
+            super_resolve(volume, predictor=predictor, axis=0, **bad)

@@ -4,6 +4,7 @@
     medsr models [--json] [--card NAME[:SCALE]]
     medsr evaluate HR [--model M] --scale S [--convention C] [--json]
     medsr check IN SR --scale S [--axis A] [--diff OUT] [--json]
+    medsr precision [--measure] [--json]
 
 Errors a user can cause print one line ``medsr: error: ...`` and exit with status 2 (no traceback);
 nothing is written. A cancelled run (Ctrl-C) exits 130 and writes nothing.
@@ -31,18 +32,31 @@ def _axis(value: str) -> int | str:
 
 
 def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    """``--axis``, ``--weights`` and one flag per offered :class:`~MedSRLib.engine.EngineOptions` field
+    (derived from the field's metadata, so every flag is honoured by every command that offers it)."""
+    from .engine.options import option_fields
+
     p.add_argument("--axis", type=_axis, default=None,
                    help="slice axis: axial|coronal|sagittal (through the direction matrix) or a numpy axis 0-2 "
                         "(z,y,x); default: the axis with the largest spacing")
-    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
-    p.add_argument("--batch-size", type=int, default=None, help="slices per batch (default: from the memory budget)")
-    p.add_argument("--memory-budget", type=float, default=None, metavar="MB", help="memory budget for activations, MB")
-    p.add_argument("--tile", type=int, default=None, help="LR tile side in pixels for large slices (default: automatic)")
-    p.add_argument("--ensemble", action="store_true", help="x8 geometric self-ensemble (8x slower, slightly better)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="auto (default): fp16 autocast on CUDA, bf16 on CPUs where native bf16 measures faster "
-                        "than fp32, else fp32; the image path always runs in fp32. fp32: full precision everywhere")
+    for name, meta in option_fields(offered_only=True).items():
+        if meta["type"] is bool:
+            p.add_argument(meta["flag"], dest=name, action="store_true", help=meta["help"])
+        else:
+            p.add_argument(meta["flag"], dest=name, type=meta["type"], default=None, metavar=meta["metavar"],
+                           choices=meta["choices"], help=meta["help"])
     p.add_argument("--weights", default=None, help="a weights file (.safetensors with its .json card) instead of the shipped one")
+
+
+def _engine_options(args: argparse.Namespace) -> Any:
+    """The validated :class:`~MedSRLib.engine.EngineOptions` of the parsed flags (unset flags keep the
+    defaults); an invalid value raises :class:`~MedSRLib.errors.OptionError` naming the field."""
+    from .engine import engine_options
+    from .engine.options import option_fields
+
+    given = {name: getattr(args, name) for name in option_fields(offered_only=True)
+             if getattr(args, name) is not None and getattr(args, name) is not False}
+    return engine_options(**given)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--no-reference", action="store_true", help="skip the bicubic reference scores")
     check.add_argument("--series-uid", default=None)
     check.add_argument("--json", action="store_true", help="print the consistency object as JSON")
+    prec = sub.add_parser("precision", help="show what --precision auto runs on this machine; --measure caches a measured choice")
+    prec.add_argument("--measure", action="store_true",
+                      help="time bf16 against fp32 convolutions here and cache the choice for 'auto' (a few seconds)")
+    prec.add_argument("--device", default="auto", help="device to report for (default auto)")
+    prec.add_argument("--json", action="store_true", help="JSON instead of text")
     return parser
 
 
@@ -128,6 +147,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .models import default_model, get_model
     from .pipeline import super_resolve
 
+    options = _engine_options(args)  # invalid engine flags fail before anything is read
     target = check_output_path(args.output, inputs=[args.input])
     diff_target = None
     if args.diff is not None:
@@ -147,12 +167,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             model=spec,
             scale=args.scale,
             axis=args.axis,
-            device=args.device,
-            batch_size=args.batch_size,
-            memory_budget_mb=args.memory_budget,
-            tile=args.tile,
-            ensemble=args.ensemble,
-            precision=args.precision,
+            options=options,
             output_dtype="float32" if args.float32 else "input",
             modality=args.modality,
             weights=args.weights,
@@ -171,12 +186,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     written = write_volume(result, target, inputs=[args.input])
     if diff_target is not None and report is not None and report.difference is not None:
         write_volume(report.difference, diff_target, inputs=[args.input])
+    run_info = result.metadata["medsr"]
     summary = {
         "input": str(args.input),
         "output": str(written),
         "model": spec.name,
         "scale": args.scale,
-        "slice_axis": result.metadata["medsr"]["slice_axis"],
+        "slice_axis": run_info["slice_axis"],
+        "precision": run_info["precision"],
+        "device": run_info["device"],
+        "factors_zyx": run_info["grid"]["factors_zyx"],
         "input_shape_zyx": list(volume.shape),
         "output_shape_zyx": list(result.shape),
         "input_spacing": list(volume.spacing),
@@ -192,7 +211,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         print(
-            f"wrote {written}: {spec.name} x{args.scale}, shape (z,y,x) {tuple(volume.shape)} -> {tuple(result.shape)}, "
+            f"wrote {written}: {spec.name} x{args.scale} ({run_info['precision']} on {run_info['device']}), "
+            f"shape (z,y,x) {tuple(volume.shape)} -> {tuple(result.shape)}, "
             f"spacing (x,y,z) {tuple(round(s, 4) for s in result.spacing)} mm"
         )
         if report is not None:
@@ -298,14 +318,13 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
+    options = _engine_options(args)  # invalid engine flags fail before any work
     if args.panel is not None:
-        from .engine import EngineOptions
         from .panel import panel_for_path
 
         panel_for_path(
             args.hr, args.panel, model=args.model, scale=args.scale, convention=args.convention, axis=args.axis,
-            series_uid=args.series_uid, weights=args.weights,
-            options=EngineOptions(device=args.device, ensemble=args.ensemble),
+            series_uid=args.series_uid, weights=args.weights, options=options,
         )
     bar = _Progress("evaluate", quiet=args.quiet or args.json)
     try:
@@ -316,10 +335,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             convention=args.convention,
             axis=args.axis,
             series_uid=args.series_uid,
-            device=args.device,
-            ensemble=args.ensemble,
             weights=args.weights,
             limit=args.limit,
+            options=options,
             progress=bar,
         )
     finally:
@@ -327,14 +345,38 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_json(per_image=args.per_image), indent=2))
     else:
-        print(f"{result.n_images} images, x{result.scale}, convention {result.convention}")
+        print(f"{result.n_images} images, x{result.scale}, convention {result.convention}, "
+              f"{result.precision} on {result.device}")
         print(f"{'':10}{'PSNR (dB)':>12}{'SSIM':>10}")
         print(f"{'bicubic':10}{result.bicubic_psnr:12.3f}{result.bicubic_ssim:10.4f}")
         print(f"{result.model:10}{result.psnr:12.3f}{result.ssim:10.4f}")
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "models": _cmd_models, "evaluate": _cmd_evaluate, "check": _cmd_check}
+def _cmd_precision(args: argparse.Namespace) -> int:
+    from .engine import auto_cpu_precision, cpu_info, measure_cpu_precision, resolve_device, resolve_precision
+    from .engine.precision import cache_dir
+
+    device = resolve_device(args.device)
+    info = cpu_info()
+    report: dict[str, Any] = {"device": str(device), "cpu": info.model, "vendor": info.vendor,
+                              "cache": str(cache_dir())}
+    if args.measure:
+        report["measured"] = measure_cpu_precision()
+    source = auto_cpu_precision()[1] if device.type == "cpu" else "device"
+    report.update({"auto": resolve_precision("auto", device), "source": source})
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    if args.measure:
+        m = report["measured"]
+        print(f"measured: bf16 convolutions run {m['bf16_gain']:.2f}x fp32 here; cached '{m['precision']}' in {m['path']}")
+    print(f"--precision auto on {device} ({info.model or 'unknown CPU'}): {report['auto']} (from the {source})")
+    return 0
+
+
+COMMANDS = {"run": _cmd_run, "models": _cmd_models, "evaluate": _cmd_evaluate, "check": _cmd_check,
+            "precision": _cmd_precision}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

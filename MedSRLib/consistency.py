@@ -126,9 +126,10 @@ def infer_slice_axis(input_shape: tuple[int, ...], sr_shape: tuple[int, ...], sc
 
 
 def _check_grids(input_volume: Volume, sr_volume: Volume, scale: int, slice_axis: int) -> None:
-    from .geometry import super_resolved_geometry
+    """The SR grid must be the output grid of the plan (:func:`MedSRLib.geometry.in_plane_plan`)."""
+    from .geometry import in_plane_plan
 
-    expected = super_resolved_geometry(input_volume, scale=scale, slice_axis=slice_axis)
+    expected = in_plane_plan(input_volume, scale=scale, slice_axis=slice_axis).output
     if tuple(sr_volume.shape) != tuple(expected.shape):
         raise GeometryError(
             f"SR shape {sr_volume.shape} does not match the input x{scale} along axis {slice_axis} "

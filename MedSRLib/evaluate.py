@@ -1,9 +1,11 @@
 """Evaluate a model against bicubic on real high-resolution images.
 
-Each HR image (a 2D file, or each slice of a volume along the slice axis) is mapped to [0, 1], cropped
+Each HR image (a 2D file: :func:`MedSRLib.intensity.image_to_unit`; or each slice of a volume along the
+slice axis: the volume's :class:`~MedSRLib.intensity.IntensityMapping`) is mapped to [0, 1], cropped
 to a multiple of the scale, degraded with the project's one bicubic degradation
 (:func:`MedSRLib.resize.degrade`), super-resolved by the model and by bicubic, and both are scored
-against the HR image with one named metric convention (:mod:`MedSRLib.metrics`). Scores are averaged
+against the HR image with one named metric convention; the network runs through one
+:class:`MedSRLib.engine.Predictor` (:func:`degrade_and_super_resolve`, shared with the panels) (:mod:`MedSRLib.metrics`). Scores are averaged
 over images (per-image PSNR then mean, the convention of every paper we compare with).
 """
 
@@ -15,11 +17,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .errors import InputFileError, InputSizeError
-
-#: Integer-valued 2D images whose maximum is at most this are treated as 8-bit display images (/255).
-EIGHT_BIT_MAX = 255.0
-
+from .errors import InputFileError, InputSizeError, OptionError
 
 @dataclass
 class EvaluationResult:
@@ -33,6 +31,8 @@ class EvaluationResult:
     ssim: float
     bicubic_psnr: float
     bicubic_ssim: float
+    precision: str = "fp32"
+    device: str = "cpu"
     per_image: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self, *, per_image: bool = False) -> dict[str, Any]:
@@ -46,39 +46,44 @@ class EvaluationResult:
             "ssim": self.ssim,
             "bicubic_psnr": self.bicubic_psnr,
             "bicubic_ssim": self.bicubic_ssim,
+            "precision": self.precision,
+            "device": self.device,
         }
         if per_image:
             data["per_image"] = self.per_image
         return data
 
 
-def to_unit_image(image: np.ndarray) -> np.ndarray:
-    """One raw 2D image (h, w) mapped to [0, 1] (float64).
+def degrade_and_super_resolve(predictor: Any, hr: np.ndarray, *, name: str = "image") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The one evaluation step of ``medsr evaluate``, comparison panels and training's validation:
+    ``hr`` (h, w) in [0, 1] -> ``(hr cropped to a multiple of the scale, float64; lr = degrade(hr),
+    float32; sr = predictor's output clipped to [0, 1], float64)``.
 
-    8-bit display images (integer values in 0..255: PNG/JPEG, COVID-CT, Alzheimer) are divided by
-    255; other images (DICOM, NIfTI slices) use the MR robust-percentile mapping of
-    :class:`MedSRLib.intensity.IntensityMapping`. Values are clipped to [0, 1].
+    Raises :class:`~MedSRLib.errors.InputSizeError` when the LR image would be smaller than the
+    network's minimum input.
     """
-    from .intensity import IntensityMapping
+    from .resize import degrade, modcrop
 
-    image = np.asarray(image, dtype=np.float64)
-    finite = image[np.isfinite(image)]
-    if finite.size and finite.min() >= 0 and finite.max() <= EIGHT_BIT_MAX and np.all(finite == np.round(finite)):
-        unit = image / EIGHT_BIT_MAX
-    else:
-        unit = IntensityMapping.fit(image[None], modality="MR").to_unit(image[None])[0]
-    return np.clip(unit, 0.0, 1.0)
+    scale = predictor.scale
+    hr = modcrop(np.asarray(hr, dtype=np.float64), scale)
+    if min(hr.shape) < scale * max(predictor.min_lr_size, 1):
+        raise InputSizeError(f"image {name} ({hr.shape[1]}x{hr.shape[0]} px) is too small for {predictor.spec.name} x{scale}")
+    lr = degrade(hr, scale=scale).astype(np.float32)
+    sr = np.clip(predictor.predict(lr).astype(np.float64), 0.0, 1.0)
+    return hr, lr, sr
 
 
 def _unit_images_from_folder(folder: Path) -> Iterator[tuple[str, np.ndarray]]:
-    """``(name, image in [0, 1])`` for every 2D image file in ``folder`` (see :func:`to_unit_image`)."""
+    """``(name, image in [0, 1])`` for every 2D image file in ``folder``
+    (:func:`MedSRLib.intensity.image_to_unit`)."""
+    from .intensity import image_to_unit
     from .io import list_images_2d, read_image_2d
 
     paths = list_images_2d(folder)
     if not paths:
         raise InputFileError(f"no 2D images (PNG, JPEG, BMP, TIFF, DICOM, NIfTI) found in {folder}; check the path")
     for path in paths:
-        yield str(path.relative_to(folder)), to_unit_image(read_image_2d(path))
+        yield str(path.relative_to(folder)), image_to_unit(read_image_2d(path))
 
 
 def _unit_images_from_volume(path: Path, axis: Any, series_uid: str | None) -> tuple[str | None, Iterator[tuple[str, np.ndarray]]]:
@@ -107,22 +112,30 @@ def evaluate(
     convention: str = "basicsr",
     axis: int | str | None = None,
     series_uid: str | None = None,
-    device: str = "auto",
-    ensemble: bool = False,
     weights: str | Path | None = None,
     limit: int | None = None,
+    options: Any = None,
     progress: Callable[[int, int], None] | None = None,
+    **engine_keywords: Any,
 ) -> EvaluationResult:
     """Score ``model`` and bicubic on the HR images at ``hr_path`` (a 2D-image folder or a volume).
 
     ``model=None`` picks the default model for the data's modality and scale. ``limit`` caps the
-    number of images (first ``limit`` in sorted order).
+    number of images (first ``limit`` in sorted order). ``options`` (an
+    :class:`~MedSRLib.engine.EngineOptions`) and ``engine_keywords`` (its field names: ``device``,
+    ``precision``, ``tile``, ``batch_size``, ``memory_budget_mb``, ``threads``, ...) are honoured
+    exactly as :func:`MedSRLib.pipeline.super_resolve` honours them; the precision that ran is in
+    the result.
     """
-    from .engine import EngineOptions, run_slices
-    from .metrics import evaluate_pair
+    from .engine import Predictor, engine_options
+    from .metrics import evaluate_pair, get_convention
     from .models import default_model, get_model
-    from .resize import degrade, imresize, modcrop
+    from .resize import imresize
 
+    opts = engine_options(options, **engine_keywords)  # invalid values fail before any work
+    get_convention(convention)  # an unknown convention fails before any work
+    if limit is not None and (isinstance(limit, bool) or int(limit) != limit or limit < 1):
+        raise OptionError(f"limit must be a positive integer (images to evaluate); got {limit!r}")
     hr_path = Path(hr_path)
     if not hr_path.exists():
         raise InputFileError(f"{hr_path} does not exist; give a folder of 2D images or a volume file/DICOM folder")
@@ -132,24 +145,17 @@ def evaluate(
     else:
         modality, images = _unit_images_from_volume(hr_path, axis, series_uid)
     spec = get_model(model) if model is not None else default_model(modality, scale)
-    scale = spec.check_scale(scale)
-    from .models.reparam import prepare_for_inference
-
-    module = prepare_for_inference(spec.load(scale, weights=weights))
-    options = EngineOptions(device=device, ensemble=ensemble)
+    predictor = Predictor(spec, spec.check_scale(scale), weights=weights, options=opts)
+    scale = predictor.scale
 
     items = list(images)
     if limit is not None:
         items = items[: int(limit)]
     per_image: list[dict[str, Any]] = []
     for index, (name, hr) in enumerate(items):
-        hr = modcrop(hr, scale)
-        if min(hr.shape) < scale * max(spec.min_lr_size, 1):
-            raise InputSizeError(f"image {name} ({hr.shape[1]}x{hr.shape[0]} px) is too small for x{scale}")
-        lr = degrade(hr, scale=scale).astype(np.float32)
-        sr = run_slices(module, lr[None], scale=scale, options=options, min_lr_size=spec.min_lr_size)[0].astype(np.float64)
+        hr, lr, sr = degrade_and_super_resolve(predictor, hr, name=name)
         bicubic = imresize(lr.astype(np.float64), scale=scale)
-        model_scores = evaluate_pair(np.clip(sr, 0, 1), hr, scale=scale, convention=convention)
+        model_scores = evaluate_pair(sr, hr, scale=scale, convention=convention)
         bicubic_scores = evaluate_pair(np.clip(bicubic, 0, 1), hr, scale=scale, convention=convention)
         per_image.append(
             {
@@ -177,6 +183,8 @@ def evaluate(
         ssim=mean("ssim"),
         bicubic_psnr=mean("bicubic_psnr"),
         bicubic_ssim=mean("bicubic_ssim"),
+        precision=predictor.precision_ran or predictor.precision,
+        device=str(predictor.device),
         per_image=per_image,
     )
 

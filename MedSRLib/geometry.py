@@ -30,13 +30,17 @@ if TYPE_CHECKING:  # SimpleITK is imported lazily: the Slicer module imports thi
     import SimpleITK as sitk
 
 __all__ = [
+    "Grid",
+    "GridPlan",
     "LPS_TO_RAS",
     "PLANE_ROWS",
     "SuperResolvedGrid",
     "field_of_view",
     "geometry_from_ijk_to_ras",
     "ijk_to_ras_matrix",
+    "in_plane_plan",
     "lps_to_ras",
+    "plan_output_grid",
     "ras_to_lps",
     "resolve_slice_axis",
     "super_resolved_geometry",
@@ -165,8 +169,151 @@ def resolve_slice_axis(volume: Volume, axis: AxisLike = None) -> int:
 # Super-resolved grid
 
 
+@dataclass(frozen=True)
+class Grid:
+    """A voxel grid: numpy ``shape`` ``(z, y, x)``; ``spacing`` (mm) and ``origin`` (LPS mm, centre of
+    voxel (0, 0, 0)) in ITK order ``(i, j, k)``; ``direction`` 3x3 LPS cosines (columns = i, j, k)."""
+
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: np.ndarray
+
+    @classmethod
+    def of(cls, volume: Volume | SuperResolvedGrid) -> "Grid":
+        """The grid of a volume (its array is not read)."""
+        return cls(
+            shape=tuple(int(n) for n in volume.shape),  # type: ignore[arg-type]
+            spacing=tuple(float(v) for v in volume.spacing),  # type: ignore[arg-type]
+            origin=tuple(float(v) for v in volume.origin),  # type: ignore[arg-type]
+            direction=np.array(volume.direction, dtype=np.float64),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict (``shape_zyx``, ``spacing``, ``origin``, ``direction`` row-major)."""
+        return {
+            "shape_zyx": list(self.shape),
+            "spacing": list(self.spacing),
+            "origin": list(self.origin),
+            "direction": [[float(v) for v in row] for row in np.asarray(self.direction)],
+        }
+
+
+@dataclass(frozen=True)
+class GridPlan:
+    """The output-grid plan of a super-resolution: which axes are upsampled, by how much, and the
+    input and output grids. Computed once by :func:`plan_output_grid` (in-plane integer scale:
+    :func:`in_plane_plan`) and carried in the result's metadata (``metadata["medsr"]["grid"]``).
+
+    Attributes:
+        input: the input :class:`Grid`.
+        output: the output :class:`Grid` (same field of view: outer voxel edges are kept).
+        factors: per numpy axis ``(z, y, x)``, the effective factor ``output.shape / input.shape``
+            (floats >= 1; 1.0 = axis not upsampled). Output spacing = input spacing / factor.
+        requested: the factors asked for (the output size along an axis is ``round(n * requested)``,
+            so ``factors`` differs from ``requested`` when ``n * requested`` is not an integer).
+    """
+
+    input: Grid
+    output: Grid
+    factors: tuple[float, float, float]
+    requested: tuple[float, float, float]
+
+    @property
+    def upsampled_axes(self) -> tuple[int, ...]:
+        """Numpy axes (0 = z, 1 = y, 2 = x) with a factor > 1."""
+        return tuple(a for a, f in enumerate(self.factors) if f > 1.0)
+
+    @property
+    def slice_axis(self) -> int | None:
+        """The one numpy axis left alone when exactly two are upsampled (in-plane SR), else None."""
+        kept = [a for a, f in enumerate(self.factors) if f == 1.0]
+        return kept[0] if len(kept) == 1 else None
+
+    @property
+    def in_plane_scale(self) -> int | None:
+        """The integer in-plane factor when this is in-plane SR with one integer factor, else None."""
+        if self.slice_axis is None:
+            return None
+        values = {self.factors[a] for a in self.upsampled_axes}
+        value = values.pop() if len(values) == 1 else None
+        return int(value) if value is not None and float(value).is_integer() else None
+
+    def to_volume(self, array: np.ndarray, **fields: Any) -> Volume:
+        """A :class:`Volume` on the output grid holding ``array`` (shape must be ``output.shape``)."""
+        if tuple(np.shape(array)) != tuple(self.output.shape):
+            raise GeometryError(f"array shape {np.shape(array)} does not match the grid shape {self.output.shape}")
+        out = self.output
+        return Volume(array=array, spacing=out.spacing, origin=out.origin, direction=out.direction, **fields)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict: ``factors_zyx``, ``requested_zyx``, ``upsampled_axes``, ``input``, ``output``."""
+        return {
+            "factors_zyx": [float(f) for f in self.factors],
+            "requested_zyx": [float(f) for f in self.requested],
+            "upsampled_axes": list(self.upsampled_axes),
+            "input": self.input.to_json(),
+            "output": self.output.to_json(),
+        }
+
+
+def _check_factor(value: Any, axis: int) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ScaleError(f"factor for numpy axis {axis} must be a number >= 1; got {value!r}")
+    factor = float(value)
+    if not np.isfinite(factor) or factor < 1.0:
+        raise ScaleError(f"factor for numpy axis {axis} must be a finite number >= 1; got {value!r}")
+    return factor
+
+
+def plan_output_grid(volume: Volume | Grid, factors: Any) -> GridPlan:
+    """Plan the output grid of ``volume`` upsampled by per-axis ``factors`` (numpy order ``(z, y, x)``,
+    floats >= 1).
+
+    Along numpy axis ``a`` with ``n`` voxels the output has ``n' = round(n * f)`` voxels (at least
+    ``n``); the effective factor is ``f' = n' / n``, the spacing ``spacing / f'``, and the origin moves
+    by ``(1/f' - 1)/2 * spacing * d`` along the axis direction ``d``, so the field of view (outer voxel
+    edges) is exactly the input's: output index ``i'`` sits at input index ``(i' + 0.5) / f' - 0.5``.
+    The direction is unchanged. An integer ``f`` gives exactly ``n f`` voxels and ``spacing / f``.
+
+    Raises:
+        ScaleError: a factor that is not a finite number >= 1, or not three factors.
+    """
+    values = list(factors) if isinstance(factors, (list, tuple, np.ndarray)) else None
+    if values is None or len(values) != 3:
+        raise ScaleError(f"factors must be three numbers >= 1 in numpy order (z, y, x); got {factors!r}")
+    requested = tuple(_check_factor(v, a) for a, v in enumerate(values))
+    grid_in = volume if isinstance(volume, Grid) else Grid.of(volume)
+    shape_in = grid_in.shape
+    shape_out = tuple(max(int(n), int(np.floor(int(n) * f + 0.5))) for n, f in zip(shape_in, requested))
+    effective = tuple(float(m) / float(n) if n else f for n, m, f in zip(shape_in, shape_out, requested))
+    direction = np.array(grid_in.direction, dtype=np.float64)
+    spacing = np.asarray(grid_in.spacing, dtype=np.float64)
+    origin = np.asarray(grid_in.origin, dtype=np.float64).copy()
+    itk_factors = np.array(effective[::-1], dtype=np.float64)  # ITK order (i, j, k) = numpy (x, y, z)
+    origin += direction @ ((1.0 / itk_factors - 1.0) / 2.0 * spacing)
+    grid_out = Grid(
+        shape=shape_out,  # type: ignore[arg-type]
+        spacing=tuple(float(v) for v in spacing / itk_factors),  # type: ignore[arg-type]
+        origin=tuple(float(v) for v in origin),  # type: ignore[arg-type]
+        direction=direction,
+    )
+    return GridPlan(input=grid_in, output=grid_out, factors=effective, requested=requested)  # type: ignore[arg-type]
+
+
+def in_plane_plan(volume: Volume | Grid, *, scale: int, slice_axis: int) -> GridPlan:
+    """:func:`plan_output_grid` for in-plane SR: integer ``scale`` on the two numpy axes other than
+    ``slice_axis`` (0, 1 or 2), factor 1 on ``slice_axis``."""
+    if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, (int, np.integer)) or int(scale) < 1:
+        raise ScaleError(f"scale must be an integer >= 1; got {scale!r}")
+    if isinstance(slice_axis, (bool, np.bool_)) or not isinstance(slice_axis, (int, np.integer)) or not 0 <= slice_axis <= 2:
+        raise GeometryError(f"slice_axis must be a numpy axis 0, 1 or 2; got {slice_axis!r}")
+    return plan_output_grid(volume, [1 if a == int(slice_axis) else int(scale) for a in range(3)])
+
+
 def super_resolved_geometry(volume: Volume, *, scale: int, slice_axis: int) -> SuperResolvedGrid:
-    """The grid of ``volume`` upsampled ``scale`` times in the two axes other than ``slice_axis``.
+    """The grid of ``volume`` upsampled ``scale`` times in the two axes other than ``slice_axis``
+    (:func:`in_plane_plan`'s output grid with its scale and slice axis).
 
     In-plane spacing is divided by ``scale``; the slice spacing and the direction are unchanged; the
     origin moves by ``(1/scale - 1)/2 * spacing_a * direction[:, a]`` for each upsampled ITK axis
@@ -177,25 +324,11 @@ def super_resolved_geometry(volume: Volume, *, scale: int, slice_axis: int) -> S
         scale: integer factor >= 1.
         slice_axis: numpy axis 0, 1 or 2 left unchanged (see :func:`resolve_slice_axis`).
     """
-    if isinstance(scale, (bool, np.bool_)) or not isinstance(scale, (int, np.integer)) or int(scale) < 1:
-        raise ScaleError(f"scale must be an integer >= 1; got {scale!r}")
-    if isinstance(slice_axis, (bool, np.bool_)) or not isinstance(slice_axis, (int, np.integer)) or not 0 <= slice_axis <= 2:
-        raise GeometryError(f"slice_axis must be a numpy axis 0, 1 or 2; got {slice_axis!r}")
-    s = int(scale)
-    slice_axis = int(slice_axis)
-    direction = np.array(volume.direction, dtype=np.float64)
-    spacing = np.asarray(volume.spacing, dtype=np.float64)
-    origin = np.asarray(volume.origin, dtype=np.float64).copy()
-    factors = np.array([1 if 2 - a == slice_axis else s for a in range(3)], dtype=np.float64)  # ITK order
-    origin += direction @ ((1.0 / factors - 1.0) / 2.0 * spacing)
-    shape = tuple(int(n) if axis == slice_axis else int(n) * s for axis, n in enumerate(volume.shape))
+    plan = in_plane_plan(volume, scale=scale, slice_axis=slice_axis)
+    out = plan.output
     return SuperResolvedGrid(
-        shape=shape,  # type: ignore[arg-type]
-        spacing=tuple(float(v) for v in spacing / factors),  # type: ignore[arg-type]
-        origin=tuple(float(v) for v in origin),  # type: ignore[arg-type]
-        direction=direction,
-        scale=s,
-        slice_axis=slice_axis,
+        shape=out.shape, spacing=out.spacing, origin=out.origin, direction=out.direction,
+        scale=int(scale), slice_axis=int(slice_axis),
     )
 
 

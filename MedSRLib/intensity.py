@@ -189,3 +189,31 @@ class IntensityMapping:
             "rule": "CT fixed HU window" if self.modality == "CT" else
             f"MR [min(0, p{MR_LOW_PERCENTILE:g}) if negative else 0, p{MR_HIGH_PERCENTILE:g}]",
         }
+
+
+# ----------------------------------------------------------------------------------- 2D images
+
+#: Integer-valued 2D images with values in 0..this are 8-bit display images (divided by 255).
+EIGHT_BIT_MAX = 255.0
+
+
+def image_to_unit(image: np.ndarray, *, modality: str | None = None) -> np.ndarray:
+    """The one 2D-image normaliser (``medsr evaluate``, comparison panels, training): a raw
+    ``(h, w)`` image -> float64 ``(h, w)`` in [0, 1] (clipped).
+
+    * **8-bit display images** (every finite value an integer in 0..255: PNG/JPEG, COVID-CT,
+      Alzheimer) are divided by 255 whatever ``modality`` says: their grey levels were already
+      windowed for display, they are not HU or scanner units.
+    * Other images (DICOM, NIfTI slices) use :class:`IntensityMapping` for ``modality`` (``'CT'``: the
+      fixed HU window; ``'MR'``: the image's robust percentiles); ``modality=None`` guesses it from
+      the values (:func:`guess_modality`: air at -1000 HU means CT).
+    """
+    values = np.asarray(image, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    if finite.size and finite.min() >= 0 and finite.max() <= EIGHT_BIT_MAX and np.all(finite == np.round(finite)):
+        unit = values / EIGHT_BIT_MAX
+    else:
+        if modality is None:
+            modality = guess_modality(Volume(values[None], (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3)))
+        unit = IntensityMapping.fit(values[None], modality=modality).to_unit(values[None])[0]
+    return np.clip(unit, 0.0, 1.0)

@@ -2,7 +2,7 @@
 
 The HR image (2D, [0, 1]) is cropped to a multiple of the scale and degraded with the project's one
 degradation (:func:`MedSRLib.resize.degrade`); every model -- ``bicubic`` included -- is a registry
-model run by :func:`MedSRLib.engine.run_slices`, and scored against HR with
+model run by one :class:`MedSRLib.engine.Predictor` per model, and scored against HR with
 :func:`MedSRLib.metrics.evaluate_pair` under a named convention, exactly as :mod:`MedSRLib.evaluate`
 does. The picture has one column per image (LR nearest-upscaled for display, each model, HR): the
 whole image with the crop box drawn on it, the crop zoomed below, then the name and PSNR/SSIM.
@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from .errors import InputFileError, InputSizeError, OptionError, OutputPathError
-from .evaluate import to_unit_image
+from .intensity import image_to_unit
 
 #: Side (px) of each column's square display area.
 TILE = 256
@@ -46,47 +46,60 @@ class PanelData:
     scores: dict[str, dict[str, float | None]]
 
 
+def predictors_for(
+    models: Sequence[str], scale: int, *, weights: Mapping[str, str | Path] | None = None, options: Any = None
+) -> dict[str, Any]:
+    """``{model name: Predictor}`` for ``models`` at ``scale`` (``weights`` maps a model name to a weights
+    file overriding the shipped one; ``options`` an ``EngineOptions``), built once for many images."""
+    from .engine import Predictor
+    from .models import get_model
+
+    if not models:
+        raise OptionError("models must name at least one registered model (e.g. ['bicubic'])")
+    specs = [get_model(name) for name in models]
+    weights = {get_model(k).name: v for k, v in (weights or {}).items()}
+    return {spec.name: Predictor(spec, scale, weights=weights.get(spec.name), options=options) for spec in specs}
+
+
 def super_resolve_and_score(
     hr: np.ndarray,
     *,
     scale: int,
-    models: Sequence[str],
+    models: Sequence[str] = (),
     convention: str = "basicsr",
     weights: Mapping[str, str | Path] | None = None,
     options: Any = None,
+    predictors: Mapping[str, Any] | None = None,
 ) -> PanelData:
-    """Degrade ``hr``, run each registry model on the LR image and score it with ``evaluate_pair``.
+    """Degrade ``hr``, run each model on the LR image and score it with ``evaluate_pair``, exactly as
+    ``medsr evaluate`` does (:func:`MedSRLib.evaluate.degrade_and_super_resolve`).
 
-    ``weights`` maps a model name to a weights file overriding the shipped one.
+    Either ``models`` (with ``weights``, a model name -> weights file override, and ``options``) or
+    ``predictors`` built once by :func:`predictors_for`.
     """
-    from .engine import EngineOptions, run_slices
+    from .evaluate import degrade_and_super_resolve
     from .metrics import evaluate_pair, get_convention
-    from .models import get_model
-    from .resize import degrade, modcrop
 
     hr = np.asarray(hr, dtype=np.float64)
     if hr.ndim != 2:
         raise InputSizeError(f"the HR image must be 2D; got shape {hr.shape}")
-    if not models:
-        raise OptionError("models must name at least one registered model (e.g. ['bicubic'])")
     convention = get_convention(convention).name
-    specs = [get_model(name) for name in models]
-    scale = int(specs[0].check_scale(scale))
-    hr = np.clip(modcrop(hr, scale), 0.0, 1.0)
-    lr = degrade(hr, scale=scale).astype(np.float32)
-    options = options if options is not None else EngineOptions()
-    weights = {get_model(k).name: v for k, v in (weights or {}).items()}
+    if predictors is None:
+        predictors = predictors_for(models, scale, weights=weights, options=options)
+    elif not predictors:
+        raise OptionError("predictors must hold at least one Predictor")
+    scale = int(scale)
+    hr = np.clip(hr, 0.0, 1.0)
     outputs: dict[str, np.ndarray] = {}
     scores: dict[str, dict[str, float | None]] = {}
-    for spec in specs:
-        spec.check_scale(scale)
-        if min(lr.shape) < spec.min_lr_size:
-            raise InputSizeError(f"the LR image ({lr.shape[1]}x{lr.shape[0]} px) is too small for {spec.name}")
-        module = spec.load(scale, weights=weights.get(spec.name))
-        sr = run_slices(module, lr[None], scale=scale, options=options, min_lr_size=spec.min_lr_size)[0]
-        outputs[spec.name] = np.clip(sr.astype(np.float64), 0.0, 1.0)
-        scores[spec.name] = evaluate_pair(outputs[spec.name], hr, scale=scale, convention=convention)
-    return PanelData(hr=hr, lr=lr, scale=scale, convention=convention, outputs=outputs, scores=scores)
+    lr = None
+    for name, predictor in predictors.items():
+        if predictor.scale != scale:
+            raise OptionError(f"the predictor of {name} runs x{predictor.scale}, not x{scale}")
+        cropped, lr, outputs[name] = degrade_and_super_resolve(predictor, hr, name="the HR image")
+        scores[name] = evaluate_pair(outputs[name], cropped, scale=scale, convention=convention)
+    assert lr is not None
+    return PanelData(hr=cropped, lr=lr, scale=scale, convention=convention, outputs=outputs, scores=scores)
 
 
 def auto_crop(hr: np.ndarray, *, scale: int, size: int | None = None) -> Crop:
@@ -268,7 +281,7 @@ def save_comparison_panel(
 
     out = _check_png_path(out_png, [image_path])
     image_path = Path(image_path)
-    hr = to_unit_image(read_image_2d(image_path))
+    hr = image_to_unit(read_image_2d(image_path))
     data = super_resolve_and_score(hr, scale=scale, models=models, convention=convention, weights=weights, options=options)
     panel, meta = _named_panel(data, image_path.name, crop=crop, title=title)
     _save_png(panel, out, meta)
@@ -300,12 +313,12 @@ def _panel_images(
     from .io import list_images_2d, read_image_2d
 
     if hr_path.is_file() and hr_path.suffix.lower() in _IMAGE_ENDINGS:
-        return None, [(hr_path.name, to_unit_image(read_image_2d(hr_path)))]
+        return None, [(hr_path.name, image_to_unit(read_image_2d(hr_path)))]
     if hr_path.is_dir() and not _looks_like_dicom_folder(hr_path):
         paths = list_images_2d(hr_path)[:limit]
         if not paths:
             raise InputFileError(f"no 2D images (PNG, JPEG, BMP, TIFF, DICOM, NIfTI) found in {hr_path}; check the path")
-        return None, [(str(p.relative_to(hr_path)), to_unit_image(read_image_2d(p))) for p in paths]
+        return None, [(str(p.relative_to(hr_path)), image_to_unit(read_image_2d(p))) for p in paths]
     modality, slices = _unit_images_from_volume(hr_path, axis, series_uid)
     items = list(slices)
     start = max(0, len(items) // 2 - limit // 2)
@@ -345,8 +358,9 @@ def panel_for_path(
     models = ["bicubic"] + ([spec.name] if spec.name != "bicubic" else [])
     panels, meta = [], []
     override = {spec.name: weights} if weights is not None else None
+    predictors = predictors_for(models, scale, weights=override, options=options)
     for name, hr in images:
-        data = super_resolve_and_score(hr, scale=scale, models=models, convention=convention, weights=override, options=options)
+        data = super_resolve_and_score(hr, scale=scale, convention=convention, predictors=predictors)
         panel, image_meta = _named_panel(data, name)
         panels.append(panel)
         meta.append(image_meta)
@@ -368,6 +382,6 @@ __all__ = [
     "panel_for_path",
     "render_panel",
     "save_comparison_panel",
+    "predictors_for",
     "super_resolve_and_score",
-    "to_unit_image",
 ]

@@ -3,7 +3,8 @@
 ``super_resolve`` cuts a :class:`~MedSRLib.volume.Volume` into 2D slices orthogonal to the chosen
 axis, maps intensities to the networks' [0, 1] domain (:mod:`MedSRLib.intensity`), runs the model on
 batches of slices (:mod:`MedSRLib.engine`), maps back to the input's units and dtype, and re-stacks
-into a preallocated output whose geometry comes from :func:`MedSRLib.geometry.super_resolved_geometry`
+into a preallocated output whose geometry is the :class:`MedSRLib.geometry.GridPlan` of
+:func:`MedSRLib.geometry.in_plane_plan`; the network runs through one :class:`MedSRLib.engine.Predictor`
 (in-plane spacing / scale, slice spacing, direction unchanged, origin shifted to keep the field of view).
 
 Slices are read lazily (normalised one batch at a time) and written straight into the output array,
@@ -18,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .errors import InputSizeError
+from .errors import InputSizeError, OptionError
 from .volume import Volume
 
 ProgressCallback = Callable[[int, int], None]
@@ -65,51 +66,67 @@ def _resolve_spec(model: Any) -> Any:
 def super_resolve(
     volume: Volume,
     *,
-    model: Any = "bicubic",
-    scale: int = 2,
+    model: Any = None,
+    scale: int | None = None,
     axis: int | str | None = None,
-    device: str = "auto",
-    batch_size: int | None = None,
-    memory_budget_mb: float | None = None,
-    tile: int | None = None,
-    ensemble: bool = False,
-    precision: str = "auto",
     output_dtype: str = "input",
     modality: str | None = None,
     weights: str | Path | None = None,
     allow_untrained: bool = False,
+    options: Any = None,
+    predictor: Any = None,
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
+    **engine_keywords: Any,
 ) -> Volume:
     """Super-resolve ``volume`` in the plane orthogonal to ``axis`` by integer ``scale``.
 
     Args:
         volume: the input (never modified).
-        model: a registry name (``medsr models``) or a :class:`~MedSRLib.models.base.ModelSpec`.
-        scale: integer factor applied to both in-plane axes; must be one of the model's scales.
+        model: a registry name (``medsr models``) or a :class:`~MedSRLib.models.base.ModelSpec`;
+            None = ``'bicubic'`` (or the predictor's model).
+        scale: integer factor applied to both in-plane axes; must be one of the model's scales;
+            None = 2 (or the predictor's scale).
         axis: slice axis: None (largest spacing), ``'axial'|'coronal'|'sagittal'`` or a numpy axis 0-2.
-        device, batch_size, memory_budget_mb, tile, ensemble, precision: engine options
-            (:class:`MedSRLib.engine.EngineOptions`).
         output_dtype: ``'input'`` (keep the input's dtype and units; integers rounded and clipped)
             or ``'float32'``.
         modality: ``'CT'``/``'MR'`` overrides the volume's own or guessed modality (intensity mapping).
         weights: a weights file overriding the shipped one.
         allow_untrained: run a learned network with random weights (tests and benchmarks only).
+        options: a :class:`MedSRLib.engine.EngineOptions` (default: all automatic).
+        predictor: a :class:`MedSRLib.engine.Predictor` built once and reused across volumes (batch
+            runs); then ``model``, ``scale``, ``weights``, ``options`` and engine keywords must not be given.
         progress: ``progress(done_slices, total_slices)`` after each batch.
         cancel: polled between batches; returning True raises :class:`~MedSRLib.errors.CancelledError`.
+        **engine_keywords: :class:`~MedSRLib.engine.EngineOptions` fields (``device``, ``batch_size``,
+            ``memory_budget_mb``, ``tile``, ``tile_overlap``, ``ensemble``, ``precision``, ``threads``,
+            ``compile``, ``channels_last``) overriding ``options``; unknown names raise
+            :class:`~MedSRLib.errors.OptionError`.
 
     Returns:
         A new :class:`Volume` on the super-resolved grid, same modality, with ``metadata["medsr"]``
-        describing the run.
+        describing the run (model, scale, slice axis, intensity mapping, the precision that ran,
+        device, and ``grid``: the :class:`~MedSRLib.geometry.GridPlan` as JSON).
     """
-    from .engine import EngineOptions, run_slices
-    from .geometry import resolve_slice_axis, super_resolved_geometry
+    from .engine import Predictor, engine_options
+    from .geometry import in_plane_plan, resolve_slice_axis
     from .intensity import IntensityMapping, guess_modality
 
-    spec = _resolve_spec(model)
-    scale = spec.check_scale(scale)
+    if predictor is None:
+        spec = _resolve_spec("bicubic" if model is None else model)
+        scale = spec.check_scale(2 if scale is None else scale)
+        opts = engine_options(options, **engine_keywords)
+    else:
+        if not isinstance(predictor, Predictor):
+            raise OptionError(f"predictor must be a MedSRLib.engine.Predictor; got {type(predictor).__name__}")
+        if options is not None or engine_keywords or weights is not None or allow_untrained:
+            raise OptionError("give either a predictor or options/engine keywords/weights, not both")
+        spec = predictor.spec
+        if (model is not None and _resolve_spec(model).name != spec.name) or (scale is not None and scale != predictor.scale):
+            raise OptionError(f"the predictor runs {spec.name} x{predictor.scale}; do not pass another model or scale")
+        scale = predictor.scale
     if output_dtype not in ("input", "float32"):
-        raise ValueError(f"output_dtype must be 'input' or 'float32'; got {output_dtype!r}")
+        raise OptionError(f"output_dtype must be 'input' or 'float32'; got {output_dtype!r}")
     slice_axis = resolve_slice_axis(volume, axis)
     in_plane = [n for a, n in enumerate(volume.shape) if a != slice_axis]
     if min(in_plane) < spec.min_lr_size:
@@ -117,32 +134,21 @@ def super_resolve(
             f"slices of {in_plane[0]}x{in_plane[1]} px are smaller than model '{spec.name}' needs "
             f"({spec.min_lr_size} px); choose another --axis or a model with a smaller minimum (e.g. bicubic)"
         )
-    options = EngineOptions(
-        device=device,
-        batch_size=batch_size,
-        memory_budget_mb=memory_budget_mb,
-        tile=tile,
-        ensemble=ensemble,
-        precision=precision,
-    )
     modality = (modality or volume.modality or guess_modality(volume)).upper()
     mapping = IntensityMapping.fit(volume.array, modality=modality)
-    from .models.reparam import prepare_for_inference
-
-    module = prepare_for_inference(spec.load(scale, weights=weights, allow_untrained=allow_untrained))
-    grid = super_resolved_geometry(volume, scale=scale, slice_axis=slice_axis)
+    if predictor is None:
+        predictor = Predictor(spec, scale, weights=weights, options=opts, allow_untrained=allow_untrained)
+    plan = in_plane_plan(volume, scale=scale, slice_axis=slice_axis)
 
     dtype = volume.array.dtype if output_dtype == "input" else np.dtype(np.float32)
     if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
         dtype = np.dtype(np.float32)
-    out = np.empty(grid.shape, dtype=dtype)
+    out = np.empty(plan.output.shape, dtype=dtype)
     source = _NormalisedSlices(np.moveaxis(volume.array, slice_axis, 0), mapping)
     sink = _DenormalisingWriter(np.moveaxis(out, slice_axis, 0), mapping)
-    run_slices(
-        module, source, scale=scale, out=sink, options=options, progress=progress, cancel=cancel,
-        min_lr_size=spec.min_lr_size,
-    )
+    predictor.run(source, out=sink, progress=progress, cancel=cancel)
 
+    ran = predictor.describe()
     run_info = {
         "model": spec.name,
         "network": spec.network,
@@ -151,17 +157,13 @@ def super_resolve(
         "slice_axis": int(slice_axis),
         "modality": modality,
         "intensity": _jsonable(mapping),
-        "ensemble": bool(ensemble),
-        "weights": (spec.card(scale) or {}).get("sha256") if weights is None and spec.learned else None,
+        "ensemble": ran["ensemble"],
+        "weights": ran["weights"],
+        "precision": ran["precision"],
+        "device": ran["device"],
+        "grid": plan.to_json(),
     }
-    return Volume(
-        array=out,
-        spacing=grid.spacing,
-        origin=grid.origin,
-        direction=grid.direction,
-        modality=modality,
-        metadata={**volume.metadata, "medsr": run_info},
-    )
+    return plan.to_volume(out, modality=modality, metadata={**volume.metadata, "medsr": run_info})
 
 
 def super_resolve_file(
@@ -197,7 +199,7 @@ def estimate_seconds(
     precision: str = "auto",
 ) -> float:
     """Rough run time in seconds before starting, from the model's MACs per LR pixel, the device and
-    the precision (``'auto'`` runs bf16 where :func:`MedSRLib.engine.cpu_bf16_pays`: faster).
+    the precision (``'auto'`` resolved as the run would: :func:`MedSRLib.engine.resolve_precision`).
 
     Every voxel belongs to exactly one slice whatever the axis, so the LR pixel count is the voxel
     count; ``spacing`` and ``axis`` are accepted for API symmetry and do not change the estimate.

@@ -50,7 +50,7 @@ def child(model: str, n: int, scale: int) -> dict[str, Any]:
         "input_mib": volume.array.nbytes / MIB, "output_mib": result.array.nbytes / MIB,
         "output_shape": list(result.array.shape), "output_dtype": str(result.array.dtype),
         "baseline_rss_mib": baseline, "peak_rss_mib": peak,
-        "pipeline_prepares": "prepare_for_inference" in inspect.getsource(pipeline),
+        "pipeline_prepares": "Predictor" in inspect.getsource(pipeline),
     }
 
 
@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Threads {info['threads'] if args.threads in ('auto', 'default') else args.threads}; load average "
         f"{info['loadavg_1min']}; int16 CT in, int16 out; peak = whole-process VmHWM during the call "
         "(Python + torch runtime included). "
-        + ("The pipeline applies prepare_for_inference." if any(r.get("pipeline_prepares") for rs in results.values() for r in rs)
-           else "The pipeline does not apply prepare_for_inference."),
+        + ("The pipeline runs a Predictor (inference rewrites applied)." if any(r.get("pipeline_prepares") for rs in results.values() for r in rs)
+           else "The pipeline does not apply the inference rewrites."),
         "",
         md_table(["model", "scale", "volume", "input MiB", "output MiB", "RSS before MiB", "peak RSS MiB",
                   "peak - (in + out) MiB", "allowed (in + out + 1.5 GiB)", "seconds", "s/slice"], table),

@@ -8,13 +8,13 @@ interleaved rounds (min over rounds):
 * ``plain``: one slice at a time, fp32, NCHW, ``torch.no_grad``, the module as loaded (weight norm
   live), no batching -- what a straightforward script does (in the same process, so it also gets the
   engine's transparent huge pages: a stricter reference than a fresh script);
-* ``fast`` (fp32): :func:`MedSRLib.models.reparam.prepare_for_inference` then
-  :func:`MedSRLib.engine.run_slices` with ``precision='fp32'`` (channels_last, inference_mode, batch
+* ``fast`` (fp32): a :class:`MedSRLib.engine.Predictor` (the model's inference rewrites applied)
+  with ``precision='fp32'`` (channels_last, inference_mode, batch
   from the memory budget, transparent huge pages);
 * ``bf16``: the same with ``precision='bf16'`` (autocast; image path kept in fp32), with its error
   against the fp32 output;
 * ``default``: what the pipeline runs when nobody chooses: ``precision='auto'``, i.e. bf16 on CPUs
-  where bf16 pays (``MedSRLib.engine.cpu_bf16_pays``), fp16 on CUDA, else fp32; the targets
+  where ``MedSRLib.engine.resolve_precision('auto', cpu)`` picks it, fp16 on CUDA, else fp32; the targets
   are checked on it, its GFLOP/s against the machine limit at the same precision;
 * ``compile`` (``--compile``): ``EngineOptions(compile=True)``, first run (with compilation) and steady.
 
@@ -79,17 +79,19 @@ def measure(name: str, scale: int, side: int, n: int, rounds: int, device_name: 
     """Time plain / fast / bf16 (/ fp16 on CUDA, / compile) on ``n`` CT slices of ``side`` px."""
     import torch
 
-    from MedSRLib.engine import EngineOptions, resolve_device, run_slices
+    from MedSRLib.engine import EngineOptions, Predictor, resolve_device
     from MedSRLib.models import get_model
-    from MedSRLib.models.reparam import prepare_for_inference
 
     device = resolve_device(device_name)
     spec = get_model(name)
     torch.manual_seed(0)
     plain = spec.load(scale, allow_untrained=True).to(device)
-    fast = spec.load(scale, allow_untrained=True)
-    fast.load_state_dict(plain.state_dict())
-    fast = prepare_for_inference(fast)
+    fast_module = spec.load(scale, allow_untrained=True)
+    fast_module.load_state_dict(plain.state_dict())
+    fast = Predictor(spec, scale, module=fast_module, options=EngineOptions(device=device, precision="fp32"))
+
+    def run_slices(_module: Any, x: Any, *, scale: int, options: Any, out: Any = None, min_lr_size: int = 1) -> Any:
+        return fast.with_options(options).run(x, out=out)
     slices = ct_slices(n, side)
     shape = (n, scale * slices.shape[1], scale * slices.shape[2])
     outs = {k: np.empty(shape, np.float32) for k in ("plain", "fast", "bf16", "fp16", "compile")}
@@ -131,7 +133,7 @@ def measure(name: str, scale: int, side: int, n: int, rounds: int, device_name: 
             times[key].append((time.perf_counter() - start) / n)
             peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else peak_rss_mib()
             peaks[key] = max(peaks[key], peak)
-    from MedSRLib.engine import cpu_bf16_pays
+    from MedSRLib.engine import resolve_precision
     from MedSRLib.models.base import count_macs
 
     def dense(m: Any) -> bool:
@@ -141,7 +143,7 @@ def measure(name: str, scale: int, side: int, n: int, rounds: int, device_name: 
     side_probe = max(32, spec.min_lr_size)
     dense_share = count_macs(plain, (side_probe, side_probe), device=device, where=dense) / max(
         1, count_macs(plain, (side_probe, side_probe), device=device))
-    default = "fp16" if cuda else ("bf16" if cpu_bf16_pays() else "fast")
+    default = "fp16" if cuda else ("bf16" if resolve_precision("auto", torch.device("cpu")) == "bf16" else "fast")
     result: dict[str, Any] = {
         "model": name, "scale": scale, "side": int(slices.shape[1]), "n": n, "rounds": rounds,
         "default_mode": default, "dense_share": dense_share,

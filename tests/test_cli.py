@@ -59,8 +59,10 @@ def test_evaluate_json_contract_on_folder_of_real_images(tmp_path, capsys) -> No
     code, out, err = run_cli(capsys, "evaluate", str(folder), "--model", "nearest", "--scale", "2", "--json")
     assert code == 0, err
     data = json.loads(out)
-    assert list(data) == ["model", "scale", "convention", "n_images", "psnr", "ssim", "bicubic_psnr", "bicubic_ssim"]
+    assert list(data) == ["model", "scale", "convention", "n_images", "psnr", "ssim", "bicubic_psnr", "bicubic_ssim",
+                          "precision", "device"]
     assert data["model"] == "nearest" and data["scale"] == 2 and data["n_images"] == 3
+    assert data["precision"] in ("fp32", "bf16", "fp16") and data["device"]
     assert data["convention"] == "basicsr"
     assert data["bicubic_psnr"] > data["psnr"] > 20  # bicubic beats pixel replication on real MR
 

@@ -1,6 +1,5 @@
-"""Precision 'auto' on CPU: bf16 only where the CPU computes it natively and a probe measures it
-faster than fp32; on real CT its error against fp32 is small in HU and far below the network's own
-error against the true image."""
+"""Precision 'auto' on CPU: deterministic (vendor and ISA, or a cached measurement), never a timing race;
+on real CT the bf16 error against fp32 is small in HU and far below the network's own error."""
 
 from __future__ import annotations
 
@@ -9,61 +8,106 @@ import pytest
 import torch
 
 from conftest import shared_path
-from MedSRLib import engine
-from MedSRLib.engine import _autocast_dtype, cpu_bf16_pays, cpu_has_native_bf16
+from MedSRLib.engine import precision as precision_module
+from MedSRLib.engine.precision import autocast_dtype, cpu_has_native_bf16, cpu_info, resolve_precision
 
 
 @pytest.fixture
 def fake_cpuinfo(monkeypatch, tmp_path):
-    """Point cpu_has_native_bf16 at a fake /proc/cpuinfo with the given flags."""
+    """Point cpu_info at a fake /proc/cpuinfo with the given vendor and flags (None: no such file), and
+    the precision cache at an empty folder."""
+    monkeypatch.setenv("MEDSR_CACHE_DIR", str(tmp_path / "cache"))
 
-    def use(flags: str | None) -> None:
-        real_open = open
-
-        def fake_open(path, *args, **kwargs):
-            if str(path) == "/proc/cpuinfo":
-                if flags is None:
-                    raise FileNotFoundError(path)
-                fake = tmp_path / "cpuinfo"
-                fake.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
-                return real_open(fake, *args, **kwargs)
-            return real_open(path, *args, **kwargs)
-
-        monkeypatch.setattr("builtins.open", fake_open)
-        cpu_has_native_bf16.cache_clear()
-        cpu_bf16_pays.cache_clear()
+    def use(vendor: str | None, flags: str | None = None) -> None:
+        if vendor is None:
+            monkeypatch.setattr(precision_module, "_CPUINFO_PATH", str(tmp_path / "missing"))
+        else:
+            fake = tmp_path / "cpuinfo"
+            fake.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\nmodel name\t: Test CPU\nflags\t\t: {flags}\n\n"
+                            "processor\t: 1\nvendor_id\t: other\n")
+            monkeypatch.setattr(precision_module, "_CPUINFO_PATH", str(fake))
+        cpu_info.cache_clear()
 
     yield use
-    cpu_has_native_bf16.cache_clear()
-    cpu_bf16_pays.cache_clear()
+    cpu_info.cache_clear()
 
 
 @pytest.mark.parametrize(
-    ("flags", "gain", "expected"),
+    ("vendor", "flags", "expected"),
     [
-        ("fpu sse avx2 avx512f avx512_bf16", 1.9, torch.bfloat16),  # AMD EPYC: bf16 convs 1.9x fp32
-        ("fpu sse avx2 amx_tile amx_bf16", 3.0, torch.bfloat16),
-        ("fpu sse avx2 avx512f avx512_bf16 avx512_fp16", 0.5, None),  # Intel Xeon VM: flag, but slower
-        ("fpu sse avx2 avx512f avx512bw", 2.0, None),  # AVX512 without BF16: emulated, never chosen
-        (None, 2.0, None),  # no /proc/cpuinfo (macOS, Windows): fp32
+        ("AuthenticAMD", "fpu sse avx2 avx512f avx512_bf16", torch.bfloat16),  # AMD EPYC: bf16 convs 1.9x fp32
+        ("GenuineIntel", "fpu sse avx2 amx_tile amx_bf16 avx512_bf16", torch.bfloat16),  # AMX
+        ("GenuineIntel", "fpu sse avx2 avx512f avx512_bf16 avx512_fp16", None),  # Intel Xeon VM: flag, but 0.5x
+        ("AuthenticAMD", "fpu sse avx2 avx512f avx512bw", None),  # AVX512 without BF16: emulated, never chosen
+        (None, None, None),  # no /proc/cpuinfo (macOS, Windows): fp32
     ],
 )
-def test_auto_precision_on_cpu_is_bf16_only_where_native_and_measured_faster(fake_cpuinfo, monkeypatch, flags, gain, expected):
-    probes = []
-    monkeypatch.setattr(engine, "_conv_bf16_gain", lambda: probes.append(1) or gain)
-    fake_cpuinfo(flags)
-    assert _autocast_dtype("auto", torch.device("cpu")) == expected
-    assert _autocast_dtype("fp32", torch.device("cpu")) is None
-    assert _autocast_dtype("auto", torch.device("cuda")) == torch.float16
-    assert _autocast_dtype("auto", torch.device("mps")) is None
-    assert len(probes) <= 1  # the probe runs once per process at most, and not without native bf16
-    if flags is None or "bf16" not in flags:
-        assert not probes
+def test_auto_precision_on_cpu_follows_vendor_and_isa(fake_cpuinfo, vendor, flags, expected):
+    fake_cpuinfo(vendor, flags)
+    assert autocast_dtype("auto", torch.device("cpu")) == expected
+    assert autocast_dtype("fp32", torch.device("cpu")) is None
+    assert autocast_dtype("auto", torch.device("cuda")) == torch.float16
+    assert autocast_dtype("auto", torch.device("mps")) is None
+    assert cpu_has_native_bf16() == bool(flags and "bf16" in flags)
 
 
-def test_bf16_probe_measures_a_positive_speed_ratio():
-    gain = engine._conv_bf16_gain()
-    assert 0.05 < gain < 20.0
+def test_auto_precision_never_depends_on_a_timing(fake_cpuinfo, monkeypatch):
+    """Fails on the old engine, whose 'auto' ran a 50 ms probe: under load the same command on the same
+    machine ran bf16 one time and fp32 the next (RMSE 0.70 HU between runs)."""
+    import random
+
+    fake_cpuinfo("GenuineIntel", "fpu avx512f avx512_bf16")  # the flag that made the old probe decide
+    rng = random.Random(0)
+    clock = [0.0]
+
+    def noisy_clock() -> float:  # every measured interval is random: a loaded machine
+        clock[0] += rng.uniform(1e-4, 1.0)
+        return clock[0]
+
+    monkeypatch.setattr("time.perf_counter", noisy_clock)
+    seen = set()
+    for _ in range(8):
+        cpu_info.cache_clear()
+        for name in dir(precision_module):  # any cached decision is dropped between "runs"
+            cached = getattr(getattr(precision_module, name), "cache_clear", None)
+            if cached is not None:
+                cached()
+        seen.add(resolve_precision("auto", torch.device("cpu")))
+    assert seen == {"fp32"}
+
+
+def test_measured_choice_is_cached_per_machine_and_read_by_auto(fake_cpuinfo, monkeypatch, tmp_path):
+    fake_cpuinfo("GenuineIntel", "fpu avx512f avx512_bf16")
+    assert precision_module.auto_cpu_precision() == ("fp32", "rule")
+    monkeypatch.setattr(precision_module, "dense_conv_gflops", lambda c, s, bf16=False, **k: 300.0 if bf16 else 100.0)
+    entry = precision_module.measure_cpu_precision(rounds=1)
+    assert entry["precision"] == "bf16" and entry["bf16_gain"] == 3.0
+    assert (tmp_path / "cache" / "precision.json").is_file()
+    assert precision_module.auto_cpu_precision() == ("bf16", "cache")
+    assert resolve_precision("auto", torch.device("cpu")) == "bf16"
+    fake_cpuinfo("GenuineIntel", "fpu avx512f")  # another CPU model: the cached entry does not apply
+    assert precision_module.auto_cpu_precision() == ("fp32", "rule")
+
+
+def test_precision_command_reports_and_measures(fake_cpuinfo, monkeypatch, capsys):
+    import json
+
+    from MedSRLib.cli import main
+
+    fake_cpuinfo("AuthenticAMD", "fpu avx512f avx512_bf16")
+    assert main(["precision", "--device", "cpu", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["auto"] == "bf16" and report["source"] == "rule"
+    monkeypatch.setattr(precision_module, "dense_conv_gflops", lambda c, s, bf16=False, **k: 50.0 if bf16 else 100.0)
+    assert main(["precision", "--device", "cpu", "--measure", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["measured"]["precision"] == "fp32" and report["auto"] == "fp32" and report["source"] == "cache"
+
+
+def test_dense_conv_probe_measures_a_positive_speed_ratio():
+    torch.set_num_threads(1)
+    gain = precision_module.dense_conv_gflops(16, 32, bf16=True, reps=2) / precision_module.dense_conv_gflops(16, 32, reps=2)
+    assert 0.02 < gain < 50.0
 
 
 @pytest.mark.shared
@@ -87,17 +131,17 @@ def test_bf16_error_on_real_ct_is_small_in_hu_and_far_below_the_network_error():
     assert 0 < rmse_bf16 < 1.5, f"bf16 vs fp32 RMSE {rmse_bf16:.2f} HU"
     assert float(np.abs(diff).max()) < 10.0
     assert rmse_bf16 < 0.1 * rmse_network, (rmse_bf16, rmse_network)
-    if cpu_bf16_pays():  # 'auto' is bf16 on this CPU: the same numbers as the explicit bf16 run
-        auto = super_resolve(volume, precision="auto", **common).array
-        np.testing.assert_array_equal(auto, bf16.astype(np.float32))
-    assert engine._autocast_dtype("fp32", torch.device("cpu")) is None
+    auto = super_resolve(volume, precision="auto", **common)
+    ran = auto.metadata["medsr"]["precision"]
+    assert ran == resolve_precision("auto", torch.device("cpu"))  # recorded, and what 'auto' resolves to
+    np.testing.assert_array_equal(auto.array, (bf16 if ran == "bf16" else fp32).astype(np.float32))
 
 
 @pytest.mark.shared
 def test_keeping_the_image_path_in_full_precision_cuts_the_bf16_error():
     from MedSRLib.io import read_volume
     from MedSRLib.models import get_model
-    from MedSRLib.models.reparam import prepare_for_inference
+    from MedSRLib.models.rewrites import prepare_for_inference
     from MedSRLib.resize import degrade
 
     ct = read_volume(shared_path("totalseg-ct", "example_ct_dicom"))

@@ -59,7 +59,7 @@ class RecordingNet(nn.Module):
 class FakeOOMNet(RecordingNet):
     """``local_net`` that raises ``torch.cuda.OutOfMemoryError`` when ``N*h*w > limit`` on a "GPU".
 
-    ``gpu_types``: device types (as recorded by a patched ``engine._move`` in ``fake_device``) on which
+    ``gpu_types``: device types (as recorded by a patched ``engine.device._move`` in ``fake_device``) on which
     the limit applies; by default the limit applies everywhere (CPU included).
     """
 

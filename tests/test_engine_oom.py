@@ -28,7 +28,7 @@ def _slice_attempts(net: FakeOOMNet) -> list[tuple[int, ...]]:
 
 def test_oom_halves_batch_then_tiles_and_matches_normal_result(monkeypatch: pytest.MonkeyPatch) -> None:
     emptied: list[str] = []
-    monkeypatch.setattr(engine, "_empty_cache", lambda device: emptied.append(device.type))
+    monkeypatch.setattr(engine.device, "_empty_cache", lambda device: emptied.append(device.type))
     net = FakeOOMNet(2, limit=5000)  # the 64 x 64 probe (4096 px) fits; one 96 x 96 slice (9216) does not
     out = run_slices(net, SLICES, scale=2, options=EngineOptions(device="cpu", batch_size=4, tile_overlap=8, precision="fp32"))
     assert _slice_attempts(net) == [(4, 1, 96, 96), (2, 1, 96, 96), (1, 1, 96, 96)]
@@ -54,13 +54,13 @@ def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> list[str]:
             obj.fake_device = device.type
         return obj
 
-    real_resolve = engine.resolve_device
+    real_resolve = engine.device.resolve_device
     def fake_resolve(device: object = "auto") -> torch.device:
         return torch.device("cuda") if device == "cuda" else real_resolve(device)
 
-    monkeypatch.setattr(engine, "resolve_device", fake_resolve)
-    monkeypatch.setattr(engine, "_move", fake_move)
-    monkeypatch.setattr(engine, "_empty_cache", lambda device: None)
+    monkeypatch.setattr(engine.device, "resolve_device", fake_resolve)
+    monkeypatch.setattr(engine.device, "_move", fake_move)
+    monkeypatch.setattr(engine.device, "_empty_cache", lambda device: None)
     return moves
 
 

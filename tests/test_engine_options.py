@@ -9,9 +9,6 @@ import pytest
 import torch
 
 from MedSRLib.engine import (
-    CPU_BF16_SPEEDUP,
-    CPU_MACS_PER_SECOND_PER_THREAD,
-    CUDA_MACS_PER_SECOND,
     EngineOptions,
     estimate_seconds,
     resolve_device,
@@ -19,6 +16,7 @@ from MedSRLib.engine import (
     tile_starts,
     tile_weights,
 )
+from MedSRLib.engine.estimate import CPU_BF16_SPEEDUP, CPU_MACS_PER_SECOND_PER_THREAD, CUDA_MACS_PER_SECOND
 from MedSRLib.errors import DeviceError, InputSizeError, MedSRError, OptionError
 from test_engine_nets import local_net
 

@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from MedSRLib.engine import EngineOptions, _activation_bytes, _Forward, run_slices
+from MedSRLib.engine import EngineOptions, run_slices
+from MedSRLib.engine.memory import _activation_bytes
+from MedSRLib.engine.runner import _Forward
 from MedSRLib.errors import CancelledError, ModelOutputError, ScaleError, UnsupportedImageError
 from test_engine_nets import RecordingNet, SymmetricNet, local_net
 

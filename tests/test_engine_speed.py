@@ -28,7 +28,7 @@ def test_cpu_batches_hold_at_most_the_pixel_cap() -> None:
     side = 48  # not a memory-probe side (32, 64)
     run_slices(net, _stack(40, side, side), scale=2, options=EngineOptions(device="cpu", memory_budget_mb=4096))
     batches = [s[0] for s in net.shapes if s[2:] == (side, side)]
-    assert sum(batches) == 40 and max(batches) == engine._CPU_BATCH_PIXELS // (side * side)
+    assert sum(batches) == 40 and max(batches) == engine.memory._CPU_BATCH_PIXELS // (side * side)
 
 
 def test_compile_failure_falls_back_to_eager_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -52,7 +52,7 @@ def test_compiled_run_equals_eager_run() -> None:
     from torch import nn
 
     from MedSRLib.models.blocks import PixelShuffleHead, conv1x1, conv3x3
-    from MedSRLib.models.reparam import prepare_for_inference
+    from MedSRLib.models.rewrites import prepare_for_inference
 
     torch.manual_seed(0)  # a prepared net with a 1x1 conv: its oneDNN path must stay out of the graph
     net = prepare_for_inference(nn.Sequential(conv3x3(1, 8), nn.ReLU(), conv1x1(8, 8), PixelShuffleHead(2, 8, 1)))

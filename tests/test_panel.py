@@ -13,6 +13,7 @@ from conftest import shared_path
 from PIL import Image
 
 from MedSRLib.errors import OptionError, OutputPathError
+from MedSRLib.intensity import image_to_unit
 from MedSRLib.evaluate import evaluate
 from MedSRLib.io import list_images_2d, read_image_2d
 from MedSRLib.metrics import evaluate_pair
@@ -29,7 +30,6 @@ from MedSRLib.panel import (
     render_panel,
     save_comparison_panel,
     super_resolve_and_score,
-    to_unit_image,
 )
 from MedSRLib.resize import degrade, imresize, modcrop
 from MedSRLib.volume import Volume
@@ -42,7 +42,7 @@ def _alzheimer_folder():
 
 
 def _alzheimer_image() -> np.ndarray:
-    return to_unit_image(read_image_2d(list_images_2d(_alzheimer_folder())[0]))
+    return image_to_unit(read_image_2d(list_images_2d(_alzheimer_folder())[0]))
 
 
 def test_columns_are_lr_models_hr_in_order():

@@ -105,7 +105,7 @@ def test_out_of_memory_reported_by_the_engine_reaches_the_caller(medsr, monkeypa
     import torch
     from MedSRLib import engine
 
-    real_process = engine._Runner._process
+    real_process = engine.runner._Runner._process
     calls = []
 
     def fail_first_batch(self, batch):
@@ -114,7 +114,7 @@ def test_out_of_memory_reported_by_the_engine_reaches_the_caller(medsr, monkeypa
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_process(self, batch)
 
-    monkeypatch.setattr(engine._Runner, "_process", fail_first_batch)
+    monkeypatch.setattr(engine.runner._Runner, "_process", fail_first_batch)
     reported = []
     output_node = medsr.MedSRLogic().process(small_input(), model="bicubic", scale=2, onWarning=reported.append)
     assert any("out of memory" in message for message in reported), reported

@@ -203,17 +203,16 @@ def list_split(data: Mapping[str, Any], split: str) -> Split:
 
 
 def to_unit(image: np.ndarray, *, normalise: str, clip_max: float | None = None, modality: str | None = None) -> np.ndarray:
-    """A 2D slice mapped to [0, 1] float32 (see the module docstring for the modes); clipped to [0, 1]."""
-    from MedSRLib.intensity import IntensityMapping, guess_modality
-    from MedSRLib.volume import Volume
+    """A 2D slice mapped to [0, 1] float32 (see the module docstring for the modes); clipped to [0, 1].
+
+    ``auto`` is :func:`MedSRLib.intensity.image_to_unit`, the normaliser ``medsr evaluate`` and the
+    panels use (8-bit images / 255, else the CT window or the MR percentiles of the guessed modality).
+    """
+    from MedSRLib.intensity import IntensityMapping, image_to_unit
 
     values = np.asarray(image)
     if normalise == "auto":
-        eight_bit = values.size and np.all(values == np.round(values)) and values.min() >= 0 and values.max() <= 255
-        if eight_bit:
-            normalise = "uint8"
-        else:
-            normalise = (modality or guess_modality(Volume(values[None], (1, 1, 1), (0, 0, 0), np.eye(3)))).lower()
+        return image_to_unit(values, modality=modality).astype(np.float32)
     if normalise == "uint8":
         if values.size and (values.min() < 0 or values.max() > 255):
             raise ConfigError(f"data.normalise 'uint8' needs 8-bit images; got values {values.min()}..{values.max()}")

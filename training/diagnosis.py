@@ -106,17 +106,14 @@ def inputs_for(
 
         return {name: LabelledImages(np.clip(np.asarray(imresize(lr, scale=scale), dtype=np.float32), 0.0, 1.0), labels)
                 for name, (_, lr, labels) in splits.items()}
-    from MedSRLib.engine import EngineOptions, run_slices
+    from MedSRLib.engine import EngineOptions, Predictor
     from MedSRLib.models import get_model
-    from MedSRLib.models.reparam import prepare_for_inference
 
     spec = get_model(kind)
     if not spec.has_weights(scale):
         raise ConfigError(f"input kind '{kind}': no shipped weights at x{scale}; use lr, bicubic, hr or a model with weights")
-    module = prepare_for_inference(spec.load(scale))
-    options = EngineOptions(device="cpu", precision="fp32")
-    return {name: LabelledImages(np.clip(run_slices(module, lr, scale=scale, options=options, min_lr_size=spec.min_lr_size),
-                                         0.0, 1.0).astype(np.float32), labels)
+    predictor = Predictor(spec, scale, options=EngineOptions(device="cpu", precision="fp32"))
+    return {name: LabelledImages(np.clip(predictor.run(lr), 0.0, 1.0).astype(np.float32), labels)
             for name, (_, lr, labels) in splits.items()}
 
 

@@ -18,6 +18,7 @@ import torch
 import yaml
 from torch import nn
 
+from .checkpoint import load_checkpoint_model
 from .config import ConfigError
 from .data import EvalImage, list_split, load_eval_images
 
@@ -44,29 +45,32 @@ def _summary(rows: list[dict[str, Any]], convention: str) -> dict[str, Any]:
     return out
 
 
-@torch.no_grad()
+def predictor_for_module(module: nn.Module, spec: Any, scale: int, *, device: torch.device | str = "cpu") -> Any:
+    """A :class:`MedSRLib.engine.Predictor` (fp32) running a deep copy of ``module`` (the network being
+    trained, or one loaded from a checkpoint) with the model's inference rewrites applied to the copy:
+    validation scores what inference will run, and ``module`` itself is left untouched."""
+    import copy
+
+    from MedSRLib.engine import EngineOptions, Predictor
+
+    inner = getattr(module, "module", module) if type(module).__name__ == "DistributedDataParallel" else module
+    return Predictor(spec, int(scale), module=copy.deepcopy(inner).float(),
+                     options=EngineOptions(device=str(device), precision="fp32"))
+
+
 def super_resolve_images(
-    module: nn.Module,
+    predictor: Any,
     images: Sequence[EvalImage],
     *,
-    device: torch.device | str = "cpu",
     progress: Callable[[int, int], None] | None = None,
 ) -> list[np.ndarray]:
-    """``module`` applied to each whole LR image, clipped to [0, 1] (as saving an image would), float64.
-
-    ``module`` is put in eval mode and restored to its previous mode afterwards.
-    """
-    was_training = module.training
-    module.eval()
+    """Each whole LR image run through ``predictor`` (a :class:`MedSRLib.engine.Predictor`), clipped
+    to [0, 1] (as saving an image would), float64 ``(s h, s w)``."""
     outputs = []
-    try:
-        for k, im in enumerate(images):
-            lr = torch.from_numpy(np.ascontiguousarray(im.lr, dtype=np.float32))[None, None].to(device)
-            outputs.append(module(lr).float().clamp_(0.0, 1.0)[0, 0].cpu().numpy().astype(np.float64))
-            if progress is not None:
-                progress(k + 1, len(images))
-    finally:
-        module.train(was_training)
+    for k, im in enumerate(images):
+        outputs.append(np.clip(predictor.predict(np.ascontiguousarray(im.lr, dtype=np.float32)).astype(np.float64), 0.0, 1.0))
+        if progress is not None:
+            progress(k + 1, len(images))
     return outputs
 
 
@@ -82,17 +86,15 @@ def score_outputs(outputs: Sequence[np.ndarray], images: Sequence[EvalImage], *,
 
 
 def score_images(
-    module: nn.Module,
+    predictor: Any,
     images: Sequence[EvalImage],
     *,
-    scale: int,
     convention: str,
-    device: torch.device | str = "cpu",
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """:func:`score_outputs` of :func:`super_resolve_images` (the model's row of a table)."""
-    outputs = super_resolve_images(module, images, device=device, progress=progress)
-    return score_outputs(outputs, images, scale=scale, convention=convention)
+    outputs = super_resolve_images(predictor, images, progress=progress)
+    return score_outputs(outputs, images, scale=predictor.scale, convention=convention)
 
 
 def published(paper: str) -> dict[str, Any]:
@@ -157,18 +159,18 @@ def paper_table(
         raise ConfigError("give exactly one of --weights and --checkpoint")
     spec = get_model(cfg["model"])
     scale = int(cfg["scale"])
-    if weights is not None:
-        module = spec.load(scale, weights=weights)
-    else:
-        from .loop import load_checkpoint_model
+    from MedSRLib.engine import EngineOptions, Predictor
 
-        module = load_checkpoint_model(checkpoint, spec=spec, scale=scale)
-    module.to(device)
+    options = EngineOptions(device=str(device), precision="fp32")
+    if weights is not None:
+        predictor = Predictor(spec, scale, weights=weights, options=options)
+    else:
+        predictor = Predictor(spec, scale, module=load_checkpoint_model(checkpoint, spec=spec, scale=scale), options=options)
     data, convention = cfg["data"], cfg["val"]["convention"]
     images = load_eval_images(
         list_split(data, split), data=data, scale=scale, max_images=max_images, min_lr_side=spec.min_lr_size, progress=progress
     )
-    ours = score_images(module, images, scale=scale, convention=convention, device=device)
+    ours = score_images(predictor, images, convention=convention)
     bic = bicubic_scores(images, scale=scale, convention=convention)
     if not (paper or cfg.get("published")):
         raise ConfigError(f"config '{cfg['name']}' names no published table; pass --paper (e.g. dridsr-covid-ct)")
@@ -229,6 +231,7 @@ def results_markdown(
     """
     import time
 
+    from MedSRLib.engine import EngineOptions, Predictor
     from MedSRLib.models import get_model
 
     from .config import load_config, validate
@@ -252,8 +255,8 @@ def results_markdown(
             for name in [*spec.get("baselines", ["bicubic"]), *models]:
                 key = (data["dataset"], the_split, scale, name, tuple(im.name for im in images))
                 if key not in cache:
-                    module = get_model(name).load(scale)
-                    cache[key] = super_resolve_images(module, images)
+                    predictor = Predictor(name, scale, options=EngineOptions(device="cpu", precision="fp32"))
+                    cache[key] = super_resolve_images(predictor, images)
                 scores = score_outputs(cache[key], images, scale=scale, convention=convention)
                 rows.setdefault(name, {})[scale] = scores
                 log(f"  {spec['title'][:40]}: {name} x{scale}: {scores['psnr']:.2f} dB / {scores['ssim']:.4f}")

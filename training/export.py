@@ -23,8 +23,8 @@ import yaml
 
 from .config import SHARED_DATA, ConfigError, config_path, load_config, total_iterations, validate
 from .data import list_split, load_eval_images
-from .evaluate import bicubic_scores, score_outputs, super_resolve_images
-from .loop import read_checkpoint
+from .checkpoint import read_checkpoint
+from .evaluate import bicubic_scores, predictor_for_module, score_outputs, super_resolve_images
 
 DATA_DESCRIPTIONS = {
     "covid-ct": "COVID-CT (UCSD-AI4H), official split lists, 8-bit figure images converted to grey",
@@ -416,7 +416,7 @@ def export(
     images = load_eval_images(list_split(data, split), data=data, scale=scale, max_images=max_images,
                               min_lr_side=spec.min_lr_size, progress=progress)
     convention = cfg["val"]["convention"]
-    outputs = super_resolve_images(module, images)
+    outputs = super_resolve_images(predictor_for_module(module, spec, scale), images)  # a copy is prepared
     metrics = _scores(outputs, images, scale, convention)
     metrics.update(split=split, n_images=len(images), data_range=1.0,
                    normalisation=NORMALISATIONS[data["normalise"]], whole_images=True)

@@ -43,11 +43,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
+from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint_model, read_checkpoint  # noqa: F401 (re-exported)
 from .config import ConfigError, total_iterations, validate
 from .data import PairDataset, list_split, load_eval_images
-from .evaluate import bicubic_scores, score_images
+from .evaluate import bicubic_scores, predictor_for_module, score_images
 
-CHECKPOINT_FORMAT = "medsr-train-checkpoint-1"
 #: Iterations timed (after the first few) before the planned length is fitted to a time budget.
 CALIBRATION_ITERATIONS = 20
 TRAIN_FIELDS = ("iteration", "epoch", "lr", "loss", "loss_sr", "loss_diag", "loss_atten", "seconds")
@@ -235,27 +235,6 @@ def _atomic_save(obj: Mapping[str, Any], path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(dict(obj), tmp)
     os.replace(tmp, path)
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint written by this loop (``weights_only=True``), or :class:`ConfigError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint {path} does not exist; train first or check the run folder")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ConfigError(f"{path} is not a MedSR training checkpoint ({CHECKPOINT_FORMAT})")
-    return ckpt
-
-
-def load_checkpoint_model(path: str | Path, *, spec: Any, scale: int) -> nn.Module:
-    """The SR network stored in a checkpoint, built from ``spec`` at ``scale`` (eval mode, CPU)."""
-    ckpt = read_checkpoint(path)
-    if ckpt["model_name"] != spec.name or int(ckpt["scale"]) != int(scale):
-        raise ConfigError(f"{path} holds {ckpt['model_name']} x{ckpt['scale']}, not {spec.name} x{scale}")
-    module = spec.build(int(scale))
-    module.load_state_dict(ckpt["model"])
-    return module.eval()
 
 
 def run_dir(cfg: Mapping[str, Any]) -> Path:
@@ -483,7 +462,8 @@ class _Trainer:
             conv = self.v["convention"]
             if self.bicubic is None:
                 self.bicubic = bicubic_scores(self.val_images, scale=self.scale, convention=conv)
-            ours = score_images(self.model, self.val_images, scale=self.scale, convention=conv, device=self.procs.device)
+            ours = score_images(predictor_for_module(self.model, self.spec, self.scale, device=self.procs.device),
+                                self.val_images, convention=conv)
             seconds = time.perf_counter() - start
             result = {"iteration": self.iteration, "psnr": ours["psnr"], "ssim": ours["ssim"],
                       "bicubic_psnr": self.bicubic["psnr"], "bicubic_ssim": self.bicubic["ssim"],

@@ -1,43 +1,34 @@
-"""Models: the registry (:mod:`.base`), shared blocks (:mod:`.blocks`), one file per paper.
+"""Models: the interface (:mod:`.base`), the registry that discovers the model files
+(:mod:`.registry`), shared blocks (:mod:`.blocks`), generic inference rewrites (:mod:`.rewrites`),
+weights and cards (:mod:`.weights`), and one file per paper (each with its own inference rewrites).
 
-Use :func:`get_model` / :func:`list_models`; importing this package registers every model.
+Use :func:`get_model` / :func:`list_models`; they import every model file on first use.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-#: Names re-exported from :mod:`.base`, imported on first use (PEP 562) so that torch-free submodules
-#: (:mod:`.cards`, read by ``medsr models``) load without importing torch.
-_BASE_NAMES = ("ModelSpec", "count_macs", "default_model", "get_model", "list_models", "register")
-
-#: Modules that register models when imported (one per paper, plus interpolation).
-_MODEL_MODULES = ("interpolation", "idman", "dridsr", "w2amsn", "srda", "mdrn")
-_loaded = False
-
-
-def _load_all() -> None:
-    """Import every model module once so that each registers its specs."""
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for mod in _MODEL_MODULES:
-        try:
-            importlib.import_module(f"{__name__}.{mod}")
-        except ModuleNotFoundError as exc:  # a paper's file not written yet
-            if exc.name != f"{__name__}.{mod}":
-                raise
+#: Public names and the submodule that defines each. They are imported on first use (PEP 562), so
+#: torch-free submodules (:mod:`.cards`, read by ``medsr models``) load without importing torch.
+_LAZY_NAMES = {
+    "ModelSpec": "base",
+    "count_macs": "base",
+    "default_model": "registry",
+    "discover": "registry",
+    "get_model": "registry",
+    "list_models": "registry",
+    "register": "registry",
+}
 
 
 def __getattr__(name: str) -> Any:
-    """The registry names of :mod:`.base`, imported lazily."""
-    if name in _BASE_NAMES:
-        from . import base
+    """The registry and interface names, imported lazily from their submodule."""
+    if name in _LAZY_NAMES:
+        import importlib
 
-        return getattr(base, name)
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY_NAMES[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ModelSpec", "count_macs", "default_model", "get_model", "list_models", "register"]
+__all__ = sorted(_LAZY_NAMES)

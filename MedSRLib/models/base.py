@@ -1,8 +1,8 @@
-"""The model interface and the one model registry.
+"""The model interface: :class:`ModelSpec`, MAC and parameter counts.
 
 Every model MedSRLib can run -- the five papers' networks and the non-learned ``bicubic`` and
 ``nearest`` -- is described by a :class:`ModelSpec` registered under a unique name with
-:func:`register`. A network module maps ``N x 1 x h x w`` float tensors with intensities in [0, 1]
+:func:`register` (the registry itself is :mod:`.registry`, which discovers the model files). A network module maps ``N x 1 x h x w`` float tensors with intensities in [0, 1]
 (see :mod:`MedSRLib.intensity`) to ``N x 1 x (s*h) x (s*w)``.
 
 Registry names are ``<network>`` for a paper's own configuration and ``<network>-<config>`` for the
@@ -21,7 +21,9 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from ..errors import ModelNotFoundError, ScaleError, WeightsError
+from ..errors import ScaleError, WeightsError
+from .registry import DEFAULT_PREFERENCE, default_model, get_model, list_models, register
+from .weights import card_path, load_weights
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
@@ -78,8 +80,6 @@ class ModelSpec:
 
     def card_path(self, scale: int) -> Path:
         """The JSON model card beside the weights file (may not exist)."""
-        from .weights import card_path
-
         return card_path(self.weights_path(scale))
 
     def card(self, scale: int) -> dict[str, Any] | None:
@@ -97,8 +97,6 @@ class ModelSpec:
         """
         module = self.build(scale)
         if self.learned:
-            from .weights import load_weights  # local import: weights imports this module
-
             path = Path(weights) if weights is not None else self.weights_path(scale)
             if path.is_file():
                 load_weights(module, path, model_name=self.name, scale=int(scale))
@@ -116,60 +114,6 @@ class ModelSpec:
     def macs_per_lr_pixel(self, scale: int) -> float:
         """Conv/Linear multiply-accumulates per LR input pixel (the design doc's MAC convention)."""
         return _macs_per_lr_pixel(self.name, int(scale))
-
-
-_REGISTRY: dict[str, ModelSpec] = {}
-
-
-def register(spec: ModelSpec) -> ModelSpec:
-    """Add ``spec`` to the registry (names are unique)."""
-    if spec.name in _REGISTRY:
-        raise ValueError(f"model name '{spec.name}' is already registered")
-    _REGISTRY[spec.name] = spec
-    return spec
-
-
-def get_model(name: str) -> ModelSpec:
-    """The spec registered under ``name`` (case-insensitive), or :class:`ModelNotFoundError`."""
-    from . import _load_all  # populate the registry on first use
-
-    _load_all()
-    key = str(name).strip().lower()
-    if key not in _REGISTRY:
-        raise ModelNotFoundError(f"unknown model '{name}'; registered models: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[key]
-
-
-def list_models() -> list[ModelSpec]:
-    """Every registered spec, interpolation models first, then networks by name."""
-    from . import _load_all
-
-    _load_all()
-    return sorted(_REGISTRY.values(), key=lambda s: (s.learned, s.name))
-
-
-def default_model(modality: str | None, scale: int) -> ModelSpec:
-    """The model used when none is chosen: the preferred trained network for ``modality`` and ``scale``.
-
-    Preference order is :data:`DEFAULT_PREFERENCE`; if no preferred network has weights at that
-    scale, ``bicubic`` (always available) is returned.
-    """
-    modality = (modality or "MR").upper()
-    for name in DEFAULT_PREFERENCE.get(modality, ()):
-        try:
-            spec = get_model(name)
-        except ModelNotFoundError:
-            continue
-        if int(scale) in spec.scales and spec.has_weights(scale):
-            return spec
-    return get_model("bicubic")
-
-
-#: Preferred default networks per modality (first with shipped weights at the scale wins).
-DEFAULT_PREFERENCE: dict[str, tuple[str, ...]] = {
-    "CT": ("dridsr", "idman-small"),
-    "MR": ("mdrn", "w2amsn-s", "srda-small"),
-}
 
 
 def count_macs(
@@ -232,3 +176,6 @@ def _macs_per_lr_pixel(name: str, scale: int) -> float:
     except Exception:  # an op without a meta kernel: count on CPU
         macs = count_macs(spec.build(scale), (side, side))
     return macs / float(side * side)
+
+
+__all__ = ["DEFAULT_PREFERENCE", "ModelSpec", "count_macs", "default_model", "get_model", "list_models", "register"]

@@ -132,3 +132,43 @@ class NCAB(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.attention(x) * self.lower(x) + x
+
+
+# ------------------------------------------------------------------------------ inference rewrites
+# Exact rewrites of the shared blocks, registered with :mod:`.rewrites` (applied by
+# ``prepare_for_inference``; never used for training).
+
+from .rewrites import add_, register_swap, scale_conv_  # noqa: E402  (rewrites imports no block)
+
+
+class _InferenceResBlock(ResBlock):
+    """:class:`ResBlock` with ``res_scale`` folded into its last convolution and an in-place skip."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return add_(self.body(x), x)
+
+
+def _fold_res_scale(m: ResBlock) -> None:
+    if m.res_scale != 1.0:
+        scale_conv_(m.body[-1], m.res_scale, dim=0)
+        m.res_scale = 1.0
+
+
+class _InferenceNCAB(NCAB):
+    """:class:`NCAB` whose attention pools before the 1x1 ``upper`` convolution
+    (``softmax(GAP(conv1x1(x)))`` = ``softmax(conv1x1(GAP(x)))``: the mean commutes with a linear map);
+    in-place tail."""
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.upper(x.mean(dim=(2, 3), keepdim=True)), dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.lower(x)
+        att = self.attention(x)
+        if y.dtype == torch.result_type(y, att):
+            return add_(y.mul_(att), x)
+        return att * y + x
+
+
+register_swap(ResBlock, _InferenceResBlock, rewrite=_fold_res_scale, condition=lambda m: isinstance(m.body[-1], nn.Conv2d))
+register_swap(NCAB, _InferenceNCAB, condition=lambda m: isinstance(m.upper, nn.Conv2d) and m.upper.kernel_size == (1, 1))

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..errors import ModelInputError, OptionError
 from .checks import positive_int
+from .rewrites import register_in_place
 
 __all__ = ["DeformConv2dV1", "deform_conv2d"]
 
@@ -176,3 +177,25 @@ class DeformConv2dV1(nn.Conv2d):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, modulated={self.modulated}, offset_bias_init={self.offset_bias_init!r}"
+
+
+# ------------------------------------------------------------------------------- inference rewrite
+
+
+def _same_memory_format(_module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+    """Forward hook: ``output`` in the memory format of the module's first input (so a channels_last
+    network does not convert every later layer's input)."""
+    x = inputs[0]
+    if output.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last):
+        return output
+    if x.is_contiguous() and not (x.shape[1] == 1 and x.device.type in ("cpu", "cuda")):
+        return output  # plain NCHW (a 1-channel input is both: follow the engine's cpu/cuda default)
+    return output.contiguous(memory_format=torch.channels_last)
+
+
+def _keep_memory_format(m: DeformConv2dV1) -> None:
+    m.register_forward_hook(_same_memory_format)
+    m._medsr_keeps_format = True
+
+
+register_in_place(DeformConv2dV1, _keep_memory_format, condition=lambda m: not getattr(m, "_medsr_keeps_format", False))

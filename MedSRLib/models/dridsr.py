@@ -164,7 +164,7 @@ class DRIDSR(nn.Module):
     """
 
     #: Layers on the image path (both paths' image-reading layers, the sum's 1x1 and everything after the sum): kept in fp32 under bf16/fp16 autocast
-    #: (``reparam.prepare_for_inference``), so reduced precision only touches the residual branch.
+    #: (``rewrites.prepare_for_inference``), so reduced precision only touches the residual branch.
     full_precision_layers: tuple[str, ...] = ("low", "high.f1", "high.f2", "high.sobel", "high.f3", "upsample", "tail")
 
     def __init__(self, *, scale: int, channels: int = 48, out_channels: int | None = None,

@@ -9,9 +9,9 @@ Structure (Fig. 1): shallow 3x3 conv -> G x :class:`IDMAG` -> 3x3 conv + global 
 -> EDSR sub-pixel upsampler -> one C -> 1 reconstruction conv applied with local feedback. Every conv
 is weight-normalised (Section 4.4, one gain per output channel).
 
-Inference helpers used by the fast engine (both exact, both in place):
-:func:`fold_weight_norm` (plain convs with the effective weights) and :func:`mab_kxk_to_1x1`
-(the MAB's kxk convs on a 1 x 1 pooled map only ever use their centre taps).
+Inference rewrite (exact, in place; registered with :mod:`.rewrites`, which also folds the weight
+norm of every network): :func:`mab_kxk_to_1x1` (the MAB's kxk convs on a 1 x 1 pooled map only ever
+use their centre taps).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from ..errors import OptionError
 from .base import ModelSpec, register
 from .blocks import EDSRUpsampler, PixelShuffleHead, conv1x1, conv3x3
 from .checks import check_lr_input, choice, positive_int
+from .rewrites import fold_weight_norm, register_in_place
 
 PAPER = "Zhao et al., Super-Resolution Network with Information Distillation and Multi-Scale Attention for Medical CT Image, Sensors 2021"
 
@@ -41,20 +42,6 @@ def apply_weight_norm(module: nn.Module) -> nn.Module:
     for m in module.modules():
         if isinstance(m, nn.Conv2d) and not parametrize.is_parametrized(m, "weight"):
             _weight_norm(m, name="weight", dim=0)
-    return module
-
-
-def fold_weight_norm(module: nn.Module) -> nn.Module:
-    """Replace every weight-normalised weight of ``module`` by a plain parameter holding the effective
-    weight ``g v / ||v||`` (exact inference re-parameterisation, in place); returns ``module``."""
-    for m in list(module.modules()):
-        if parametrize.is_parametrized(m, "weight"):
-            requires_grad = m.parametrizations.weight.original1.requires_grad
-            with torch.no_grad():
-                weight = m.weight.detach().clone()
-            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
-            # under no_grad torch leaves a plain tensor here: always register a real Parameter
-            m.weight = nn.Parameter(weight, requires_grad=requires_grad)
     return module
 
 
@@ -250,7 +237,7 @@ class IDMAN(nn.Module):
     """
 
     #: Layers on the image path (the head, and the upsampler and reconstruction after the global skip): kept in fp32 under bf16/fp16 autocast
-    #: (``reparam.prepare_for_inference``), so reduced precision only touches the residual branch.
+    #: (``rewrites.prepare_for_inference``), so reduced precision only touches the residual branch.
     full_precision_layers: tuple[str, ...] = ("head", "upsample", "rec")
 
     def __init__(self, *, scale: int, channels: int = 64, n_groups: int = 10, n_blocks: int = 20,
@@ -308,3 +295,10 @@ register(ModelSpec(
     min_lr_size=MIN_LR_SIZE,
     description=_DESCRIPTION + "; small config (G=2, B=4, C=32, 0.92-0.97M params, CPU-trainable)",
 ))
+
+
+# ------------------------------------------------------------------------------- inference rewrite
+
+register_in_place(MAB, mab_kxk_to_1x1, condition=lambda m: m.pool == "global" and m.pooled_conv == "kxk")
+
+__all__ = ["IDMAN", "IDMAB", "IDMAG", "MAB", "apply_weight_norm", "fold_weight_norm", "mab_kxk_to_1x1"]

@@ -22,6 +22,7 @@ from .base import ModelSpec, register
 from .blocks import CCA, BSConvU, PixelShuffleHead, conv1x1, conv3x3
 from .idman import MIN_LR_SIZE
 from .checks import check_lr_input, choice, positive_int
+from .rewrites import add_, pointwise_conv, register_swap
 
 PAPER = "Deng et al., MDRN: Multi-distillation residual network for efficient MR image super-resolution, AIMS 2024"
 
@@ -117,7 +118,7 @@ class FMDRB(nn.Module):
         return self._add_residual(out, x) if self.block_residual else out
 
     def _add_residual(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``out + x`` (the inference rewrite in ``reparam`` adds in place)."""
+        """``out + x`` (the inference rewrite below adds in place)."""
         return out + x
 
 
@@ -134,7 +135,7 @@ class MDRN(nn.Module):
     """
 
     #: Layers on the image path (the head, and the upsampler after the global skip): kept in fp32 under bf16/fp16 autocast
-    #: (``reparam.prepare_for_inference``), so reduced precision only touches the residual branch.
+    #: (``rewrites.prepare_for_inference``), so reduced precision only touches the residual branch.
     full_precision_layers: tuple[str, ...] = ("head", "upsample")
 
     def __init__(self, *, scale: int, channels: int = 64, n_blocks: int = 8, last_remain: str = "bsconv_half",
@@ -178,3 +179,51 @@ register(ModelSpec(
     factory=MDRN, options=dict(channels=64, n_blocks=8), min_lr_size=MIN_LR_SIZE,
     description="MDRN: multi-distillation residual blocks with BSConv and contrast-aware attention (MR); 0.33M params",
 ))
+
+
+# ------------------------------------------------------------------------------ inference rewrites
+# Exact, registered with :mod:`.rewrites` (applied by ``prepare_for_inference``; never for training).
+
+
+class _InferenceBSRB(BSRB):
+    """:class:`BSRB` with the skip added and the ReLU applied in place."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu_(add_(self.conv(x), x)) if isinstance(self.act, nn.ReLU) else self.act(self.conv(x) + x)
+
+
+class _InferenceFMDRB(FMDRB):
+    """:class:`FMDRB` with the block residual added in place."""
+
+    def _add_residual(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return add_(out, x)
+
+
+class _InferenceMDRN(MDRN):
+    """:class:`MDRN` whose aggregation 1x1 conv is a running sum over the blocks:
+    ``conv1x1(concat(F_1..F_n))`` = ``sum_i conv1x1_i(F_i)``, so the n-wide concatenation (512 channels
+    at full size) is never built and each block output is freed at once."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_lr_input(x, model="MDRN", min_size=self.min_size)
+        fuse = self.aggregate[0]
+        width = fuse.in_channels // len(self.blocks)
+        f0 = self.head(x)
+        f, total = f0, None
+        for i, block in enumerate(self.blocks):
+            f = block(f)
+            part = pointwise_conv(f, fuse.weight[:, i * width : (i + 1) * width], fuse.bias if i == 0 else None)
+            total = part if total is None else add_(total, part)
+        assert total is not None
+        return self.upsample(add_(self.aggregate[2](self.aggregate[1](total)), f0))
+
+
+register_swap(BSRB, _InferenceBSRB)
+register_swap(FMDRB, _InferenceFMDRB)
+register_swap(
+    MDRN,
+    _InferenceMDRN,
+    condition=lambda m: isinstance(m.aggregate[0], nn.Conv2d)
+    and m.aggregate[0].kernel_size == (1, 1)
+    and m.aggregate[0].in_channels % len(m.blocks) == 0,
+)

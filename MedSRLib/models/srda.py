@@ -54,7 +54,7 @@ class SRDA(nn.Module):
     """
 
     #: Layers on the image path (the deformable head and its attention, and the upsampler and tail after the global skip): kept in fp32 under bf16/fp16 autocast
-    #: (``reparam.prepare_for_inference``), so reduced precision only touches the residual branch.
+    #: (``rewrites.prepare_for_inference``), so reduced precision only touches the residual branch.
     full_precision_layers: tuple[str, ...] = ("dconv", "attention", "upsampler", "tail")
 
     def __init__(

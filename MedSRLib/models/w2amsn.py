@@ -22,6 +22,7 @@ from .base import ModelSpec, register
 from .blocks import NCAB, EDSRUpsampler, PixelShuffleHead, conv1x1, conv3x3
 from ..errors import OptionError
 from .checks import check_lr_input, positive_int
+from .rewrites import add_, register_swap, scale_conv_
 
 __all__ = ["W2AMSB", "W2AMSN", "check_lr_input"]
 
@@ -110,7 +111,7 @@ class W2AMSN(nn.Module):
     """
 
     #: Layers on the image path (the shallow features, and the fusion, upsampler and tail around the global skip): kept in fp32 under bf16/fp16 autocast
-    #: (``reparam.prepare_for_inference``), so reduced precision only touches the residual branch.
+    #: (``rewrites.prepare_for_inference``), so reduced precision only touches the residual branch.
     full_precision_layers: tuple[str, ...] = ("sfe", "global_fuse", "upsampler", "tail")
 
     def __init__(
@@ -211,3 +212,41 @@ register(
         **_COMMON,
     )
 )
+
+
+# ------------------------------------------------------------------------------- inference rewrite
+# Exact, registered with :mod:`.rewrites` (applied by ``prepare_for_inference``; never for training).
+
+
+class _InferenceW2AMSB(W2AMSB):
+    """:class:`W2AMSB` with lambdas and ``res_scale`` in ``fuse``, one stage-2 concatenation, in-place skip."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s1 = torch.relu_(self.conv_s1(x))
+        w1 = torch.relu_(self.conv_w1(x))
+        both = torch.cat([s1, w1], dim=1)
+        del s1, w1
+        s2, w2 = self.conv_s2(both), self.conv_w2(both)  # conv_w2's input channels were permuted
+        del both
+        if self.stage2_act:
+            s2, w2 = torch.relu_(s2), torch.relu_(w2)
+        return add_(self.fuse(torch.cat([self.att_s(s2), self.att_w(w2)], dim=1)), x)
+
+
+def _fold_w2amsb(m: W2AMSB) -> None:
+    """Fold the learnable lambdas and ``res_scale`` into ``fuse``; permute ``conv_w2``'s input channels
+    so both stage-2 convolutions read one concatenation ``[s1, w1]``."""
+    w1 = m.conv_s1.out_channels
+    with torch.no_grad():
+        m.conv_w2.weight.copy_(torch.cat([m.conv_w2.weight[:, w1:], m.conv_w2.weight[:, :w1]], dim=1))
+    half = m.fuse.in_channels // 2
+    scale = torch.cat([m.lambda1.detach().expand(half), m.lambda2.detach().expand(half)])
+    scale_conv_(m.fuse, scale, dim=1)
+    scale_conv_(m.fuse, m.res_scale, dim=0)
+    with torch.no_grad():
+        m.lambda1.fill_(1.0)
+        m.lambda2.fill_(1.0)
+    m.res_scale = 1.0
+
+
+register_swap(W2AMSB, _InferenceW2AMSB, rewrite=_fold_w2amsb)

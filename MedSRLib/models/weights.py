@@ -25,7 +25,7 @@ from safetensors.torch import save as _st_save
 from torch import nn
 
 from ..errors import MedSRError, OutputPathError, WeightsError
-from .base import get_model
+from .registry import get_model
 
 #: Version of the card/weights layout written by :func:`save_weights`; loaders accept <= this.
 FORMAT_VERSION = 1

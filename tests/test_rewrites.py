@@ -14,7 +14,7 @@ from MedSRLib.models.blocks import NCAB, ResBlock
 from MedSRLib.models.dridsr import DRIDSR
 from MedSRLib.models.idman import IDMAN, MAB
 from MedSRLib.models.mdrn import MDRN
-from MedSRLib.models.reparam import prepare_for_inference
+from MedSRLib.models.rewrites import prepare_for_inference
 from MedSRLib.models.srda import SRDA
 from MedSRLib.models.w2amsn import W2AMSB, W2AMSN
 

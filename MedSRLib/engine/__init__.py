@@ -1,0 +1,76 @@
+"""The inference engine: everything between "a prepared network" and "a stack of slices to run".
+
+One module per concern:
+
+* :mod:`.device`     device choice (``'auto'``: CUDA, then MPS, then CPU), moves, out-of-memory detection
+* :mod:`.precision`  what ``precision='auto'`` means on a machine (deterministic; cached measurement)
+* :mod:`.options`    :class:`EngineOptions`, the one validated options type (CLI flags derive from it)
+* :mod:`.memory`     memory budget, activation probe, free-core thread count
+* :mod:`.tiling`     tile positions and blending weights
+* :mod:`.runner`     the forward runner :func:`run_slices` (autocast, ensemble, tiles, OOM fallback)
+* :mod:`.estimate`   time estimates before a run
+* :mod:`.predictor`  :class:`Predictor`: spec + weights + inference rewrites + options + device, built
+  once; the only way library code runs a network
+
+Speed notes (CPU): the module runs under ``torch.inference_mode`` in channels_last; importing the
+engine sets ``THP_MEM_ALLOC_ENABLE=1`` unless already set, so PyTorch backs its large CPU tensors with
+transparent huge pages (a fresh 512 x 512 x 64 activation otherwise pays ~16k page faults; measured
+1.3-1.5x slower end to end on our VMs); it takes effect when set before PyTorch's first allocation of
+2 MiB or more. ``compile=True`` runs full batches through ``torch.compile`` (off by default: on our
+CPU it did not pay once the exact rewrites are applied). ``benchmarks/`` measures all of this.
+
+Out of memory (``torch.OutOfMemoryError`` or an allocator "out of memory" error): the cache is emptied
+and the batch halved; at batch 1 the tile side is halved (tiling starts) down to
+``max(2 * tile_overlap, min_lr_size, 32)``; then the run continues on the CPU with a
+``RuntimeWarning`` (also logged). Finished slices are kept; the failed batch is redone.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Transparent huge pages for PyTorch's large CPU tensors (docstring); must precede torch's first
+# allocation of >= 2 MiB to take effect, hence before the submodules import torch.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+from .device import resolve_device  # noqa: E402
+from .estimate import achieved_macs_per_second, estimate_seconds  # noqa: E402
+from .memory import default_memory_budget_bytes, free_cpu_count  # noqa: E402
+from .options import EngineOptions, engine_options, option_fields  # noqa: E402
+from .precision import (  # noqa: E402
+    PRECISIONS,
+    auto_cpu_precision,
+    cpu_has_native_bf16,
+    cpu_info,
+    dense_conv_gflops,
+    measure_cpu_precision,
+    resolve_precision,
+)
+from .predictor import Predictor  # noqa: E402
+from .runner import CancelCallback, ProgressCallback, run_slices  # noqa: E402
+from .tiling import balanced_tile, tile_starts, tile_weights  # noqa: E402
+
+__all__ = [
+    "CancelCallback",
+    "EngineOptions",
+    "PRECISIONS",
+    "Predictor",
+    "ProgressCallback",
+    "achieved_macs_per_second",
+    "auto_cpu_precision",
+    "balanced_tile",
+    "cpu_has_native_bf16",
+    "cpu_info",
+    "default_memory_budget_bytes",
+    "dense_conv_gflops",
+    "engine_options",
+    "estimate_seconds",
+    "free_cpu_count",
+    "measure_cpu_precision",
+    "option_fields",
+    "resolve_device",
+    "resolve_precision",
+    "run_slices",
+    "tile_starts",
+    "tile_weights",
+]

@@ -1,0 +1,176 @@
+"""Memory and CPU budget: available RAM, the default memory budget, the activation-memory probe
+(bytes per LR pixel from two probe sizes) and the free-core thread count.
+
+Memory model (an estimate): a one-time probe per module runs it on ``1 x 1 x a x a`` and
+``1 x 1 x 2a x 2a`` inputs (``a = max(32, min_lr_size)``) and records the peak bytes of tensors alive
+at once (every aten op's outputs, tracked by storage, on any device); the slope is the activation
+bytes per LR pixel, the intercept the size-independent part. A batch of ``b`` slices (or tiles) of
+``h x w`` LR pixels is then assumed to need ``intercept + 1.25 * slope * b*h*w + host buffers``
+bytes. Default budget: CPU / MPS ``min(2048 MiB, 25 % of the available RAM)``; CUDA
+``min(4096 MiB, 50 % of the free GPU memory)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from . import device as _device
+
+logger = logging.getLogger("MedSRLib.engine")
+
+_MIB = 1 << 20
+#: Probe side (LR px) of the memory probe (also run at twice this side).
+_PROBE_SIDE = 32
+#: Factor on the probed activation bytes (allocator slack, convolution workspaces).
+_MEMORY_SAFETY = 1.25
+#: Smallest tile the automatic / OOM tiling goes down to (LR px), besides ``2 * tile_overlap``.
+_MIN_AUTO_TILE = 32
+#: On CPU an automatic batch holds at most this many LR pixels (one 256 x 256 slice): measured on 2
+#: cores, batching 512 x 512 slices is not faster (dridsr x2: 2.19 s/slice at batch 1, 2.38 at 2-8)
+#: while memory grows by one slice's activations per slice; 128 x 128 slices gain nothing past 4.
+_CPU_BATCH_PIXELS = 1 << 16
+
+
+def _available_ram_bytes() -> int:
+    """Available host RAM in bytes (psutil, else /proc/meminfo, else half the physical RAM, else 8 GiB)."""
+    try:
+        import psutil  # type: ignore[import-not-found]
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")) // 2
+    except (AttributeError, ValueError, OSError):
+        return 8 << 30
+
+
+def default_memory_budget_bytes(device: torch.device) -> int:
+    """The budget used when ``memory_budget_mb`` is None: CPU / MPS ``min(2048 MiB, 25 % of available
+    RAM)``; CUDA ``min(4096 MiB, 50 % of the device's free memory)``."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(min(4096 * _MIB, 0.5 * free))
+    return int(min(2048 * _MIB, 0.25 * _available_ram_bytes()))
+
+
+
+class _LiveBytes(TorchDispatchMode):
+    """Peak bytes of tensor storages alive at once, over every aten op run inside the mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._live: dict[tuple[str, int], tuple[int, list[weakref.ref]]] = {}
+        self.peak = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        result = func(*args, **(kwargs or {}))
+        for t in result if isinstance(result, (tuple, list)) else (result,):
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()
+                nbytes, refs = self._live.get((str(t.device), storage.data_ptr()), (0, []))
+                refs.append(weakref.ref(t))
+                self._live[(str(t.device), storage.data_ptr())] = (max(nbytes, storage.nbytes()), refs)
+        total = 0
+        for key in list(self._live):
+            nbytes, refs = self._live[key]
+            refs[:] = [r for r in refs if r() is not None]
+            if refs:
+                total += nbytes
+            else:
+                del self._live[key]
+        self.peak = max(self.peak, total)
+        return result
+
+
+def _peak_forward_bytes(forward: Any, side: int) -> int:
+    """Peak bytes of live tensors (input included) while ``forward`` runs on one ``side x side`` slice."""
+    x = _device._move(torch.rand(1, 1, side, side), forward.device)
+    tracker = _LiveBytes()
+    with tracker:
+        forward(x)
+    return tracker.peak + x.nelement() * x.element_size()
+
+
+#: Probe results per module (weakly held): key -> (bytes per LR pixel, constant bytes).
+_PROBES: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], tuple[float, float]]] = weakref.WeakKeyDictionary()
+
+
+def _activation_bytes(forward: Any, *, min_lr_size: int) -> tuple[float, float]:
+    """``(bytes per LR pixel, constant bytes)`` of ``forward``'s activations, from two probe sizes
+    (cached per module, device, precision, memory format, ensemble and scale)."""
+    side = max(_PROBE_SIDE, int(min_lr_size))
+    key = (str(forward.device), forward.dtype, forward.channels_last, forward.ensemble, forward.scale, side)
+    cache = _PROBES.setdefault(forward.module, {})
+    if key not in cache:
+        small, large = _peak_forward_bytes(forward, side), _peak_forward_bytes(forward, 2 * side)
+        per_pixel = (large - small) / (3.0 * side * side)
+        if per_pixel <= 0:  # no size dependence seen: be conservative
+            per_pixel = large / (4.0 * side * side)
+        cache[key] = (per_pixel, max(0.0, small - per_pixel * side * side))
+    return cache[key]
+
+
+
+
+def _busy_ticks() -> tuple[float, float]:
+    """(all CPUs' busy clock ticks, this process's CPU ticks) from /proc (Linux)."""
+    with open("/proc/stat", encoding="ascii") as fh:
+        fields = [float(v) for v in fh.readline().split()[1:]]
+    with open("/proc/self/stat", encoding="ascii") as fh:
+        own = fh.read().rsplit(")", 1)[1].split()
+    return sum(fields[:8]) - fields[3] - fields[4], float(own[11]) + float(own[12])  # minus idle, iowait
+
+
+def free_cpu_count(sample_seconds: float = 0.25) -> int:
+    """CPUs this process may use minus those other processes kept busy over ``sample_seconds`` (>= 1).
+
+    Linux: from /proc/stat and /proc/self/stat; elsewhere the usable CPU count."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        busy0, own0 = _busy_ticks()
+        start = time.perf_counter()
+        time.sleep(sample_seconds)
+        busy1, own1 = _busy_ticks()
+        elapsed = time.perf_counter() - start
+    except (OSError, ValueError, IndexError):
+        return max(1, cores)
+    total_cpus = os.cpu_count() or cores
+    others = max(0.0, (busy1 - busy0) - (own1 - own0)) / os.sysconf("SC_CLK_TCK") / elapsed
+    others *= cores / total_cpus  # other load spread over all CPUs; our share of it
+    return max(1, min(cores, math.floor(cores - others + 0.25)))
+
+
+@contextlib.contextmanager
+def _num_threads(threads: int | str | None) -> Iterator[None]:
+    if threads is None:
+        yield
+        return
+    if threads == "auto":
+        threads = free_cpu_count()
+        logger.info("engine: %d CPU threads (free cores)", threads)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+

@@ -1,0 +1,355 @@
+"""The forward runner: one network over a stack of slices, batch by batch (autocast, self-ensemble,
+tiles, out-of-memory fallback, progress and cancel)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import CancelledError, InputSizeError, ModelOutputError, OptionError, ScaleError, UnsupportedImageError
+from . import device as _device
+from .memory import _CPU_BATCH_PIXELS, _MEMORY_SAFETY, _MIB, _MIN_AUTO_TILE, _activation_bytes, _num_threads, default_memory_budget_bytes
+from .options import EngineOptions, _is_int
+from .precision import autocast_dtype, precision_name
+from .tiling import balanced_tile, tile_starts, tile_weights
+
+logger = logging.getLogger("MedSRLib.engine")
+
+ProgressCallback = Callable[[int, int], None]
+CancelCallback = Callable[[], bool]
+
+
+class _Forward:
+    """``N x 1 x h x w`` float32 on the device -> ``N x 1 x (s h) x (s w)`` float32 (autocast, ensemble)."""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        scale: int,
+        device: torch.device,
+        dtype: torch.dtype | None,
+        channels_last: bool,
+        ensemble: bool,
+    ) -> None:
+        self.module, self.scale, self.device, self.dtype = module, scale, device, dtype
+        self.channels_last, self.ensemble = channels_last, ensemble
+        self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.compiled_shape: tuple[int, ...] | None = None
+
+    def compile_for(self, shape: tuple[int, ...]) -> None:
+        """Use ``torch.compile(module)`` for inputs of exactly ``shape`` (others run eagerly)."""
+        if self.compiled is None:
+            self.compiled = torch.compile(self.module, dynamic=False)
+        self.compiled_shape = tuple(shape)
+
+    def _network(self, x: torch.Tensor) -> torch.Tensor:
+        if self.compiled is None or tuple(x.shape) != self.compiled_shape:
+            return self.module(x)
+        try:
+            return self.compiled(x)
+        except Exception as exc:  # noqa: BLE001 -- compilation problems: continue eagerly
+            if _device._is_out_of_memory(exc):
+                raise
+            message = f"MedSR: torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); running eagerly"
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+            logger.warning(message)
+            self.compiled = None
+            return self.module(x)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.ensemble:
+            return self._once(x)
+        total: torch.Tensor | None = None
+        for flip in (False, True):
+            for quarter_turns in range(4):
+                xt = torch.rot90(x.flip(-1) if flip else x, quarter_turns, dims=(-2, -1))
+                y = torch.rot90(self._once(xt), -quarter_turns, dims=(-2, -1))
+                y = y.flip(-1) if flip else y
+                total = y.clone() if total is None else total.add_(y)
+        assert total is not None
+        return total.div_(8.0)
+
+    def _once(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        context = (
+            torch.autocast(device_type=self.device.type, dtype=self.dtype)
+            if self.dtype is not None
+            else contextlib.nullcontext()
+        )
+        with context:
+            y = self._network(x)
+        if self.dtype == torch.float16 and isinstance(y, torch.Tensor) and not bool(torch.isfinite(y).all()):
+            if bool(torch.isfinite(x).all()):  # the input is finite: fp16 overflowed
+                message = "MedSR: fp16 autocast overflowed (inf/nan output); continuing in fp32"
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
+                logger.warning(message)
+                self.dtype = None
+                return self._once(x)
+        n, _, h, w = x.shape
+        expected = (n, 1, self.scale * h, self.scale * w)
+        if not isinstance(y, torch.Tensor) or tuple(y.shape) != expected:
+            got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise ModelOutputError(
+                f"the network returned {got} for input {tuple(x.shape)}; expected {expected} "
+                f"(N x 1 x {self.scale}h x {self.scale}w): load the model built for scale x{self.scale}"
+            )
+        return y.float()
+
+
+
+class _Runner:
+    """State of one :func:`run_slices` call: device, batch, tile (all may change on out-of-memory)."""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        scale: int,
+        shape: tuple[int, int, int],
+        options: EngineOptions,
+        min_lr_size: int,
+        device: torch.device,
+        dtype: torch.dtype | None,
+    ) -> None:
+        self.module, self.scale, self.options, self.min_lr_size = module, scale, options, min_lr_size
+        self.n, self.h, self.w = shape
+        self.min_tile = max(2 * options.tile_overlap, min_lr_size, _MIN_AUTO_TILE)
+        self._use_device(device, dtype)
+
+    # -- planning
+    def _use_device(self, device: torch.device, dtype: torch.dtype | None) -> None:
+        channels_last = self.options.channels_last and device.type in ("cpu", "cuda")
+        self.device = device
+        self.module = _device._move(self.module.eval(), device, channels_last=channels_last)
+        self.forward = _Forward(
+            self.module,
+            scale=self.scale,
+            device=device,
+            dtype=dtype,
+            channels_last=channels_last,
+            ensemble=self.options.ensemble,
+        )
+        try:
+            per_pixel, constant = _activation_bytes(self.forward, min_lr_size=self.min_lr_size)
+        except Exception as exc:  # noqa: BLE001 -- only out-of-memory is handled, the rest re-raised
+            if not (_device._is_out_of_memory(exc) and device.type != "cpu"):
+                raise
+            fallback = True
+        else:
+            fallback = False
+        if fallback:
+            self._fall_back_to_cpu("while probing memory use")
+            return
+        self._plan(per_pixel, constant)
+
+    def _plan(self, per_pixel: float, constant: float) -> None:
+        opts, s2 = self.options, self.scale * self.scale
+        if opts.memory_budget_mb is not None:
+            budget = opts.memory_budget_mb * _MIB
+        else:
+            budget = default_memory_budget_bytes(self.device)
+        # activations + host copies of the input (4 B) and output (4 s^2 B, twice when tiled)
+        per_pixel = _MEMORY_SAFETY * per_pixel + 4.0 + 8.0 * s2
+        available = max(budget - constant, per_pixel)
+        tile = opts.tile
+        if tile is None and self.h * self.w * per_pixel > available:
+            largest = max(self.min_tile, int(math.sqrt(available / per_pixel)) // 8 * 8)
+            tile = balanced_tile(max(self.h, self.w), largest, opts.tile_overlap, minimum=self.min_tile)
+        self._set_tile(tile)
+        if opts.batch_size is not None:
+            batch = opts.batch_size
+        else:
+            batch = int(available // (self.tile_h * self.tile_w * per_pixel))
+            if self.device.type == "cpu":
+                batch = min(batch, _CPU_BATCH_PIXELS // (self.h * self.w))
+        self.batch = max(1, min(batch, self.n))
+        if opts.compile and self.device.type in ("cpu", "cuda"):
+            self.forward.compile_for((self.batch, 1, self.tile_h, self.tile_w))
+        logger.info(
+            "engine: %s, %s, batch %d, tile %s, ~%.0f B/LR px, budget %.0f MiB",
+            self.device, self.forward.dtype or "fp32", self.batch, self.tile, per_pixel, budget / _MIB,
+        )
+
+    def _set_tile(self, tile: int | None) -> None:
+        self.tile = tile if tile is not None and tile < max(self.h, self.w) else None
+        side = self.tile or max(self.h, self.w)
+        self.tile_h, self.tile_w = min(side, self.h), min(side, self.w)
+        if self.tile is None:
+            return
+        overlap = self.options.tile_overlap
+        self.starts_y = tile_starts(self.h, self.tile, overlap)
+        self.starts_x = tile_starts(self.w, self.tile, overlap)
+        self.weights_y = tile_weights(self.starts_y, tile=self.tile, length=self.h, overlap=overlap, scale=self.scale)
+        self.weights_x = tile_weights(self.starts_x, tile=self.tile, length=self.w, overlap=overlap, scale=self.scale)
+
+    # -- out of memory
+    def _can_shrink(self) -> bool:
+        return self.batch > 1 or (self.tile or max(self.h, self.w)) > self.min_tile or self.device.type != "cpu"
+
+    def _shrink(self) -> None:
+        """Halve the batch; at batch 1 halve the tile; at the smallest tile fall back to the CPU."""
+        _device._empty_cache(self.device)
+        side = self.tile or max(self.h, self.w)
+        if self.batch > 1:
+            self.batch = max(1, self.batch // 2)
+            logger.warning("engine: out of memory on %s; retrying with batch %d", self.device, self.batch)
+        elif side > self.min_tile:
+            self._set_tile(max(self.min_tile, -(-side // 2)))
+            logger.warning("engine: out of memory on %s at batch 1; retrying with %s px tiles", self.device, self.tile)
+        else:
+            self._fall_back_to_cpu(f"even at batch 1 with {side} px tiles")
+
+    def _fall_back_to_cpu(self, when: str) -> None:
+        message = f"MedSR: out of memory on {self.device} {when}; continuing on the CPU (slower)"
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        logger.warning(message)
+        _device._empty_cache(self.device)
+        cpu = torch.device("cpu")
+        self._use_device(cpu, autocast_dtype("auto" if self.options.precision == "fp16" else self.options.precision, cpu))
+
+    # -- processing
+    def _read(self, slices: Any, start: int, stop: int) -> torch.Tensor:
+        batch = np.asarray(slices[start:stop], dtype=np.float32)
+        if batch.shape != (stop - start, self.h, self.w):
+            raise UnsupportedImageError(
+                f"slices[{start}:{stop}] returned shape {batch.shape}; expected {(stop - start, self.h, self.w)}"
+            )
+        if not batch.flags.writeable or (self.device.type == "cpu" and batch.base is not None):
+            batch = batch.copy()  # on the CPU the module runs on this memory: never on the caller's array
+        return _device._move(torch.from_numpy(batch)[:, None], self.device)
+
+    def _process(self, x: torch.Tensor) -> np.ndarray:
+        """``(b, s h, s w)`` float32 result of one batch ``x`` (``b x 1 x h x w`` on the device)."""
+        if self.tile is None:
+            return self.forward(x)[:, 0].cpu().numpy()
+        s = self.scale
+        result = np.zeros((x.shape[0], s * self.h, s * self.w), dtype=np.float32)
+        for y0, wy in zip(self.starts_y, self.weights_y):
+            for x0, wx in zip(self.starts_x, self.weights_x):
+                tile = x[:, :, y0 : y0 + self.tile_h, x0 : x0 + self.tile_w]
+                pred = self.forward(tile)[:, 0].cpu().numpy()  # may alias the input: not written
+                weighted = pred * (wy[:, None] * wx[None, :])
+                result[:, s * y0 : s * (y0 + self.tile_h), s * x0 : s * (x0 + self.tile_w)] += weighted
+        return result
+
+    def run(self, slices: Any, out: Any, progress: ProgressCallback | None, cancel: CancelCallback | None) -> None:
+        done = 0
+        if progress is not None:
+            progress(0, self.n)
+        while done < self.n:
+            if cancel is not None and cancel():
+                raise CancelledError(f"run cancelled after {done} of {self.n} slices")
+            stop = min(self.n, done + self.batch)
+            try:
+                result = self._process(self._read(slices, done, stop))
+            except Exception as exc:  # noqa: BLE001 -- only out-of-memory is handled, the rest re-raised
+                if not (_device._is_out_of_memory(exc) and self._can_shrink()):
+                    raise
+                result = None  # leave the except block first: its traceback holds the failed tensors
+            if result is None:
+                self._shrink()
+                continue
+            out[done:stop] = result
+            done = stop
+            if progress is not None:
+                progress(done, self.n)
+
+
+def run_slices(
+    module: nn.Module,
+    slices: Any,
+    *,
+    scale: int,
+    out: Any = None,
+    options: EngineOptions = EngineOptions(),
+    progress: ProgressCallback | None = None,
+    cancel: CancelCallback | None = None,
+    min_lr_size: int = 1,
+) -> Any:
+    """Low-level: super-resolve a stack of slices with an already prepared ``module``
+    (library code runs networks through :class:`MedSRLib.engine.Predictor`, which prepares the module
+    once and records the precision that ran; this is its runner).
+
+    ``module`` maps ``N x 1 x h x w -> N x 1 x (s h) x (s w)``.
+
+    Args:
+        module: the network; put in eval mode and moved (in place, with its memory format) to the
+            device, where it stays.
+        slices: ``(n, h, w)`` stack: anything with ``len()``, ``.shape`` and ``slices[a:b]`` returning
+            float32 ``(b - a, h, w)`` in [0, 1] (read one batch at a time; never modified).
+        scale: integer in-plane scale ``s``.
+        out: None (a new float32 ``(n, s h, s w)`` array) or anything with ``out[a:b] = array``.
+        options: :class:`EngineOptions`.
+        progress: ``progress(done_slices, total)`` at 0 and after every batch.
+        cancel: polled before every batch; True raises :class:`~MedSRLib.errors.CancelledError`
+            (``out`` may then hold some finished slices).
+        min_lr_size: smallest LR side the network accepts (``ModelSpec.min_lr_size``).
+
+    Returns:
+        ``out`` (the new array when ``out`` was None).
+    """
+    return _run(module, slices, scale=scale, out=out, options=options, progress=progress, cancel=cancel,
+                min_lr_size=min_lr_size)[0]
+
+
+def _run(
+    module: nn.Module,
+    slices: Any,
+    *,
+    scale: int,
+    out: Any,
+    options: EngineOptions,
+    progress: ProgressCallback | None,
+    cancel: CancelCallback | None,
+    min_lr_size: int,
+) -> tuple[Any, str]:
+    """:func:`run_slices`, also returning the precision that ran last (``'fp32'``/``'bf16'``/``'fp16'``;
+    fp16 overflow and CPU fallback change it mid-run)."""
+    shape = tuple(getattr(slices, "shape", ()))
+    if len(shape) != 3 or len(slices) != shape[0]:
+        raise UnsupportedImageError(f"slices must be an (n, h, w) stack of 2D slices; got shape {shape}")
+    n, h, w = (int(v) for v in shape)
+    if not _is_int(scale) or scale < 1:
+        raise ScaleError(f"scale must be a positive integer; got {scale!r}")
+    if not isinstance(options, EngineOptions):
+        raise OptionError(f"options must be an EngineOptions; got {type(options).__name__}")
+    if not _is_int(min_lr_size) or min_lr_size < 1:
+        raise OptionError(f"min_lr_size must be a positive integer; got {min_lr_size!r}")
+    if n and min(h, w) < min_lr_size:
+        raise InputSizeError(f"slices of {h}x{w} px are smaller than the model's minimum of {min_lr_size} px")
+    if options.tile is not None and options.tile < min_lr_size:
+        raise InputSizeError(f"tile {options.tile} px is smaller than the model's minimum input of {min_lr_size} px")
+    device = _device.resolve_device(options.device)
+    dtype = autocast_dtype(options.precision, device)
+    expected = (n, scale * h, scale * w)
+    if out is not None and tuple(getattr(out, "shape", expected)) != expected:
+        raise OptionError(f"out has shape {tuple(out.shape)}; expected {expected} (n, scale*h, scale*w)")
+    if out is None:
+        out = np.empty(expected, dtype=np.float32)
+    if n == 0:
+        if progress is not None:
+            progress(0, 0)
+        return out, precision_name(dtype)
+    with _num_threads(options.threads), torch.inference_mode():
+        runner = _Runner(
+            module,
+            scale=int(scale),
+            shape=(n, h, w),
+            options=options,
+            min_lr_size=int(min_lr_size),
+            device=device,
+            dtype=dtype,
+        )
+        runner.run(slices, out, progress, cancel)
+    return out, precision_name(runner.forward.dtype)
+

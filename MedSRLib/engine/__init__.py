@@ -28,27 +28,48 @@ and the batch halved; at batch 1 the tile side is halved (tiling starts) down to
 from __future__ import annotations
 
 import os
+from typing import Any
 
 # Transparent huge pages for PyTorch's large CPU tensors (docstring); must precede torch's first
 # allocation of >= 2 MiB to take effect, hence before the submodules import torch.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
-from .device import resolve_device  # noqa: E402
-from .estimate import achieved_macs_per_second, estimate_seconds  # noqa: E402
-from .memory import default_memory_budget_bytes, free_cpu_count  # noqa: E402
-from .options import EngineOptions, engine_options, option_fields  # noqa: E402
-from .precision import (  # noqa: E402
-    PRECISIONS,
-    auto_cpu_precision,
-    cpu_has_native_bf16,
-    cpu_info,
-    dense_conv_gflops,
-    measure_cpu_precision,
-    resolve_precision,
-)
-from .predictor import Predictor  # noqa: E402
-from .runner import CancelCallback, ProgressCallback, run_slices  # noqa: E402
-from .tiling import balanced_tile, tile_starts, tile_weights  # noqa: E402
+#: Public names and the submodule that defines each, imported on first use (PEP 562) so that the
+#: options type (and so the ``medsr`` argument parser) loads without importing torch.
+_LAZY_NAMES = {
+    "resolve_device": "device",
+    "achieved_macs_per_second": "estimate",
+    "estimate_seconds": "estimate",
+    "default_memory_budget_bytes": "memory",
+    "free_cpu_count": "memory",
+    "EngineOptions": "options",
+    "engine_options": "options",
+    "option_fields": "options",
+    "PRECISIONS": "options",
+    "auto_cpu_precision": "precision",
+    "cpu_has_native_bf16": "precision",
+    "cpu_info": "precision",
+    "dense_conv_gflops": "precision",
+    "measure_cpu_precision": "precision",
+    "resolve_precision": "precision",
+    "Predictor": "predictor",
+    "CancelCallback": "runner",
+    "ProgressCallback": "runner",
+    "run_slices": "runner",
+    "balanced_tile": "tiling",
+    "tile_starts": "tiling",
+    "tile_weights": "tiling",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The engine's public names, imported lazily from their submodule."""
+    if name in _LAZY_NAMES:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY_NAMES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CancelCallback",

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from ..errors import InputSizeError, OptionError
-from .device import _parse_device
-from .precision import PRECISIONS
+
+if TYPE_CHECKING:  # torch is imported only when a run needs it, so ``medsr models`` stays torch-free
+    import torch
+
+#: The precisions a run accepts; ``'auto'`` is resolved per machine by :mod:`.precision`.
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 
 
 def _is_int(value: Any) -> bool:
@@ -84,6 +87,8 @@ class EngineOptions:
         "--compile", "run full batches through torch.compile (first batch pays the compilation)", bool))
 
     def __post_init__(self) -> None:
+        from .device import _parse_device
+
         _parse_device(self.device)
         if self.batch_size is not None and not (_is_int(self.batch_size) and self.batch_size >= 1):
             raise OptionError(f"batch_size must be a positive integer or None (automatic); got {self.batch_size!r}")

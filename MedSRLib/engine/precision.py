@@ -34,10 +34,10 @@ import torch
 from torch import nn
 
 from ..errors import OptionError
+from .options import PRECISIONS
 
 logger = logging.getLogger("MedSRLib.engine")
 
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 _AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 _NAMES: dict[torch.dtype | None, str] = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 

@@ -4,6 +4,7 @@
     medsr models [--json]
     medsr evaluate HR [--model M] --scale S [--convention C] [--json]
     medsr check IN SR --scale S [--axis A] [--diff OUT] [--json]
+    medsr example [NAME] [--list]
 
 Errors a user can cause print one line ``medsr: error: ...`` and exit with status 2 (no traceback);
 nothing is written. A cancelled run (Ctrl-C) exits 130 and writes nothing.
@@ -56,7 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="super-resolve a volume file or DICOM folder and write NIfTI/NRRD/MHA")
     run.add_argument("input", help="volume file (.nii, .nii.gz, .nrrd, .mha, .mhd) or DICOM series folder")
-    run.add_argument("output", help="output file (.nii, .nii.gz, .nrrd, .mha); never the input")
+    run.add_argument("output", help="output file (.nii, .nii.gz, .nrrd, .mha), or a folder with --output-format dicom; "
+                                    "never the input")
+    run.add_argument("--output-format", choices=["auto", "dicom"], default="auto",
+                     help="auto (default): from the output's file ending; dicom: write a derived DICOM series into "
+                          "the folder OUTPUT (new or empty)")
     run.add_argument("--model", default=None, help="registered model (see `medsr models`); default: per modality and scale")
     run.add_argument("--scale", type=int, required=True, help="integer in-plane scale factor")
     run.add_argument("--series-uid", default=None, help="DICOM SeriesInstanceUID when the folder holds several series")
@@ -95,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--no-reference", action="store_true", help="skip the bicubic reference scores")
     check.add_argument("--series-uid", default=None)
     check.add_argument("--json", action="store_true", help="print the consistency object as JSON")
+    example = sub.add_parser("example", help="print the path of a small real example volume shipped with MedSR")
+    example.add_argument("name", nargs="?", default=None, help="example name (see --list)")
+    example.add_argument("--list", action="store_true", help="list the examples (name, modality, shape, licence)")
     return parser
 
 
@@ -125,7 +133,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .models import default_model, get_model
     from .pipeline import super_resolve
 
-    target = check_output_path(args.output, inputs=[args.input])
+    if args.output_format == "dicom":
+        from .io.dicom_writer import check_dicom_output_folder
+
+        target = check_dicom_output_folder(args.output, inputs=[args.input])
+    else:
+        target = check_output_path(args.output, inputs=[args.input])
     diff_target = None
     if args.diff is not None:
         diff_target = check_output_path(args.diff, inputs=[args.input, args.output])
@@ -165,7 +178,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
             volume, result, scale=args.scale, axis=result.metadata["medsr"]["slice_axis"],
             keep_difference=diff_target is not None,
         )
-    written = write_volume(result, target, inputs=[args.input])
+    if args.output_format == "dicom":
+        from .io.dicom_writer import write_dicom_series
+
+        written = write_dicom_series(result, target, inputs=[args.input])
+    else:
+        written = write_volume(result, target, inputs=[args.input])
     if diff_target is not None and report is not None and report.difference is not None:
         write_volume(report.difference, diff_target, inputs=[args.input])
     summary = {
@@ -176,9 +194,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "slice_axis": result.metadata["medsr"]["slice_axis"],
         "input_shape_zyx": list(volume.shape),
         "output_shape_zyx": list(result.shape),
-        "input_spacing": list(volume.spacing),
-        "output_spacing": list(result.spacing),
-        "output_origin": list(result.origin),
+        "input_spacing_zyx": list(reversed(volume.spacing)),
+        "output_spacing_zyx": list(reversed(result.spacing)),
+        "output_origin_lps": list(result.origin),
         "dtype": str(result.array.dtype),
     }
     if report is not None:
@@ -189,8 +207,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         print(
-            f"wrote {written}: {spec.name} x{args.scale}, shape (z,y,x) {tuple(volume.shape)} -> {tuple(result.shape)}, "
-            f"spacing (x,y,z) {tuple(round(s, 4) for s in result.spacing)} mm"
+            f"wrote {written}: {spec.name} x{args.scale}; array axes (z,y,x): shape {tuple(volume.shape)} -> "
+            f"{tuple(result.shape)}, spacing {tuple(round(s, 4) for s in reversed(result.spacing))} mm"
         )
         if report is not None:
             print(report.summary())
@@ -300,7 +318,24 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "models": _cmd_models, "evaluate": _cmd_evaluate, "check": _cmd_check}
+def _cmd_example(args: argparse.Namespace) -> int:
+    from .examples import example_path, list_examples
+
+    if args.list or args.name is None:
+        for e in list_examples():
+            shape = "x".join(str(n) for n in e.shape_zyx)
+            spacing = " x ".join(f"{s:.4g}" for s in reversed(e.spacing_xyz))
+            print(f"{e.name:<11} {e.modality}  (z,y,x) {shape}, {spacing} mm  {e.licence:<10} {e.what}")
+        if args.name is None:
+            first = list_examples()[0]
+            print(f"`medsr example NAME` prints the path; e.g. {first.command.format(path=f'$(medsr example {first.name})')}")
+        return 0
+    print(example_path(args.name))
+    return 0
+
+
+COMMANDS = {"run": _cmd_run, "models": _cmd_models, "evaluate": _cmd_evaluate, "check": _cmd_check,
+            "example": _cmd_example}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

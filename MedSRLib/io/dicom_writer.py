@@ -39,6 +39,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import InputFileError, OutputPathError, UnsupportedImageError
+from ..geometry import plane_geometry
 from ..volume import Volume
 
 __all__ = [
@@ -275,13 +276,11 @@ def write_dicom_series(
     sources = _read_sources(dicom_source_files(volume) if source is None else list(source))
     first = sources[0] if sources else None
 
-    row_axis, col_axis = [a for a in range(3) if a != slice_axis]  # numpy axes of image rows / columns
-    itk = {a: 2 - a for a in range(3)}  # numpy axis -> ITK index axis (i = numpy 2)
+    plane = plane_geometry(volume, slice_axis)
+    row_axis, col_axis = plane.row_axis, plane.col_axis  # numpy axes of image rows / columns
     n_slices = volume.shape[slice_axis]
-    row_dir = volume.direction[:, itk[col_axis]]  # LPS step along a row (increasing column index)
-    col_dir = volume.direction[:, itk[row_axis]]  # LPS step down a column (increasing row index)
-    pixel_spacing = [volume.spacing[itk[row_axis]], volume.spacing[itk[col_axis]]]
-    slice_spacing = volume.spacing[itk[slice_axis]]
+    row_dir, col_dir = plane.along_row, plane.down_column  # DICOM ImageOrientationPatient (LPS)
+    pixel_spacing, slice_spacing = plane.pixel_spacing, plane.slice_spacing
     stored_dtype, slope, intercept, note = _encoding(volume.array)
 
     now = datetime.now()
@@ -375,18 +374,18 @@ def write_dicom_series(
             ds.SOPInstanceUID = sop_uid
             ds.InstanceNumber = n + 1
             index = [0, 0, 0]
-            index[itk[slice_axis]] = n
+            index[2 - slice_axis] = n  # ITK index order (i, j, k); numpy axis a is index axis 2 - a
             position = volume.index_to_physical(np.asarray(index, dtype=np.float64))
             ds.ImagePositionPatient = [_ds(v) for v in position]
-            ds.SliceLocation = _ds(float(np.dot(position, np.cross(row_dir, col_dir))))
+            ds.SliceLocation = _ds(float(np.dot(position, plane.normal)))
             chosen = [refs[n]] if one_to_one else refs
             if chosen:
                 items = [_ref_item(c, i) for c, i in chosen]
                 for item in items:
                     item.PurposeOfReferenceCodeSequence = DicomSequence([_code_item(_PURPOSE_SOURCE_IMAGE)])
                 ds.SourceImageSequence = DicomSequence(items)
-            plane = np.take(volume.array, n, axis=slice_axis)
-            stored = plane if slope == 1.0 and intercept == 0.0 else np.round((plane.astype(np.float64) - intercept) / slope)
+            image2d = np.take(volume.array, n, axis=slice_axis)
+            stored = image2d if slope == 1.0 and intercept == 0.0 else np.round((image2d.astype(np.float64) - intercept) / slope)
             ds.PixelData = np.ascontiguousarray(stored, dtype=stored_dtype).tobytes()
             ds["PixelData"].VR = "OW"
             meta = FileMetaDataset()

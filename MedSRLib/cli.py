@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--check", action="store_true",
                      help="data-consistency check: degrade the output back and compare with the input")
+    run.add_argument("--panel", default=None, metavar="OUT.png",
+                     help="also write a PNG picture: input, bicubic and the model, slice + crop + reformat across "
+                          "the slice axis, radiological orientation")
+    run.add_argument("--window", default=None, help="CT display window of --panel: soft-tissue (default), lung, bone, brain")
     run.add_argument("--diff", default=None, metavar="OUT",
                      help="write the difference volume degrade(SR) - input (input grid, input units); implies --check")
     _add_engine_options(run)
@@ -142,6 +146,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     diff_target = None
     if args.diff is not None:
         diff_target = check_output_path(args.diff, inputs=[args.input, args.output])
+    if args.panel is not None:
+        from .panel import check_panel_path
+
+        check_panel_path(args.panel, [args.input, args.output])
     volume = read_volume(args.input, series_uid=args.series_uid, modality=args.modality)
     if args.model is None:
         from .intensity import guess_modality
@@ -186,6 +194,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         written = write_volume(result, target, inputs=[args.input])
     if diff_target is not None and report is not None and report.difference is not None:
         write_volume(report.difference, diff_target, inputs=[args.input])
+    panel_path = None
+    if args.panel is not None:
+        from .panel import save_volume_panel
+
+        columns = {} if spec.name == "bicubic" else {"bicubic": super_resolve(
+            volume, model="bicubic", scale=args.scale, axis=result.metadata["medsr"]["slice_axis"], modality=args.modality)}
+        panel_path = save_volume_panel(volume, {**columns, spec.name: result}, args.panel, window=args.window,
+                                       inputs=[args.input])
     summary = {
         "input": str(args.input),
         "output": str(written),
@@ -199,6 +215,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "output_origin_lps": list(result.origin),
         "dtype": str(result.array.dtype),
     }
+    if panel_path is not None:
+        summary["panel"] = str(panel_path)
     if report is not None:
         summary["consistency"] = report.to_json()
         if diff_target is not None:
@@ -214,6 +232,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(report.summary())
         if diff_target is not None:
             print(f"wrote difference volume {diff_target}")
+        if panel_path is not None:
+            print(f"wrote panel {panel_path}")
     return 0
 
 
@@ -291,6 +311,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             series_uid=args.series_uid, weights=args.weights,
             options=EngineOptions(device=args.device, ensemble=args.ensemble),
         )
+        print(f"wrote panel {Path(args.panel).resolve()}", file=sys.stderr if args.json else sys.stdout)
     bar = _Progress("evaluate", quiet=args.quiet or args.json)
     try:
         result = evaluate(

@@ -149,7 +149,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.panel is not None:
         from .panel import check_panel_path
 
-        check_panel_path(args.panel, [args.input, args.output])
+        check_panel_path(args.panel, [args.input, args.output], window=args.window)
     volume = read_volume(args.input, series_uid=args.series_uid, modality=args.modality)
     if args.model is None:
         from .intensity import guess_modality
@@ -186,14 +186,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
             volume, result, scale=args.scale, axis=result.metadata["medsr"]["slice_axis"],
             keep_difference=diff_target is not None,
         )
-    if args.output_format == "dicom":
-        from .io.dicom_writer import write_dicom_series
-
-        written = write_dicom_series(result, target, inputs=[args.input])
-    else:
-        written = write_volume(result, target, inputs=[args.input])
-    if diff_target is not None and report is not None and report.difference is not None:
-        write_volume(report.difference, diff_target, inputs=[args.input])
     panel_path = None
     if args.panel is not None:
         from .panel import save_volume_panel
@@ -202,6 +194,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
             volume, model="bicubic", scale=args.scale, axis=result.metadata["medsr"]["slice_axis"], modality=args.modality)}
         panel_path = save_volume_panel(volume, {**columns, spec.name: result}, args.panel, window=args.window,
                                        inputs=[args.input])
+    if args.output_format == "dicom":
+        from .io.dicom_writer import write_dicom_series
+
+        written = write_dicom_series(result, target, inputs=[args.input])
+    else:
+        written = write_volume(result, target, inputs=[args.input])
+    if diff_target is not None and report is not None and report.difference is not None:
+        write_volume(report.difference, diff_target, inputs=[args.input])
     summary = {
         "input": str(args.input),
         "output": str(written),

@@ -230,9 +230,11 @@ def comparison_panel(
     return render_panel(data, crop=crop, title=title)
 
 
-def _check_png_path(out_png: str | Path, inputs: Sequence[str | Path] = ()) -> Path:
-    """Validate a panel's output path (``.png``, folder exists, not a folder, not an input); raises
-    :class:`~MedSRLib.errors.OutputPathError`."""
+def _check_png_path(out_png: str | Path, inputs: Sequence[str | Path] = (), *, window: str | None = None) -> Path:
+    """Validate a panel's output path (``.png``, folder exists, not a folder, not an input) and a CT
+    window name; raises :class:`~MedSRLib.errors.OutputPathError` / :class:`~MedSRLib.errors.OptionError`."""
+    if window is not None and window not in CT_WINDOWS:
+        raise OptionError(f"unknown CT window '{window}'; choose one of {', '.join(CT_WINDOWS)}")
     out = Path(out_png).expanduser()
     if out.suffix.lower() != ".png":
         raise OutputPathError(f"cannot write '{out.name}': the panel is a PNG; give a path ending in .png")

@@ -352,9 +352,15 @@ def panel_for_path(
     models = ["bicubic"] + ([spec.name] if spec.name != "bicubic" else [])
     panels, meta = [], []
     override = {spec.name: weights} if weights is not None else None
+    shown = _volume_display(hr_path, axis=axis, series_uid=series_uid) if modality is not None else None
     for name, hr in images:
         data = super_resolve_and_score(hr, scale=scale, models=models, convention=convention, weights=override, options=options)
-        panel, image_meta = _named_panel(data, name)
+        crop, title = None, None
+        if shown is not None:  # a volume: its window, radiological orientation, crop on anatomy
+            data, crop, title = _displayed(data, name, *shown)
+        panel, image_meta = _named_panel(data, name, crop=crop, title=title)
+        if shown is not None:
+            image_meta.update(window=shown[1].label, plane=shown[2].plane)
         panels.append(panel)
         meta.append(image_meta)
     stacked = Image.new("RGB", (max(p.width for p in panels), sum(p.height for p in panels)), BACKGROUND)
@@ -624,3 +630,35 @@ def save_volume_panel(
 
 #: Public name of the panel output check (the CLI validates ``--panel`` before any work).
 check_panel_path = _check_png_path
+
+
+def _volume_display(hr_path: Path, *, axis: Any, series_uid: str | None) -> tuple[Any, DisplayWindow, Any, str]:
+    """``(mapping, window, view, modality)`` to show a volume's [0, 1] slices as ``medsr evaluate`` cut
+    them: the intensity mapping back to the volume's units, its labelled window, its radiological view."""
+    from .geometry import plane_geometry, radiological_view, resolve_slice_axis
+    from .intensity import IntensityMapping, guess_modality
+    from .io import read_volume
+
+    volume = read_volume(hr_path, series_uid=series_uid)
+    modality = volume.modality or guess_modality(volume)
+    mapping = IntensityMapping.fit(volume.array, modality=modality)
+    view = radiological_view(plane_geometry(volume, resolve_slice_axis(volume, axis)))
+    return mapping, display_window(volume.array, modality), view, modality
+
+
+def _displayed(data: PanelData, name: str, mapping: Any, window: DisplayWindow, view: Any,
+               modality: str) -> tuple[PanelData, Crop, str]:
+    """``data`` with every image windowed and in radiological orientation (scores unchanged), the crop
+    chosen on anatomy, and a title naming the window and the orientation."""
+
+    def show(unit: np.ndarray) -> np.ndarray:
+        return _orient(window.apply(mapping.from_unit(unit, dtype=np.float64)), view)
+
+    shown = PanelData(
+        hr=show(data.hr), lr=show(data.lr), scale=data.scale, convention=data.convention,
+        outputs={k: show(v) for k, v in data.outputs.items()}, scores=data.scores,
+    )
+    units = _orient(mapping.from_unit(data.hr, dtype=np.float64), view)
+    crop = auto_crop(shown.hr, scale=data.scale, weight=anatomy_mask(units, modality))
+    title = f"{name}  x{data.scale}  {window.label}, radiological ({view.plane})"
+    return shown, crop, title

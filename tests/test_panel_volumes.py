@@ -146,3 +146,18 @@ def test_cli_run_panel_says_where_it_was_written(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("medsr: error: unknown CT window 'liver'") and err.count("\n") == 1
     assert not (tmp_path / "b.nii.gz").exists() and not (tmp_path / "b.png").exists()
+
+
+def test_evaluate_panel_of_a_volume_is_windowed_and_radiological(tmp_path):
+    """`medsr evaluate VOLUME --panel`: slices windowed (labelled), shown radiologically, scores as before."""
+    from MedSRLib.evaluate import evaluate
+    from MedSRLib.panel import panel_for_path
+
+    source = example_path("ct-abdomen")
+    out = tmp_path / "ct_eval.png"
+    scores = panel_for_path(source, out, model="nearest", scale=2)
+    with Image.open(out) as png:
+        meta = json.loads(png.text["medsr-panel"])["images"][0]
+    assert meta["window"] == "CT soft-tissue window (L 40 / W 400 HU)" and meta["plane"] == "axial"
+    row = evaluate(source, model="nearest", scale=2).per_image[6]  # the middle one of 12 slices
+    assert list(scores) == [row["image"]] and scores[row["image"]]["nearest"]["psnr"] == pytest.approx(row["psnr"], abs=1e-4)

@@ -255,8 +255,7 @@ def write_dicom_series(
         UnsupportedImageError: modality other than CT/MR, or no run description.
         InputFileError: a source file cannot be read.
     """
-    import pydicom
-    from pydicom import Dataset, FileMetaDataset
+    from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence as DicomSequence
     from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
 
@@ -300,18 +299,17 @@ def write_dicom_series(
         shared.StudyDate, shared.StudyTime = date, time
     for key in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
                 "ReferringPhysicianName", "StudyID", "AccessionNumber"):
-        shared.setdefault(key, "")  # type 2: present, possibly empty
+        _set_if_absent(shared, key, "")  # type 2: present, possibly empty
     if not str(shared.get("StudyInstanceUID", "") or "").strip():
         shared.StudyInstanceUID = generate_uid()  # the source has none (anonymised) or there is no source
     if not str(shared.get("FrameOfReferenceUID", "") or "").strip():
         shared.FrameOfReferenceUID = generate_uid()
     for key in ("PositionReferenceIndicator", "PatientPosition"):
-        shared.setdefault(key, "")  # type 2 / 2C: present, empty when unknown
+        _set_if_absent(shared, key, "")  # type 2 / 2C: present, empty when unknown
     if str(shared.get("BodyPartExamined", "")).upper() not in _UNPAIRED_BODY_PARTS:
-        shared.setdefault("Laterality", "")  # 2C: empty = unknown; must be absent for an unpaired body part
+        _set_if_absent(shared, "Laterality", "")  # 2C: empty = unknown; must be absent for an unpaired body part
     for key, value in _ACQUISITION_DEFAULTS[modality].items():
-        if key not in shared:
-            shared[key] = pydicom.DataElement(pydicom.datadict.tag_for_keyword(key), pydicom.datadict.dictionary_VR(key), value)
+        _set_if_absent(shared, key, value)
     shared.Modality = modality
     shared.SeriesInstanceUID = series_uid
     source_number = first.get("SeriesNumber") if first is not None else None
@@ -395,7 +393,7 @@ def write_dicom_series(
             meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
             meta.ImplementationVersionName = f"MEDSR_{__version__}"[:16]
             ds.file_meta = meta
-            ds.save_as(temp / f"IM{n + 1:05d}.dcm", enforce_file_format=True)
+            _save(ds, temp / f"IM{n + 1:05d}.dcm")
         if target.is_dir():
             target.rmdir()  # empty (checked); rename the finished series into its place
         os.replace(temp, target)
@@ -407,6 +405,23 @@ def write_dicom_series(
                 leftover.unlink()
             temp.rmdir()
     return target
+
+
+def _set_if_absent(ds: Any, keyword: str, value: Any) -> None:
+    """Set ``ds.<keyword> = value`` (None: an empty type 2 element) unless the data set has it."""
+    if keyword not in ds:
+        setattr(ds, keyword, "" if value is None else value)
+
+
+def _save(ds: Any, path: Path) -> None:
+    """Write a DICOM Part 10 file (preamble, file meta, Explicit VR Little Endian) with pydicom 2.4 or 3."""
+    import pydicom
+
+    if int(pydicom.__version__.split(".")[0]) >= 3:
+        ds.save_as(path, enforce_file_format=True)
+    else:  # pydicom 2.x (e.g. inside 3D Slicer): the encoding is set on the data set
+        ds.is_little_endian, ds.is_implicit_VR = True, False
+        ds.save_as(path, write_like_original=False)
 
 
 def _ref_item(sop_class: str, sop_instance: str) -> Any:

@@ -149,11 +149,18 @@ def test_wheel_holds_weights_and_examples_and_no_training(tmp_path):
     """`pip wheel --no-deps .`: the weights and examples are inside, the top-level `training` is not."""
     if importlib.util.find_spec("setuptools") is None:
         pytest.skip("setuptools is not installed in this environment (needed to build the wheel offline)")
+    import shutil
     import subprocess
 
+    # build from a copy of what the wheel is made of, so setuptools' build/ folder stays out of the checkout
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(REPO_ROOT / name, source / name)
+    shutil.copytree(REPO_ROOT / "MedSRLib", source / "MedSRLib", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
-         str(REPO_ROOT)],
+         str(source)],
         capture_output=True, text=True, timeout=600,
     )
     if proc.returncode != 0 and "setuptools>=77" in proc.stderr:

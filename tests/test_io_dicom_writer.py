@@ -100,6 +100,7 @@ def test_ct_series_tags_for_a_pacs(ct_run):
         assert list(ds.ImageType)[:2] == ["DERIVED", "SECONDARY"]
         assert "MedSR" in ds.SeriesDescription and "bicubic" in ds.SeriesDescription and "x2" in ds.SeriesDescription
         assert "x2" in ds.DerivationDescription and "bicubic" in ds.DerivationDescription
+        assert "(axial images)" in ds.DerivationDescription
         assert (ds.Rows, ds.Columns) == (1024, 1024)
         assert [float(v) for v in ds.PixelSpacing] == pytest.approx([0.48828125, 0.48828125])
         assert float(ds.SpacingBetweenSlices) == pytest.approx(2.0)

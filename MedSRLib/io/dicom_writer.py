@@ -39,7 +39,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import InputFileError, OutputPathError, UnsupportedImageError
-from ..geometry import plane_geometry
+from ..geometry import plane_geometry, radiological_view
 from ..volume import Volume
 
 __all__ = [
@@ -120,13 +120,14 @@ class DerivedSeriesDescription:
         text = f"MedSR {self.model} x{self.scale}" + (f" {source}" if source else "")
         return text[:64]
 
-    def derivation_description(self, slice_axis_name: str) -> str:
-        """DerivationDescription (ST): the operation, the model, the factor and what the output is not."""
+    def derivation_description(self, plane: str) -> str:
+        """DerivationDescription (ST): the operation (in ``plane``: axial/coronal/sagittal images), the
+        model, the factor and what the output is not."""
         from .. import __version__
 
         extra = f" ({self.details})" if self.details else ""
         return (
-            f"Super-resolved x{self.scale} in-plane ({slice_axis_name} planes) by MedSR {__version__} with model "
+            f"Super-resolved x{self.scale} in-plane ({plane} images) by MedSR {__version__} with model "
             f"{self.model}{extra}. A network's estimate, not an acquisition at this resolution."
         )[:1024]
 
@@ -220,9 +221,6 @@ def _code_item(code: tuple[str, str, str]) -> Any:
     item = Dataset()
     item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = code
     return item
-
-
-_AXIS_NAMES = {0: "z", 1: "y", 2: "x"}
 
 
 def write_dicom_series(
@@ -327,7 +325,7 @@ def write_dicom_series(
     if modality == "CT" and third not in ("AXIAL", "LOCALIZER"):
         third = "AXIAL"
     shared.ImageType = ["DERIVED", "SECONDARY", third or "OTHER"]
-    derivation = description.derivation_description(f"{_AXIS_NAMES[row_axis]}{_AXIS_NAMES[col_axis]}")
+    derivation = description.derivation_description(radiological_view(plane).plane)
     shared.DerivationDescription = (derivation + (f" {note[0].upper()}{note[1:]}." if note else ""))[:1024]
     shared.SOPClassUID = sop_class
     shared.ImageOrientationPatient = [_ds(v) for v in (*row_dir, *col_dir)]

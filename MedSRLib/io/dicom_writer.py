@@ -300,6 +300,8 @@ def write_dicom_series(
         _set_if_absent(shared, key, "")  # type 2: present, possibly empty
     if not str(shared.get("StudyInstanceUID", "") or "").strip():
         shared.StudyInstanceUID = generate_uid()  # the source has none (anonymised) or there is no source
+        if not str(shared.get("StudyID", "") or "").strip():
+            shared.StudyID = "MEDSR"  # a new study: name it (PACS and DICOMDIR list studies by ID)
     if not str(shared.get("FrameOfReferenceUID", "") or "").strip():
         shared.FrameOfReferenceUID = generate_uid()
     for key in ("PositionReferenceIndicator", "PatientPosition"):

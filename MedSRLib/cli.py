@@ -5,6 +5,7 @@
     medsr evaluate HR [--model M] --scale S [--convention C] [--json]
     medsr check IN SR --scale S [--axis A] [--diff OUT] [--json]
     medsr precision [--measure] [--json]
+    medsr example [NAME] [--list]
 
 Errors a user can cause print one line ``medsr: error: ...`` and exit with status 2 (no traceback);
 nothing is written. A cancelled run (Ctrl-C) exits 130 and writes nothing.
@@ -70,7 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="super-resolve a volume file or DICOM folder and write NIfTI/NRRD/MHA")
     run.add_argument("input", help="volume file (.nii, .nii.gz, .nrrd, .mha, .mhd) or DICOM series folder")
-    run.add_argument("output", help="output file (.nii, .nii.gz, .nrrd, .mha); never the input")
+    run.add_argument("output", help="output file (.nii, .nii.gz, .nrrd, .mha), or a folder with --output-format dicom; "
+                                    "never the input")
+    run.add_argument("--output-format", choices=["auto", "dicom"], default="auto",
+                     help="auto (default): from the output's file ending; dicom: write a derived DICOM series into "
+                          "the folder OUTPUT (new or empty)")
     run.add_argument("--model", default=None, help="registered model (see `medsr models`); default: per modality and scale")
     run.add_argument("--scale", type=int, required=True, help="integer in-plane scale factor")
     run.add_argument("--series-uid", default=None, help="DICOM SeriesInstanceUID when the folder holds several series")
@@ -80,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--check", action="store_true",
                      help="data-consistency check: degrade the output back and compare with the input")
+    run.add_argument("--panel", default=None, metavar="OUT.png",
+                     help="also write a PNG picture: input, bicubic and the model, slice + crop + reformat across "
+                          "the slice axis, radiological orientation")
+    run.add_argument("--window", default=None, help="CT display window of --panel: soft-tissue (default), lung, bone, brain")
     run.add_argument("--diff", default=None, metavar="OUT",
                      help="write the difference volume degrade(SR) - input (input grid, input units); implies --check")
     _add_engine_options(run)
@@ -117,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="time bf16 against fp32 convolutions here and cache the choice for 'auto' (a few seconds)")
     prec.add_argument("--device", default="auto", help="device to report for (default auto)")
     prec.add_argument("--json", action="store_true", help="JSON instead of text")
+    example = sub.add_parser("example", help="print the path of a small real example volume shipped with MedSR")
+    example.add_argument("name", nargs="?", default=None, help="example name (see --list)")
+    example.add_argument("--list", action="store_true", help="list the examples (name, modality, shape, licence)")
     return parser
 
 
@@ -148,10 +160,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .pipeline import super_resolve
 
     options = _engine_options(args)  # invalid engine flags fail before anything is read
-    target = check_output_path(args.output, inputs=[args.input])
+    if args.output_format == "dicom":
+        from .io.dicom_writer import check_dicom_output_folder
+
+        target = check_dicom_output_folder(args.output, inputs=[args.input])
+    else:
+        target = check_output_path(args.output, inputs=[args.input])
     diff_target = None
     if args.diff is not None:
         diff_target = check_output_path(args.diff, inputs=[args.input, args.output])
+    if args.panel is not None:
+        from .panel import check_panel_path
+
+        check_panel_path(args.panel, [args.input, args.output], window=args.window)
     volume = read_volume(args.input, series_uid=args.series_uid, modality=args.modality)
     if args.model is None:
         from .intensity import guess_modality
@@ -183,7 +204,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
             volume, result, scale=args.scale, axis=result.metadata["medsr"]["slice_axis"],
             keep_difference=diff_target is not None,
         )
-    written = write_volume(result, target, inputs=[args.input])
+    panel_path = None
+    if args.panel is not None:
+        from .panel import save_volume_panel
+
+        columns = {} if spec.name == "bicubic" else {"bicubic": super_resolve(
+            volume, model="bicubic", scale=args.scale, axis=result.metadata["medsr"]["slice_axis"], modality=args.modality)}
+        panel_path = save_volume_panel(volume, {**columns, spec.name: result}, args.panel, window=args.window,
+                                       inputs=[args.input])
+    if args.output_format == "dicom":
+        from .io.dicom_writer import write_dicom_series
+
+        written = write_dicom_series(result, target, inputs=[args.input])
+    else:
+        written = write_volume(result, target, inputs=[args.input])
     if diff_target is not None and report is not None and report.difference is not None:
         write_volume(report.difference, diff_target, inputs=[args.input])
     run_info = result.metadata["medsr"]
@@ -198,11 +232,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "factors_zyx": run_info["grid"]["factors_zyx"],
         "input_shape_zyx": list(volume.shape),
         "output_shape_zyx": list(result.shape),
-        "input_spacing": list(volume.spacing),
-        "output_spacing": list(result.spacing),
-        "output_origin": list(result.origin),
+        "input_spacing_zyx": list(reversed(volume.spacing)),
+        "output_spacing_zyx": list(reversed(result.spacing)),
+        "output_origin_lps": list(result.origin),
         "dtype": str(result.array.dtype),
     }
+    if panel_path is not None:
+        summary["panel"] = str(panel_path)
     if report is not None:
         summary["consistency"] = report.to_json()
         if diff_target is not None:
@@ -211,14 +247,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         print(
-            f"wrote {written}: {spec.name} x{args.scale} ({run_info['precision']} on {run_info['device']}), "
-            f"shape (z,y,x) {tuple(volume.shape)} -> {tuple(result.shape)}, "
-            f"spacing (x,y,z) {tuple(round(s, 4) for s in result.spacing)} mm"
+            f"wrote {written}: {spec.name} x{args.scale} ({run_info['precision']} on {run_info['device']}); "
+            f"array axes (z,y,x): shape {tuple(volume.shape)} -> {tuple(result.shape)}, "
+            f"spacing {tuple(round(s, 4) for s in reversed(result.spacing))} mm"
         )
         if report is not None:
             print(report.summary())
         if diff_target is not None:
             print(f"wrote difference volume {diff_target}")
+        if panel_path is not None:
+            print(f"wrote panel {panel_path}")
     return 0
 
 
@@ -326,6 +364,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             args.hr, args.panel, model=args.model, scale=args.scale, convention=args.convention, axis=args.axis,
             series_uid=args.series_uid, weights=args.weights, options=options,
         )
+        print(f"wrote panel {Path(args.panel).resolve()}", file=sys.stderr if args.json else sys.stdout)
     bar = _Progress("evaluate", quiet=args.quiet or args.json)
     try:
         result = evaluate(
@@ -375,8 +414,24 @@ def _cmd_precision(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_example(args: argparse.Namespace) -> int:
+    from .examples import example_path, list_examples
+
+    if args.list or args.name is None:
+        for e in list_examples():
+            shape = "x".join(str(n) for n in e.shape_zyx)
+            spacing = " x ".join(f"{s:.4g}" for s in reversed(e.spacing_xyz))
+            print(f"{e.name:<11} {e.modality}  (z,y,x) {shape}, {spacing} mm  {e.licence:<10} {e.what}")
+        if args.name is None:
+            first = list_examples()[0]
+            print(f"`medsr example NAME` prints the path; e.g. {first.command.format(path=f'$(medsr example {first.name})')}")
+        return 0
+    print(example_path(args.name))
+    return 0
+
+
 COMMANDS = {"run": _cmd_run, "models": _cmd_models, "evaluate": _cmd_evaluate, "check": _cmd_check,
-            "precision": _cmd_precision}
+            "precision": _cmd_precision, "example": _cmd_example}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -34,6 +34,9 @@ __all__ = [
     "GridPlan",
     "LPS_TO_RAS",
     "PLANE_ROWS",
+    "RADIOLOGICAL_SCREEN",
+    "DisplayView",
+    "PlaneGeometry",
     "SuperResolvedGrid",
     "field_of_view",
     "geometry_from_ijk_to_ras",
@@ -41,6 +44,8 @@ __all__ = [
     "in_plane_plan",
     "lps_to_ras",
     "plan_output_grid",
+    "plane_geometry",
+    "radiological_view",
     "ras_to_lps",
     "resolve_slice_axis",
     "super_resolved_geometry",
@@ -461,4 +466,98 @@ def volume_from_sitk(image: "sitk.Image", **fields: Any) -> Volume:
         origin=image.GetOrigin(),
         direction=np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3),
         **fields,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# 2D planes of a volume: DICOM image geometry and radiological display
+
+
+@dataclass(frozen=True)
+class PlaneGeometry:
+    """The 2D images ``np.take(volume.array, n, axis=slice_axis)`` of a volume (LPS, mm).
+
+    Attributes:
+        slice_axis: numpy axis (0 = z, 1 = y, 2 = x) the images are orthogonal to.
+        row_axis, col_axis: numpy axes of the image's rows and columns (the remaining two, in order).
+        along_row: LPS unit vector of one step along a row (increasing column index) -- DICOM
+            ImageOrientationPatient values 1-3.
+        down_column: LPS unit vector of one step down a column (increasing row index) -- values 4-6.
+        pixel_spacing: ``(row spacing, column spacing)`` mm = (between rows, between columns), DICOM order.
+        slice_spacing: mm between consecutive images.
+    """
+
+    slice_axis: int
+    row_axis: int
+    col_axis: int
+    along_row: np.ndarray
+    down_column: np.ndarray
+    pixel_spacing: tuple[float, float]
+    slice_spacing: float
+
+    @property
+    def normal(self) -> np.ndarray:
+        """LPS unit normal ``along_row x down_column`` (DICOM's slice normal)."""
+        return np.cross(self.along_row, self.down_column)
+
+
+def plane_geometry(volume: Volume | SuperResolvedGrid, slice_axis: int) -> PlaneGeometry:
+    """:class:`PlaneGeometry` of the images of ``volume`` orthogonal to numpy axis ``slice_axis``."""
+    if slice_axis not in (0, 1, 2):
+        raise GeometryError(f"slice axis must be a numpy axis 0, 1 or 2 (z, y, x); got {slice_axis!r}")
+    row_axis, col_axis = (a for a in range(3) if a != slice_axis)
+    direction = np.asarray(volume.direction, dtype=np.float64).reshape(3, 3)
+    return PlaneGeometry(
+        slice_axis=slice_axis,
+        row_axis=row_axis,
+        col_axis=col_axis,
+        along_row=direction[:, 2 - col_axis].copy(),
+        down_column=direction[:, 2 - row_axis].copy(),
+        pixel_spacing=(float(volume.spacing[2 - row_axis]), float(volume.spacing[2 - col_axis])),
+        slice_spacing=float(volume.spacing[2 - slice_axis]),
+    )
+
+
+#: Radiological display, LPS unit vectors of (screen right, screen down) per plane: axial and coronal
+#: show the patient's left on the right; axial has anterior up, coronal and sagittal superior up,
+#: sagittal anterior on the left.
+RADIOLOGICAL_SCREEN: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    "axial": ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0)),
+    "coronal": ((1.0, 0.0, 0.0), (0.0, 0.0, -1.0)),
+    "sagittal": ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0)),
+}
+
+
+@dataclass(frozen=True)
+class DisplayView:
+    """How to turn a 2D image of :class:`PlaneGeometry` into its radiological display.
+
+    Apply in this order: transpose (rows <-> columns) when ``transpose``, then reverse the rows when
+    ``flip_rows`` and the columns when ``flip_cols``. ``plane`` is the nearest anatomical plane;
+    ``spacing`` the displayed ``(row, column)`` spacing in mm (for the physical aspect ratio).
+    """
+
+    plane: str
+    transpose: bool
+    flip_rows: bool
+    flip_cols: bool
+    spacing: tuple[float, float]
+
+
+def radiological_view(plane: PlaneGeometry) -> DisplayView:
+    """The :class:`DisplayView` that shows ``plane`` in radiological convention (nearest plane wins
+    for oblique images: the image is only transposed/flipped, never resampled)."""
+    normal = np.abs(plane.normal)
+    name = {0: "sagittal", 1: "coronal", 2: "axial"}[int(np.argmax(normal))]
+    right, down = (np.asarray(v) for v in RADIOLOGICAL_SCREEN[name])
+    cols_vec, rows_vec, spacing = plane.along_row, plane.down_column, plane.pixel_spacing
+    transpose = abs(float(np.dot(rows_vec, right))) > abs(float(np.dot(cols_vec, right)))
+    if transpose:
+        cols_vec, rows_vec, spacing = rows_vec, cols_vec, (spacing[1], spacing[0])
+    return DisplayView(
+        plane=name,
+        transpose=transpose,
+        flip_rows=float(np.dot(rows_vec, down)) < 0,
+        flip_cols=float(np.dot(cols_vec, right)) < 0,
+        spacing=spacing,
     )

@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .errors import InputFileError, InputSizeError, OptionError, OutputPathError
 from .intensity import image_to_unit
+from .volume import Volume
 
 #: Side (px) of each column's square display area.
 TILE = 256
@@ -102,12 +103,13 @@ def super_resolve_and_score(
     return PanelData(hr=cropped, lr=lr, scale=scale, convention=convention, outputs=outputs, scores=scores)
 
 
-def auto_crop(hr: np.ndarray, *, scale: int, size: int | None = None) -> Crop:
+def auto_crop(hr: np.ndarray, *, scale: int, size: int | None = None, weight: np.ndarray | None = None) -> Crop:
     """The ``(y, x, size)`` window (HR px, multiples of ``scale``) with the most gradient energy.
 
     Energy is the summed gradient magnitude (not its square, which one strong edge such as the body
     outline would dominate), so the window lands on textured anatomy. ``size`` defaults to about a
     third of the shorter side, chosen so that an integer zoom fills a :data:`TILE`-px tile.
+    ``weight`` (same shape, e.g. :func:`anatomy_mask`) multiplies the gradient magnitude first.
     """
     hr = np.asarray(hr, dtype=np.float64)
     h, w = hr.shape
@@ -117,7 +119,8 @@ def auto_crop(hr: np.ndarray, *, scale: int, size: int | None = None) -> Crop:
     size = _crop_size(size, scale, h, w)
     gy, gx = np.gradient(hr)
     integral = np.zeros((h + 1, w + 1))
-    integral[1:, 1:] = np.cumsum(np.cumsum(np.hypot(gy, gx), axis=0), axis=1)
+    magnitude = np.hypot(gy, gx) if weight is None else np.hypot(gy, gx) * np.asarray(weight, dtype=np.float64)
+    integral[1:, 1:] = np.cumsum(np.cumsum(magnitude, axis=0), axis=1)
     ys = np.arange(0, h - size + 1, scale)
     xs = np.arange(0, w - size + 1, scale)
     energy = (
@@ -240,7 +243,11 @@ def comparison_panel(
     return render_panel(data, crop=crop, title=title)
 
 
-def _check_png_path(out_png: str | Path, inputs: Sequence[str | Path] = ()) -> Path:
+def _check_png_path(out_png: str | Path, inputs: Sequence[str | Path] = (), *, window: str | None = None) -> Path:
+    """Validate a panel's output path (``.png``, folder exists, not a folder, not an input) and a CT
+    window name; raises :class:`~MedSRLib.errors.OutputPathError` / :class:`~MedSRLib.errors.OptionError`."""
+    if window is not None and window not in CT_WINDOWS:
+        raise OptionError(f"unknown CT window '{window}'; choose one of {', '.join(CT_WINDOWS)}")
     out = Path(out_png).expanduser()
     if out.suffix.lower() != ".png":
         raise OutputPathError(f"cannot write '{out.name}': the panel is a PNG; give a path ending in .png")
@@ -359,9 +366,15 @@ def panel_for_path(
     panels, meta = [], []
     override = {spec.name: weights} if weights is not None else None
     predictors = predictors_for(models, scale, weights=override, options=options)
+    shown = _volume_display(hr_path, axis=axis, series_uid=series_uid) if modality is not None else None
     for name, hr in images:
         data = super_resolve_and_score(hr, scale=scale, convention=convention, predictors=predictors)
-        panel, image_meta = _named_panel(data, name)
+        crop, title = None, None
+        if shown is not None:  # a volume: its window, radiological orientation, crop on anatomy
+            data, crop, title = _displayed(data, name, *shown)
+        panel, image_meta = _named_panel(data, name, crop=crop, title=title)
+        if shown is not None:
+            image_meta.update(window=shown[1].label, plane=shown[2].plane)
         panels.append(panel)
         meta.append(image_meta)
     stacked = Image.new("RGB", (max(p.width for p in panels), sum(p.height for p in panels)), BACKGROUND)
@@ -374,6 +387,13 @@ def panel_for_path(
 
 
 __all__ = [
+    "CT_WINDOWS",
+    "DisplayWindow",
+    "anatomy_mask",
+    "display_window",
+    "check_panel_path",
+    "save_volume_panel",
+    "volume_panel",
     "PanelData",
     "auto_crop",
     "caption_lines",
@@ -385,3 +405,274 @@ __all__ = [
     "predictors_for",
     "super_resolve_and_score",
 ]
+
+
+# --------------------------------------------------------------------------------------------------
+# Pictures of volumes: labelled display windows, crops on anatomy, radiological orientation, and a
+# reformat across the slice axis (where a thick-slice volume's in-plane gain is seen beside its slices)
+
+#: Labelled CT display windows: name -> (level, width) in HU.
+CT_WINDOWS: dict[str, tuple[float, float]] = {
+    "soft-tissue": (40.0, 400.0),
+    "lung": (-600.0, 1500.0),
+    "bone": (400.0, 1800.0),
+    "brain": (40.0, 80.0),
+}
+#: MR display window: these percentiles of the input's voxels above zero map to black and white.
+MR_DISPLAY_PERCENTILES: tuple[float, float] = (0.5, 99.5)
+#: CT voxels above this (HU) count as the patient (air is -1000, lung about -850 .. -600 is inside it).
+CT_BODY_HU = -500.0
+
+
+@dataclass(frozen=True)
+class DisplayWindow:
+    """A grey-level window: ``low`` (input units) shows black, ``high`` white; ``label`` names it."""
+
+    low: float
+    high: float
+    label: str
+
+    def apply(self, values: np.ndarray) -> np.ndarray:
+        """``values`` (input units) -> [0, 1] display grey levels (float64)."""
+        return np.clip((np.asarray(values, dtype=np.float64) - self.low) / (self.high - self.low), 0.0, 1.0)
+
+
+def display_window(volume_array: np.ndarray, modality: str | None, window: str | None = None) -> DisplayWindow:
+    """The labelled window to show a volume with.
+
+    CT: a named window of :data:`CT_WINDOWS` (default ``'soft-tissue'``, L 40 / W 400 HU), never the
+    full HU range. MR (arbitrary scanner units): the :data:`MR_DISPLAY_PERCENTILES` of the voxels
+    above zero, labelled with their values.
+
+    Raises:
+        OptionError: an unknown CT window name, or a window name for MR.
+    """
+    if (modality or "").upper() == "CT":
+        name = window or "soft-tissue"
+        if name not in CT_WINDOWS:
+            raise OptionError(f"unknown CT window '{name}'; choose one of {', '.join(CT_WINDOWS)}")
+        level, width = CT_WINDOWS[name]
+        return DisplayWindow(level - width / 2, level + width / 2, f"CT {name} window (L {level:g} / W {width:g} HU)")
+    if window is not None:
+        raise OptionError(f"named windows ({', '.join(CT_WINDOWS)}) are for CT; MR uses its own percentiles")
+    values = np.asarray(volume_array, dtype=np.float64)
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size == 0:
+        return DisplayWindow(0.0, 1.0, "window 0-1")
+    lo, hi = (float(v) for v in np.percentile(values, MR_DISPLAY_PERCENTILES))
+    hi = hi if hi > lo else lo + 1.0
+    p0, p1 = MR_DISPLAY_PERCENTILES
+    return DisplayWindow(lo, hi, f"MR window p{p0:g}-p{p1:g} ({lo:.4g}-{hi:.4g})")
+
+
+def anatomy_mask(image: np.ndarray, modality: str | None) -> np.ndarray:
+    """The patient in a 2D image (input units): the largest connected region above the body threshold
+    (CT: :data:`CT_BODY_HU`; MR: 10 % of the 99th percentile), holes filled, eroded by 3 % of the
+    image so the skin-air edge and anything outside (the CT table, coils) do not count."""
+    from scipy import ndimage
+
+    image = np.asarray(image, dtype=np.float64)
+    if (modality or "").upper() == "CT":
+        threshold = CT_BODY_HU
+    else:
+        finite = image[np.isfinite(image)]
+        threshold = 0.1 * float(np.percentile(finite, 99)) if finite.size else 0.0
+    labels, n = ndimage.label(image > threshold)
+    if n == 0:
+        return np.ones(image.shape, dtype=bool)
+    sizes = ndimage.sum(np.ones_like(image), labels, index=np.arange(1, n + 1))
+    body = ndimage.binary_fill_holes(labels == (1 + int(np.argmax(sizes))))
+    margin = max(1, round(0.03 * min(image.shape)))
+    eroded = ndimage.binary_erosion(body, iterations=margin)
+    return eroded if eroded.any() else body
+
+
+def _orient(image: np.ndarray, view: Any) -> np.ndarray:
+    """``image`` in the radiological display of :class:`MedSRLib.geometry.DisplayView` ``view``."""
+    out = image.T if view.transpose else image
+    if view.flip_rows:
+        out = out[::-1]
+    if view.flip_cols:
+        out = out[:, ::-1]
+    return np.ascontiguousarray(out)
+
+
+def _to_screen(view: Any, y: int, x: int, shape: tuple[int, int]) -> tuple[int, int]:
+    """Oriented display ``(row, column)`` -> array ``(row, column)`` of the image before :func:`_orient`."""
+    h, w = shape  # oriented shape
+    if view.flip_rows:
+        y = h - 1 - y
+    if view.flip_cols:
+        x = w - 1 - x
+    return (x, y) if view.transpose else (y, x)
+
+
+def volume_panel(
+    volume: Volume,
+    results: Mapping[str, Volume],
+    *,
+    window: str | None = None,
+    slice_index: int | None = None,
+    name: str = "input",
+) -> tuple[Image.Image, dict[str, Any]]:
+    """The picture of a super-resolved volume: input (pixels replicated x scale), then each result.
+
+    ``results`` maps a column name to a super-resolved volume of ``volume`` (same run grid, e.g.
+    ``{"bicubic": ..., "mdrn": ...}``, each with ``metadata["medsr"]``). Rows: the in-plane slice
+    ``slice_index`` (default: the slice with the most anatomy) with the crop box, the crop zoomed
+    (chosen on anatomy: gradient energy inside the patient, :func:`anatomy_mask`), and a reformat
+    across the slice axis through the crop centre (physical aspect, voxels shown as they are, so
+    the thick slices show as tall blocks). Every image is shown in radiological orientation
+    (:func:`MedSRLib.geometry.radiological_view`) with the labelled :func:`display_window`.
+
+    Returns:
+        ``(picture, metadata)``; metadata holds the slice, crop (display px), window and planes.
+    """
+    from .geometry import RADIOLOGICAL_SCREEN, plane_geometry, radiological_view
+
+    if not results:
+        raise OptionError("results must hold at least one super-resolved volume")
+    first = next(iter(results.values()))
+    run = first.metadata.get("medsr") or {}
+    axis, s = int(run.get("slice_axis", 0)), int(run.get("scale", 1))
+    modality = first.modality or volume.modality
+    win = display_window(volume.array, modality, window)
+    n = volume.shape[axis]
+    if slice_index is None:
+        areas = [anatomy_mask(np.take(volume.array, k, axis=axis), modality).sum() for k in range(n)]
+        slice_index = int(np.argmax(areas))
+    if not 0 <= slice_index < n:
+        raise OptionError(f"slice {slice_index} is outside the volume's {n} slices along the slice axis")
+
+    def replicate(image: np.ndarray, axes: Sequence[int]) -> np.ndarray:
+        for a in axes:
+            image = np.repeat(image, s, axis=a)
+        return image
+
+    in_plane = plane_geometry(first, axis)
+    view = radiological_view(in_plane)
+    lr_slice = replicate(np.take(volume.array, slice_index, axis=axis), (0, 1))
+    slices = {f"{name} (x{s} pixels)": lr_slice, **{k: np.take(v.array, slice_index, axis=axis) for k, v in results.items()}}
+    slices = {k: _orient(win.apply(v), view) for k, v in slices.items()}
+    reference = _orient(lr_slice.astype(np.float64), view)
+    mask = anatomy_mask(reference, modality)
+    display_ref = next(iter(slices.values()))
+    y, x, size = auto_crop(display_ref, scale=s, weight=mask)
+
+    # reformat: the plane through the crop centre that holds the screen's horizontal and the slice axis
+    cy, cx = y + size // 2, x + size // 2
+    ar, ac = _to_screen(view, cy, cx, display_ref.shape)
+    cut_axis = in_plane.col_axis if view.transpose else in_plane.row_axis
+    cut_index = ac if view.transpose else ar
+    cut_plane = plane_geometry(first, cut_axis)
+    cut_view = radiological_view(cut_plane)
+    lr_cut_axis_index = cut_index // s
+    lr_cut = np.take(volume.array, lr_cut_axis_index, axis=cut_axis)
+    in_plane_axes_left = [a for a in range(3) if a not in (cut_axis,)]  # numpy axes of the cut, in order
+    lr_cut = replicate(lr_cut, [i for i, a in enumerate(in_plane_axes_left) if a != axis])
+    cuts = {f"{name} (x{s} pixels)": lr_cut, **{k: np.take(v.array, cut_index, axis=cut_axis) for k, v in results.items()}}
+    cuts = {k: _orient(win.apply(v), cut_view) for k, v in cuts.items()}
+    same_horizontal = RADIOLOGICAL_SCREEN[cut_view.plane][0] == RADIOLOGICAL_SCREEN[view.plane][0]
+    if same_horizontal:
+        cuts = {k: v[:, x : x + size] for k, v in cuts.items()}
+    row_mm, col_mm = cut_view.spacing
+    cut_h, cut_w = next(iter(cuts.values())).shape
+    cut_size = (TILE, int(np.clip(round(TILE * cut_h * row_mm / (cut_w * col_mm)), 8, 2 * TILE)))
+
+    h, w = display_ref.shape
+    factor = TILE / max(h, w)
+    whole = (max(1, round(w * factor)), max(1, round(h * factor)))
+    zoom = max(1, TILE // size)
+    font = _font()
+    line_h = font.getbbox("Ag")[3] + 4
+    import textwrap
+
+    width = GAP + len(slices) * (TILE + GAP)
+    chars = max(40, int(0.85 * width * 10 / max(1, font.getbbox("abcdefghij")[2])))
+    title = [
+        f"{name}: {', '.join(results)} x{s}",
+        f"slice {slice_index + 1} of {n} ({view.plane}), radiological orientation; {win.label}",
+        f"rows: {view.plane} slice; crop on anatomy (zoom x{zoom}); {cut_view.plane} reformat across the slice axis "
+        f"through the crop centre ({'crop width' if same_horizontal else 'whole plane'}, physical aspect, voxels as they are)",
+    ]
+    title = [piece for line in title for piece in textwrap.wrap(line, chars)]
+    height = GAP + len(title) * line_h + GAP + whole[1] + GAP + size * zoom + GAP + cut_size[1] + GAP + line_h + GAP
+    panel = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(panel)
+    for j, line in enumerate(title):
+        draw.text((GAP, GAP + j * line_h), line, fill=TEXT_COLOUR, font=font)
+    top = GAP + len(title) * line_h + GAP
+    for k, label in enumerate(slices):
+        left = GAP + k * (TILE + GAP)
+        image = slices[label]
+        x0 = left + (TILE - whole[0]) // 2
+        panel.paste(_to_pil(image).resize(whole, Image.Resampling.LANCZOS).convert("RGB"), (x0, top))
+        draw.rectangle((x0 + round(x * factor), top + round(y * factor), x0 + round((x + size) * factor) - 1,
+                        top + round((y + size) * factor) - 1), outline=BOX_COLOUR, width=2)
+        zy = top + whole[1] + GAP
+        zx = left + (TILE - size * zoom) // 2
+        crop = image[y : y + size, x : x + size]
+        panel.paste(_to_pil(crop).resize((size * zoom, size * zoom), Image.Resampling.NEAREST).convert("RGB"), (zx, zy))
+        draw.rectangle((zx, zy, zx + size * zoom - 1, zy + size * zoom - 1), outline=BOX_COLOUR, width=2)
+        ry = zy + size * zoom + GAP
+        panel.paste(_to_pil(cuts[label]).resize(cut_size, Image.Resampling.NEAREST).convert("RGB"), (left, ry))
+        draw.text((left, ry + cut_size[1] + GAP), label, fill=TEXT_COLOUR, font=font)
+    meta = {
+        "slice_index": slice_index, "slice_axis": axis, "plane": view.plane, "reformat_plane": cut_view.plane,
+        "crop_display_px": [y, x, size], "window": win.label, "columns": list(slices),
+    }
+    return panel, meta
+
+
+def save_volume_panel(
+    volume: Volume,
+    results: Mapping[str, Volume],
+    out_png: str | Path,
+    *,
+    window: str | None = None,
+    slice_index: int | None = None,
+    inputs: Sequence[str | Path] = (),
+) -> Path:
+    """:func:`volume_panel` saved as a PNG (metadata in its ``medsr-panel`` text chunk); returns the
+    absolute path written."""
+    out = _check_png_path(out_png, inputs)
+    name = Path(str(volume.metadata.get("source_path", "input"))).name
+    panel, meta = volume_panel(volume, results, window=window, slice_index=slice_index, name=name)
+    _save_png(panel, out, meta)
+    return out.resolve()
+
+
+#: Public name of the panel output check (the CLI validates ``--panel`` before any work).
+check_panel_path = _check_png_path
+
+
+def _volume_display(hr_path: Path, *, axis: Any, series_uid: str | None) -> tuple[Any, DisplayWindow, Any, str]:
+    """``(mapping, window, view, modality)`` to show a volume's [0, 1] slices as ``medsr evaluate`` cut
+    them: the intensity mapping back to the volume's units, its labelled window, its radiological view."""
+    from .geometry import plane_geometry, radiological_view, resolve_slice_axis
+    from .intensity import IntensityMapping, guess_modality
+    from .io import read_volume
+
+    volume = read_volume(hr_path, series_uid=series_uid)
+    modality = volume.modality or guess_modality(volume)
+    mapping = IntensityMapping.fit(volume.array, modality=modality)
+    view = radiological_view(plane_geometry(volume, resolve_slice_axis(volume, axis)))
+    return mapping, display_window(volume.array, modality), view, modality
+
+
+def _displayed(data: PanelData, name: str, mapping: Any, window: DisplayWindow, view: Any,
+               modality: str) -> tuple[PanelData, Crop, str]:
+    """``data`` with every image windowed and in radiological orientation (scores unchanged), the crop
+    chosen on anatomy, and a title naming the window and the orientation."""
+
+    def show(unit: np.ndarray) -> np.ndarray:
+        return _orient(window.apply(mapping.from_unit(unit, dtype=np.float64)), view)
+
+    shown = PanelData(
+        hr=show(data.hr), lr=show(data.lr), scale=data.scale, convention=data.convention,
+        outputs={k: show(v) for k, v in data.outputs.items()}, scores=data.scores,
+    )
+    units = _orient(mapping.from_unit(data.hr, dtype=np.float64), view)
+    crop = auto_crop(shown.hr, scale=data.scale, weight=anatomy_mask(units, modality))
+    title = f"{name}  x{data.scale}  {window.label}, radiological ({view.plane})"
+    return shown, crop, title

@@ -3,7 +3,7 @@
 ``training/`` lives beside ``MedSRLib/`` in the repository and is not installed into site-packages
 (its top-level name is too generic to claim there). With an editable install of a clone
 (``pip install -e ".[training]"``), this entry point finds it next to the installed MedSRLib and
-runs ``training.__main__.main``; ``python -m training`` from the clone's root does the same.
+runs it as a program (``runpy``, like ``python -m training``); ``python -m training`` from the clone's root does the same.
 
 Without the clone, or without the ``training`` extra (pyyaml, tensorboard, pytorch-msssim), it
 prints one line saying what to install and exits with status 2.
@@ -51,11 +51,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USER_ERROR
+    return _run_training_program(root, list(sys.argv[1:] if argv is None else argv))
+
+
+def _run_training_program(root: Path, argv: list[str]) -> int:
+    """Run ``python -m training ARGV`` from the clone, as a program (MedSRLib never imports training)."""
+    import runpy
+
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
-    from training.__main__ import main as training_main
-
-    return int(training_main(argv) or 0)
+    saved_argv = sys.argv
+    sys.argv = ["medsr-train", *argv]
+    try:
+        runpy.run_module("training", run_name="__main__", alter_sys=True)
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    finally:
+        sys.argv = saved_argv
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

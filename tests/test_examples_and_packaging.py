@@ -112,7 +112,8 @@ def _pyproject() -> dict:
 def test_pyproject_metadata_and_license():
     project = _pyproject()["project"]
     assert project["license"] == "Apache-2.0"
-    license_text = (REPO_ROOT / "LICENSE").read_text()
+    assert project["license-files"] == ["LICENSE.txt"]  # one licence file, shared with the Slicer extension
+    license_text = (REPO_ROOT / "LICENSE.txt").read_text()
     assert "Apache License" in license_text and "Version 2.0, January 2004" in license_text
     assert "END OF TERMS AND CONDITIONS" in license_text  # the full text, not a pointer
     assert project["requires-python"].startswith(">=3.")
@@ -155,7 +156,7 @@ def test_wheel_holds_weights_and_examples_and_no_training(tmp_path):
     # build from a copy of what the wheel is made of, so setuptools' build/ folder stays out of the checkout
     source = tmp_path / "src"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
+    for name in ("pyproject.toml", "README.md", "LICENSE.txt"):
         shutil.copy(REPO_ROOT / name, source / name)
     shutil.copytree(REPO_ROOT / "MedSRLib", source / "MedSRLib", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     proc = subprocess.run(
@@ -174,7 +175,7 @@ def test_wheel_holds_weights_and_examples_and_no_training(tmp_path):
     assert {"MedSRLib/examples/README.md", "MedSRLib/examples/LICENSE-TotalSegmentator.txt"} <= names
     weights = {p.name for p in (REPO_ROOT / "MedSRLib" / "weights").iterdir()}
     assert weights and all(f"MedSRLib/weights/{w}" in names for w in weights)
-    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    assert any(n.endswith(".dist-info/licenses/LICENSE.txt") for n in names)
 
 
 def test_medsr_train_says_which_extra_in_one_line(monkeypatch, capsys):

@@ -104,7 +104,8 @@ def test_repository_url_is_one_marked_placeholder_used_everywhere():
 def test_license_at_the_root_matches_the_package_licence():
     text = (REPO_ROOT / "LICENSE.txt").read_text()
     assert "Apache License" in text and "Version 2.0, January 2004" in text and "END OF TERMS AND CONDITIONS" in text
-    assert 'license = { text = "Apache-2.0" }' in (REPO_ROOT / "pyproject.toml").read_text()
+    assert '\nlicense = "Apache-2.0"' in (REPO_ROOT / "pyproject.toml").read_text()
+    assert 'license-files = ["LICENSE.txt"]' in (REPO_ROOT / "pyproject.toml").read_text()
 
 
 def test_contributors_are_name_and_organization_in_cmake_and_module():

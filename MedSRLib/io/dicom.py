@@ -16,7 +16,6 @@ RescaleSlope/Intercept, so CT comes out in HU.
 from __future__ import annotations
 
 import os
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -278,28 +277,38 @@ def _stored_dtype(path: Path) -> tuple[str | None, dict[str, float] | None, str]
     return dtype, rescale, syntax
 
 
-def _gap_warning(info: DicomSeriesInfo) -> bool:
-    """Warn (and return True) when the slice gaps of a multi-file series are not uniform.
+def _check_gaps(info: DicomSeriesInfo) -> None:
+    """Refuse a multi-file series whose slice positions are not evenly spaced (a volume has one spacing).
 
-    Raises DicomSeriesError when two files share a slice position (echoes, phases, time points).
+    A missing slice, or a far slice in the same series, would otherwise be placed on a uniform grid
+    millimetres (or centimetres) from where it was acquired.
+
+    Raises:
+        DicomSeriesError: two files share a slice position (echoes, phases, time points), or the gaps
+            between consecutive positions differ by more than 1 % of the median gap (the message lists
+            the positions that disagree, mm along the slice normal).
     """
     if info.n_files < 2 or len(info.slice_positions) != info.n_files:
-        return False
-    gaps = np.diff(np.asarray(info.slice_positions))
+        return
+    positions = np.asarray(info.slice_positions)
+    gaps = np.diff(positions)
     if np.any(np.abs(gaps) < 1e-6):
         raise DicomSeriesError(
             f"series '{info.uid}' has several files at the same slice position (echoes, phases or time points); "
             "export one volume per series, or choose another series"
         )
-    if gaps.max() - gaps.min() > _GAP_RTOL * abs(gaps.mean()):
-        warnings.warn(
-            f"DICOM series '{info.uid}' has non-uniform slice gaps ({gaps.min():.3g} to {gaps.max():.3g} mm): "
-            "missing slices? The volume uses a uniform spacing.",
-            RuntimeWarning,
-            stacklevel=3,
+    step = float(np.median(gaps))
+    bad = np.flatnonzero(np.abs(gaps - step) > _GAP_RTOL * abs(step))
+    if bad.size:
+        listed = "; ".join(
+            f"{info.files[i].name} at {positions[i]:.2f} mm -> {info.files[i + 1].name} at {positions[i + 1]:.2f} mm "
+            f"(gap {gaps[i]:.2f})" for i in bad[:4]
         )
-        return True
-    return False
+        more = f" and {bad.size - 4} more" if bad.size > 4 else ""
+        raise DicomSeriesError(
+            f"DICOM series '{info.uid}' is not evenly spaced (usual gap {step:.3g} mm): {listed}{more}; a missing or "
+            "stray slice would be misplaced: remove the stray files or read a complete series"
+        )
 
 
 def read_dicom_series(info: DicomSeriesInfo) -> tuple[Any, dict[str, Any]]:
@@ -307,7 +316,7 @@ def read_dicom_series(info: DicomSeriesInfo) -> tuple[Any, dict[str, Any]]:
 
     Raises:
         UnsupportedImageError: colour (RGB/YBR) pixels.
-        DicomSeriesError: several files at one slice position.
+        DicomSeriesError: several files at one slice position, or unevenly spaced slices.
         InputFileError: GDCM cannot decode the files (truncated, unknown compression).
     """
     import SimpleITK as sitk
@@ -317,7 +326,7 @@ def read_dicom_series(info: DicomSeriesInfo) -> tuple[Any, dict[str, Any]]:
             f"DICOM series '{info.uid}' has colour pixels ({info.samples_per_pixel} samples per pixel); "
             "only greyscale CT/MR can be super-resolved"
         )
-    nonuniform = _gap_warning(info)
+    _check_gaps(info)
     names = [str(p) for p in info.files]
     try:
         if len(names) == 1:
@@ -343,7 +352,6 @@ def read_dicom_series(info: DicomSeriesInfo) -> tuple[Any, dict[str, Any]]:
         "rescale": rescale,
         "original_dtype": original_dtype,
         "transfer_syntax": syntax,
-        "nonuniform_slice_spacing": nonuniform,
     }
     return image, metadata
 

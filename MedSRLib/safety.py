@@ -1,0 +1,117 @@
+"""Run-level safeguards: memory estimates before reading or allocating, and truthful interrupts.
+
+* :func:`available_memory_bytes` / :func:`check_memory`: refuse (``ResourceError``) a read or a run whose
+  estimated memory exceeds what the machine has available, with both numbers in the message.
+* :func:`estimate_run_bytes`: input + output + working memory of a super-resolution run, from the
+  input shape ``(z, y, x)``, dtypes and the scale, before anything is allocated.
+* :func:`install_termination_handler`: SIGTERM is handled like SIGINT (raises ``KeyboardInterrupt``),
+  so a terminated run cleans its temporary files up and exits 130.
+* :func:`interrupt_message`: what the CLI says on an interrupt: "nothing was written" only when this
+  process has written nothing (the writer records each file it renames into place).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import numpy as np
+
+from .errors import ResourceError
+
+__all__ = [
+    "WORKING_BYTES",
+    "available_memory_bytes",
+    "check_memory",
+    "check_run_memory",
+    "estimate_run_bytes",
+    "install_termination_handler",
+    "interrupt_message",
+]
+
+#: Working memory of a run besides input and output (one batch of activations, float copies), bytes.
+WORKING_BYTES = 512 * 2**20
+
+
+def available_memory_bytes() -> int | None:
+    """Memory available to a new allocation (Linux ``MemAvailable``, else physical pages), or None."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def check_memory(needed_bytes: float, what: str, *, available: int | None = None, advice: str = "") -> None:
+    """Raise :class:`ResourceError` when ``needed_bytes`` exceed the available memory.
+
+    Args:
+        needed_bytes: the estimate, bytes.
+        what: what needs it (``"reading x.nrrd (20000 x 20000 x 4 int16)"``).
+        available: bytes available (default :func:`available_memory_bytes`; unknown -> no check).
+        advice: what to do instead (appended after ``;``).
+    """
+    available = available_memory_bytes() if available is None else available
+    if available is None or needed_bytes <= available:
+        return
+    hint = advice or "use a machine with more memory or a smaller input"
+    raise ResourceError(f"{what} needs about {_gib(needed_bytes)} of memory but {_gib(available)} is available; {hint}")
+
+
+def estimate_run_bytes(shape_zyx: Any, input_dtype: Any, scale: int, *, slice_axis: int = 0,
+                       output_dtype: Any = None) -> int:
+    """Input + output + working bytes of super-resolving a ``(z, y, x)`` volume in-plane by ``scale``.
+
+    The output has ``scale**2`` times the input's voxels (the two axes other than ``slice_axis``),
+    stored as ``output_dtype`` (default: the input's).
+    """
+    n_in = int(np.prod([int(n) for n in shape_zyx], dtype=np.float64))
+    in_size = np.dtype(input_dtype).itemsize
+    out_size = np.dtype(output_dtype if output_dtype is not None else input_dtype).itemsize
+    return int(n_in * in_size + n_in * scale * scale * out_size + WORKING_BYTES)
+
+
+def check_run_memory(volume: Any, scale: int, *, slice_axis: int = 0, output_dtype: Any = None,
+                     available: int | None = None) -> None:
+    """Refuse a run that cannot fit in memory, before the output is allocated (see :func:`estimate_run_bytes`)."""
+    needed = estimate_run_bytes(volume.shape, volume.array.dtype, scale, slice_axis=slice_axis, output_dtype=output_dtype)
+    out_shape = [n * (scale if a != slice_axis else 1) for a, n in enumerate(volume.shape)]
+    check_memory(
+        needed,
+        f"x{scale} of a {'x'.join(map(str, volume.shape))} (z,y,x) volume (output {'x'.join(map(str, out_shape))})",
+        available=available,
+        advice="choose a smaller --scale or crop the input",
+    )
+
+
+def install_termination_handler() -> None:
+    """Handle SIGTERM like SIGINT (``KeyboardInterrupt``) in the main thread; no-op elsewhere."""
+
+    def _terminate(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        signal.signal(signal.SIGTERM, _terminate)
+    except (ValueError, OSError, AttributeError):  # not the main thread / platform without SIGTERM
+        pass
+
+
+def interrupt_message(before: int = 0) -> str:
+    """The CLI's line after an interrupt: which files were written since ``len(written_paths()) == before``."""
+    from .io.writers import written_paths
+
+    written = written_paths()[before:]
+    if not written:
+        return "interrupted; nothing was written"
+    return f"interrupted after writing {', '.join(str(p) for p in written)} (complete)"

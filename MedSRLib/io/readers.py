@@ -122,22 +122,37 @@ def _check_nifti_length(path: Path, reader: Any) -> None:
         )
 
 
+def _raw_nifti_pixdim(path: Path) -> np.ndarray | None:
+    """``pixdim[0..7]`` as stored in a NIfTI-1/2 header (ITK's metadata shows them sanitised), or None."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:  # type: ignore[operator]
+            head = handle.read(540)
+    except (OSError, EOFError, zlib.error):
+        return None
+    for order in ("<", ">"):
+        if len(head) >= 348 and np.frombuffer(head[:4], f"{order}i4")[0] == 348:
+            return np.frombuffer(head[76:108], f"{order}f4").astype(np.float64)
+        if len(head) >= 540 and np.frombuffer(head[:4], f"{order}i4")[0] == 540:
+            return np.frombuffer(head[104:168], f"{order}f8")
+    return None
+
+
 def _check_nifti_header(path: Path, reader: Any) -> None:
     """Refuse NIfTI headers that ITK and nibabel read differently (see the module docstring)."""
     try:
         ndim = int(_meta(reader, "dim[0]") or 3)
     except ValueError:
         ndim = 3
-    for axis in range(1, min(ndim, 3) + 1):
-        text = _meta(reader, f"pixdim[{axis}]")
-        try:
-            value = float(text) if text is not None else 1.0
-        except ValueError:
-            value = float("nan")
+    pixdim = _raw_nifti_pixdim(path)
+    if pixdim is None:
+        return
+    for axis in range(1, min(max(ndim, 1), 3) + 1):
+        value = float(pixdim[axis])
         if not (np.isfinite(value) and value > 0):
             raise GeometryError(
-                f"{path.name}: invalid NIfTI header: pixdim[{axis}] = {text} (voxel sizes must be positive and finite; "
-                "ITK and nibabel read it differently); fix the header, e.g. nibabel img.header.set_zooms(...)"
+                f"{path.name}: invalid NIfTI header: pixdim[{axis}] = {value:g} (voxel sizes must be positive and "
+                "finite; ITK and nibabel read it differently); fix the header, e.g. nibabel img.header.set_zooms(...)"
             )
 
 
@@ -338,6 +353,30 @@ def _read_itk_file(path: Path) -> tuple[Any, dict[str, Any]]:
     return image, metadata
 
 
+def _read_series_or_named_file(path: Path, info: Any) -> tuple[Any, dict[str, Any]]:
+    """Read ``info``'s series; when ``path`` names one file of a series that its sibling files make
+    unreadable (copies at the same position, uneven or broken siblings), read that file alone and warn."""
+    from dataclasses import replace
+
+    from ..errors import DicomSeriesError
+
+    try:
+        return read_dicom_series(info)
+    except (DicomSeriesError, InputFileError) as exc:
+        if not path.is_file() or info.n_files == 1:
+            raise
+        alone = replace(info, files=(path,), n_files=1, size=(info.size[0], info.size[1], 1), slice_positions=())
+        image, metadata = read_dicom_series(alone)
+        warnings.warn(
+            f"read {path.name} alone: its series cannot be read as one volume with the other files in {path.parent} "
+            f"({str(exc).split(';')[0]})",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        metadata["read_alone"] = True
+        return image, metadata
+
+
 def _check_modality_known(path: Path, found: str | None, given: str | None, field: str) -> None:
     """Refuse non-CT/MR DICOM and label maps unless ``modality=`` (``--modality``) says what to treat them as."""
     if found is None or found in ("CT", "MR") or given is not None:
@@ -406,7 +445,7 @@ def read_volume(
     if path.is_dir() or file_format(path) == "dicom" or is_dicom_file(path):
         info = find_series(path, series_uid=series_uid)
         _check_modality_known(path, info.modality or None, fallback_modality, "DICOM Modality")
-        image, metadata = read_dicom_series(info)
+        image, metadata = _read_series_or_named_file(path, info)
     else:
         if series_uid is not None:
             raise InputFileError(f"series_uid applies to DICOM input only; {path.name} is not DICOM (drop --series-uid)")

@@ -16,8 +16,6 @@ import SimpleITK as sitk
 
 from MedSRLib.errors import OutputPathError
 from MedSRLib.io import check_output_path, read_volume, write_volume
-from MedSRLib.io.writers import remove_stale_partials
-from MedSRLib.provenance import PROVENANCE_KEY, sidecar_path
 from MedSRLib.volume import Volume
 
 
@@ -116,6 +114,8 @@ def test_leftovers_of_killed_runs_are_removed_by_the_next_write(tmp_path):
     alive = tmp_path / f".medsr-{os.getpid()}-{uuid.uuid4().hex[:8]}.partial.nrrd"  # a running write: kept
     alive.write_bytes(b"in progress")
     write_volume(_volume(), tmp_path / "next.mha")
+    from MedSRLib.io.writers import remove_stale_partials
+
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, "next.mha"])
     assert remove_stale_partials(tmp_path) == []
 
@@ -156,7 +156,7 @@ def test_inputs_given_as_one_string_is_one_path(tmp_path):
 @pytest.mark.parametrize("ending", [".nii.gz", ".nrrd", ".mha"])
 def test_provenance_is_stored_in_the_file_and_a_sidecar(tmp_path, ending):
     from MedSRLib.pipeline import super_resolve
-    from MedSRLib.provenance import build_provenance
+    from MedSRLib.provenance import PROVENANCE_KEY, build_provenance, sidecar_path
 
     source = tmp_path / "in.nrrd"
     low = _volume(4, shape=(2, 12, 12))

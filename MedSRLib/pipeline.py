@@ -37,22 +37,24 @@ class _NormalisedSlices:
         return self.shape[0]
 
     def __getitem__(self, index: slice) -> np.ndarray:
-        return np.ascontiguousarray(self._mapping.to_unit(self._stack[index]), dtype=np.float32)
+        return np.ascontiguousarray(self._mapping.to_network(self._stack[index]), dtype=np.float32)  # issue 15: 5, 6
 
 
 class _DenormalisingWriter:
     """Writes ``(b, sh, sw)`` [0, 1] results into a preallocated output stack in the input's units."""
 
-    def __init__(self, stack: np.ndarray, mapping: Any) -> None:
+    def __init__(self, stack: np.ndarray, mapping: Any, source: np.ndarray) -> None:
         self._stack = stack  # (n, sh, sw) view of the output array
         self._mapping = mapping
+        self._source = source  # (n, h, w) view of the input (issue 15: checks, clipping, padding restore)
         self.shape = stack.shape
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def __setitem__(self, index: slice, values: np.ndarray) -> None:
-        self._stack[index] = self._mapping.from_unit(values, dtype=self._stack.dtype)
+        self._stack[index] = self._mapping.from_network(values, self._source[index], dtype=self._stack.dtype,
+                                                        first_slice=index.start or 0)
 
 
 def _resolve_spec(model: Any) -> Any:
@@ -80,6 +82,7 @@ def super_resolve(
     allow_untrained: bool = False,
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
+    clip_output: bool = True,
 ) -> Volume:
     """Super-resolve ``volume`` in the plane orthogonal to ``axis`` by integer ``scale``.
 
@@ -97,6 +100,9 @@ def super_resolve(
         allow_untrained: run a learned network with random weights (tests and benchmarks only).
         progress: ``progress(done_slices, total_slices)`` after each batch.
         cancel: polled between batches; returning True raises :class:`~MedSRLib.errors.CancelledError`.
+        clip_output: clip outputs to the physically possible range (CT >= -1024 HU outside padding, MR
+            >= 0 when the input is); False keeps the network's raw values
+            (:class:`~MedSRLib.intensity.NetworkIntensity`).
 
     Returns:
         A new :class:`Volume` on the super-resolved grid, same modality, with ``metadata["medsr"]``
@@ -104,8 +110,10 @@ def super_resolve(
     """
     from .engine import EngineOptions, run_slices
     from .geometry import resolve_slice_axis, super_resolved_geometry
-    from .intensity import IntensityMapping, guess_modality
+    from .intensity import IntensityMapping, NetworkIntensity, guess_modality
+    from .safety import check_run_arguments, check_run_memory
 
+    check_run_arguments(volume, scale=scale, modality=modality, allow_untrained=allow_untrained)  # issue 15: 14
     spec = _resolve_spec(model)
     scale = spec.check_scale(scale)
     if output_dtype not in ("input", "float32"):
@@ -127,6 +135,7 @@ def super_resolve(
     )
     modality = (modality or volume.modality or guess_modality(volume)).upper()
     mapping = IntensityMapping.fit(volume.array, modality=modality)
+    rules = NetworkIntensity.for_volume(volume.array, mapping, clip_output=clip_output)  # issue 15: 5, 6, 7
     from .models.reparam import prepare_for_inference
 
     module = prepare_for_inference(spec.load(scale, weights=weights, allow_untrained=allow_untrained))
@@ -135,9 +144,10 @@ def super_resolve(
     dtype = volume.array.dtype if output_dtype == "input" else np.dtype(np.float32)
     if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
         dtype = np.dtype(np.float32)
+    check_run_memory(volume, scale, slice_axis=slice_axis, output_dtype=dtype)  # issue 15: 10
     out = np.empty(grid.shape, dtype=dtype)
-    source = _NormalisedSlices(np.moveaxis(volume.array, slice_axis, 0), mapping)
-    sink = _DenormalisingWriter(np.moveaxis(out, slice_axis, 0), mapping)
+    source = _NormalisedSlices(np.moveaxis(volume.array, slice_axis, 0), rules)
+    sink = _DenormalisingWriter(np.moveaxis(out, slice_axis, 0), rules, np.moveaxis(volume.array, slice_axis, 0))
     run_slices(
         module, source, scale=scale, out=sink, options=options, progress=progress, cancel=cancel,
         min_lr_size=spec.min_lr_size,
@@ -151,6 +161,8 @@ def super_resolve(
         "slice_axis": int(slice_axis),
         "modality": modality,
         "intensity": _jsonable(mapping),
+        "intensity_rules": rules.as_dict(),
+        "precision": precision,
         "ensemble": bool(ensemble),
         "weights": (spec.card(scale) or {}).get("sha256") if weights is None and spec.learned else None,
     }

@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ResourceError
+from .errors import OptionError, ResourceError
 
 __all__ = [
     "WORKING_BYTES",
     "available_memory_bytes",
     "check_memory",
+    "check_run_arguments",
     "check_run_memory",
     "estimate_run_bytes",
     "install_termination_handler",
@@ -93,6 +94,27 @@ def check_run_memory(volume: Any, scale: int, *, slice_axis: int = 0, output_dty
         available=available,
         advice="choose a smaller --scale or crop the input",
     )
+
+
+def check_run_arguments(volume: Any, *, scale: Any, modality: Any = None, allow_untrained: Any = False) -> None:
+    """Validate the public arguments of a run before any work, naming the bad value.
+
+    Raises:
+        TypeError: ``volume`` is not a :class:`~MedSRLib.volume.Volume`.
+        OptionError: ``scale`` not a positive finite integer, ``modality`` not ``'CT'``/``'MR'``/None,
+            ``allow_untrained`` not a bool.
+    """
+    from .volume import Volume
+
+    if not isinstance(volume, Volume):
+        raise TypeError(f"volume must be a MedSRLib Volume (MedSRLib.io.read_volume); got {type(volume).__name__}")
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer, float, np.floating)) \
+            or not np.isfinite(scale) or int(scale) != scale or int(scale) < 1:
+        raise OptionError(f"scale must be a positive integer such as 2 or 4; got {scale!r}")
+    if modality is not None and (not isinstance(modality, str) or modality.strip().upper() not in ("CT", "MR")):
+        raise OptionError(f"modality must be 'CT', 'MR' or None; got {modality!r}")
+    if not isinstance(allow_untrained, (bool, np.bool_)):
+        raise OptionError(f"allow_untrained must be True or False; got {allow_untrained!r}")
 
 
 def install_termination_handler() -> None:

@@ -45,9 +45,16 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=None, help="a weights file (.safetensors with its .json card) instead of the shipped one")
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``medsr: error: ...`` and exit 2 (no usage block)."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"medsr: error: {message}; see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of ``medsr`` (exposed for docs and tests)."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="medsr",
         description="Super-resolve CT and MR volumes slice by slice with deep networks (MedSRLib).",
     )
@@ -62,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--series-uid", default=None, help="DICOM SeriesInstanceUID when the folder holds several series")
     run.add_argument("--modality", choices=["CT", "MR"], type=str.upper, default=None, help="override the detected modality")
     run.add_argument("--float32", action="store_true", help="write float32 instead of the input's dtype")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing output file (default: refuse)")
+    run.add_argument("--keep-raw-values", action="store_true",
+                     help="keep the network's raw values (default: CT >= -1024 HU outside padding, MR >= 0 when the input is)")
     run.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--check", action="store_true",
@@ -125,10 +135,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .models import default_model, get_model
     from .pipeline import super_resolve
 
-    target = check_output_path(args.output, inputs=[args.input])
+    target = check_output_path(args.output, inputs=[args.input], overwrite=args.overwrite)
     diff_target = None
     if args.diff is not None:
-        diff_target = check_output_path(args.diff, inputs=[args.input, args.output])
+        diff_target = check_output_path(args.diff, inputs=[args.input, args.output], overwrite=args.overwrite)
     volume = read_volume(args.input, series_uid=args.series_uid, modality=args.modality)
     if args.model is None:
         from .intensity import guess_modality
@@ -154,6 +164,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             modality=args.modality,
             weights=args.weights,
             progress=bar,
+            clip_output=not args.keep_raw_values,
         )
     finally:
         bar.close()
@@ -165,9 +176,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
             volume, result, scale=args.scale, axis=result.metadata["medsr"]["slice_axis"],
             keep_difference=diff_target is not None,
         )
-    written = write_volume(result, target, inputs=[args.input])
+    from .provenance import build_provenance
+
+    record = build_provenance(result, input_path=args.input, options=vars(args),
+                              consistency=report.to_json() if report is not None else None)
+    written = write_volume(result, target, inputs=[args.input], overwrite=args.overwrite, provenance=record)
     if diff_target is not None and report is not None and report.difference is not None:
-        write_volume(report.difference, diff_target, inputs=[args.input])
+        write_volume(report.difference, diff_target, inputs=[args.input], overwrite=args.overwrite)
     summary = {
         "input": str(args.input),
         "output": str(written),
@@ -305,16 +320,22 @@ COMMANDS = {"run": _cmd_run, "models": _cmd_models, "evaluate": _cmd_evaluate, "
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``medsr`` console script; returns the exit status."""
+    from .io.writers import written_paths
+    from .safety import install_cli_warnings, install_termination_handler, interrupt_message
+
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.simplefilter("default")
+    install_cli_warnings()  # issue 15 (13): one-line "medsr: warning:" lines, ITK's multi-line ones off
+    install_termination_handler()  # issue 15 (9): SIGTERM like Ctrl-C
+    written_before = len(written_paths())
     try:
         return COMMANDS[args.command](args)
     except MedSRError as exc:
         print(f"medsr: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("medsr: interrupted; nothing was written", file=sys.stderr)
+        print(f"medsr: {interrupt_message(written_before)}", file=sys.stderr)  # issue 15 (9): truthful
         return EXIT_INTERRUPTED
 
 

@@ -163,6 +163,7 @@ def super_resolve(
         "intensity": _jsonable(mapping),
         "intensity_rules": rules.as_dict(),
         "precision": precision,
+        "device": str(device),
         "ensemble": bool(ensemble),
         "weights": (spec.card(scale) or {}).get("sha256") if weights is None and spec.learned else None,
     }

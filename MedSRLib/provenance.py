@@ -65,6 +65,21 @@ def _jsonable(value: Any) -> Any:
     return repr(value)
 
 
+def precision_that_ran(requested: str | None, device: str | None) -> str | None:
+    """``'fp32'``/``'fp16'``/``'bf16'``: what ``precision=requested`` runs as on ``device`` ('auto' resolved)."""
+    if requested is None:
+        return None
+    try:
+        import torch
+
+        from .engine import _autocast_dtype, resolve_device
+
+        dtype = _autocast_dtype(str(requested), resolve_device(device or "auto"))
+    except Exception:  # an engine without this resolver: report what was asked  # noqa: BLE001
+        return str(requested)
+    return {None: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, str(dtype))
+
+
 def build_provenance(
     result: Any,
     *,
@@ -108,7 +123,8 @@ def build_provenance(
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "model": {k: run.get(k) for k in ("model", "network", "config", "scale", "ensemble")},
         "weights_sha256": run.get("weights"),
-        "precision": run.get("precision"),
+        "precision": precision_that_ran(run.get("precision"), run.get("device")),
+        "precision_requested": run.get("precision"),
         "modality": run.get("modality"),
         "output_grid": grid,
         "output_dtype": str(np.asarray(result.array).dtype),

@@ -27,6 +27,7 @@ __all__ = [
     "check_run_arguments",
     "check_run_memory",
     "estimate_run_bytes",
+    "install_cli_warnings",
     "install_termination_handler",
     "interrupt_message",
 ]
@@ -126,6 +127,26 @@ def install_termination_handler() -> None:
     try:
         signal.signal(signal.SIGTERM, _terminate)
     except (ValueError, OSError, AttributeError):  # not the main thread / platform without SIGTERM
+        pass
+
+
+def install_cli_warnings() -> None:
+    """Print Python warnings as one ``medsr: warning: <message>`` line; turn ITK's multi-line warnings
+    (build paths, object addresses) off -- the readers check and name what they reported."""
+    import warnings
+
+    def _one_line(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        import sys
+
+        text = " ".join(str(message).split())
+        print(f"medsr: warning: {text}", file=file or sys.stderr)
+
+    warnings.showwarning = _one_line
+    try:
+        import SimpleITK as sitk
+
+        sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    except (ImportError, AttributeError):
         pass
 
 

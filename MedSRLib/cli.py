@@ -138,7 +138,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     target = check_output_path(args.output, inputs=[args.input], overwrite=args.overwrite)
     diff_target = None
     if args.diff is not None:
-        diff_target = check_output_path(args.diff, inputs=[args.input, args.output], overwrite=args.overwrite)
+        diff_target = check_output_path(args.diff, inputs=[args.input], others=[args.output], overwrite=args.overwrite)
     volume = read_volume(args.input, series_uid=args.series_uid, modality=args.modality)
     if args.model is None:
         from .intensity import guess_modality
@@ -147,6 +147,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         spec = get_model(args.model)
     spec.check_scale(args.scale)
+    from .intensity import guess_modality as _guess
+    from .safety import explain_model_choice
+
+    for note in explain_model_choice(spec, modality=(args.modality or volume.modality or _guess(volume)).upper(),
+                                     scale=args.scale, weights=args.weights, defaulted=args.model is None):
+        warnings.warn(note, UserWarning, stacklevel=1)  # issue 15 (13): which model runs and why
     bar = _Progress(f"{spec.name} x{args.scale}", quiet=args.quiet or args.json)
     try:
         result = super_resolve(

@@ -26,6 +26,7 @@ __all__ = [
     "check_memory",
     "check_run_arguments",
     "check_run_memory",
+    "explain_model_choice",
     "estimate_run_bytes",
     "install_cli_warnings",
     "install_termination_handler",
@@ -116,6 +117,25 @@ def check_run_arguments(volume: Any, *, scale: Any, modality: Any = None, allow_
         raise OptionError(f"modality must be 'CT', 'MR' or None; got {modality!r}")
     if not isinstance(allow_untrained, (bool, np.bool_)):
         raise OptionError(f"allow_untrained must be True or False; got {allow_untrained!r}")
+
+
+def explain_model_choice(spec: Any, *, modality: str, scale: int, weights: Any = None, defaulted: bool = False) -> list[str]:
+    """Say which model runs and why, before the run (one line each; the CLI prints them as warnings).
+
+    Raises:
+        OptionError: ``weights`` given for a model that has none (``bicubic``, ``nearest``).
+    """
+    notes = []
+    if weights is not None and not spec.learned:
+        raise OptionError(f"--weights applies to trained networks; model '{spec.name}' has no weights: drop --weights "
+                          "or choose a network with --model")
+    if defaulted and not spec.learned:
+        notes.append(f"no trained network for {modality} x{scale} ships with MedSR: running {spec.name} "
+                     "(see `medsr models` for the scales that have weights)")
+    elif spec.learned and spec.modality not in ("any", modality):
+        notes.append(f"model '{spec.name}' was trained on {spec.modality} but the input is {modality}; "
+                     "results may be poor: choose a network for this modality or pass --modality")
+    return notes
 
 
 def install_termination_handler() -> None:

@@ -111,3 +111,24 @@ def test_sigterm_during_the_write_exits_130_and_leaves_no_partial_file(tmp_path)
     assert done.returncode == 130, done.stderr
     assert "Traceback" not in done.stderr and "nothing was written" in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.nrrd"]
+
+
+def test_which_model_runs_and_why_is_said(tmp_path, capsys):
+    source = _input(tmp_path)  # MR
+    code, _, err = run_cli(capsys, "run", str(source), str(tmp_path / "a.nrrd"), "--model", "bicubic", "--scale", "2",
+                           "--quiet", "--weights", str(tmp_path / "w.safetensors"))
+    assert code == 2 and "--weights applies to trained networks" in err
+    code, _, err = run_cli(capsys, "run", str(source), str(tmp_path / "b.nrrd"), "--scale", "3", "--quiet")
+    assert code == 0 and "medsr: warning: no trained network for MR x3" in err and "running bicubic" in err
+    code, _, err = run_cli(capsys, "run", str(source), str(tmp_path / "c.nrrd"), "--model", "dridsr", "--scale", "3",
+                           "--quiet")
+    assert code == 0 and "trained on CT but the input is MR" in err
+    assert all(line.startswith("medsr: warning: ") for line in err.splitlines() if line)
+
+
+def test_diff_equal_to_the_output_is_named_as_such(tmp_path, capsys):
+    source = _input(tmp_path)
+    out = tmp_path / "o.nrrd"
+    code, _, err = run_cli(capsys, "run", str(source), str(out), "--model", "bicubic", "--scale", "2", "--quiet",
+                           "--diff", str(out))
+    assert code == 2 and "is the input" not in err and "other output" in err

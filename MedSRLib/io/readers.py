@@ -390,8 +390,15 @@ def _check_modality_known(path: Path, found: str | None, given: str | None, fiel
 
 
 def _check_direction_of(image: Any, path: Path) -> None:
-    """Refuse a sheared or scaled direction matrix (ITK keeps it; NIfTI writers would coerce it)."""
+    """Refuse non-finite or non-positive spacing, a non-finite origin, and a sheared or scaled direction
+    matrix (ITK keeps it; NIfTI writers would coerce it and move the voxels)."""
     from ..geometry import ORTHONORMAL_ATOL
+
+    spacing, origin = image.GetSpacing(), image.GetOrigin()
+    if not all(np.isfinite(v) and v > 0 for v in spacing):
+        raise GeometryError(f"{path.name} has an invalid voxel spacing {tuple(spacing)} mm; fix the header (positive, finite sizes)")
+    if not all(np.isfinite(v) for v in origin):
+        raise GeometryError(f"{path.name} has a non-finite origin {tuple(origin)}; fix the header")
 
     d = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
     if not np.all(np.isfinite(d)) or not np.allclose(d.T @ d, np.eye(3), atol=ORTHONORMAL_ATOL):

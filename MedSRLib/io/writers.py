@@ -87,6 +87,7 @@ def check_output_path(
     *,
     inputs: Sequence[str | os.PathLike[str]] = (),
     overwrite: bool = False,
+    others: Sequence[str | os.PathLike[str]] = (),
 ) -> Path:
     """Validate an output file path before any computation; returns it absolute, symlinks resolved.
 
@@ -94,6 +95,7 @@ def check_output_path(
         path: the output file.
         inputs: input paths the output must not be (or lie inside); a single path is accepted.
         overwrite: allow replacing an existing file (CLI ``--overwrite``).
+        others: the run's other outputs (e.g. the super-resolved volume when checking ``--diff``).
 
     Raises:
         OutputPathError: empty path or a name over 255 bytes, an existing folder at ``path``,
@@ -125,6 +127,9 @@ def check_output_path(
         if _same_or_inside(target, source_path):
             where = "inside the input folder" if target != source_path and source_path.is_dir() else "the input"
             raise OutputPathError(f"output {target} is {where} {source_path}; choose another output path so the input is kept")
+    for other in _inputs_list(others):
+        if _same_or_inside(target, Path(other).expanduser().resolve()):
+            raise OutputPathError(f"{target} is also the run's other output {Path(other)}; give each output its own path")
     if target.exists() and not overwrite:
         raise OutputPathError(f"output file exists: {target}; pass --overwrite (overwrite=True) to replace it")
     if target.exists() and not os.access(target, os.W_OK):

@@ -132,3 +132,30 @@ def test_diff_equal_to_the_output_is_named_as_such(tmp_path, capsys):
     code, _, err = run_cli(capsys, "run", str(source), str(out), "--model", "bicubic", "--scale", "2", "--quiet",
                            "--diff", str(out))
     assert code == 2 and "is the input" not in err and "other output" in err
+
+
+def test_weights_messages_say_what_is_wrong(tmp_path, capsys):
+    import shutil
+
+    from MedSRLib.models import get_model
+
+    source = _input(tmp_path)
+    spec = get_model("mdrn")
+    shipped = spec.weights_path(2)
+    card = shipped.with_suffix(".json")
+    code, _, err = run_cli(capsys, "run", str(source), str(tmp_path / "a.nrrd"), "--model", "mdrn", "--scale", "2",
+                           "--quiet", "--weights", str(tmp_path / "missing.safetensors"))
+    assert code == 2 and "train them" not in err and "no weights file at" in err
+    code, _, err = run_cli(capsys, "run", str(source), str(tmp_path / "b.nrrd"), "--model", "mdrn", "--scale", "2",
+                           "--quiet", "--weights", str(card))
+    assert code == 2 and "is a model card" in err and "corrupted" not in err
+    for key, value in (("scale", "2"), ("format_version", "1.0")):
+        folder = tmp_path / key
+        folder.mkdir()
+        shutil.copy(shipped, folder / shipped.name)
+        data = json.loads(card.read_text())
+        data[key] = value
+        (folder / card.name).write_text(json.dumps(data))
+        code, _, err = run_cli(capsys, "run", str(source), str(tmp_path / f"{key}.nrrd"), "--model", "mdrn", "--scale",
+                               "2", "--quiet", "--weights", str(folder / shipped.name))
+        assert code == 2 and f"{key} {value!r}" in err and "Traceback" not in err, err

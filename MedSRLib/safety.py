@@ -38,7 +38,14 @@ WORKING_BYTES = 512 * 2**20
 
 
 def available_memory_bytes() -> int | None:
-    """Memory available to a new allocation (Linux ``MemAvailable``, else physical pages), or None."""
+    """Host RAM available to a new allocation, bytes: psutil, else Linux ``MemAvailable``, else half the
+    physical RAM, else None (unknown). The one memory probe (the engine's batch budget uses it too)."""
+    try:
+        import psutil  # type: ignore[import-not-found]
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
     try:
         with open("/proc/meminfo", encoding="ascii") as handle:
             for line in handle:
@@ -47,7 +54,7 @@ def available_memory_bytes() -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     try:
-        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")) // 2
     except (AttributeError, ValueError, OSError):
         return None
 

@@ -83,7 +83,7 @@ def test_an_interrupt_after_the_output_is_complete_says_so(tmp_path, capsys, mon
     real = io.write_volume
 
     def write_then_ctrl_c(*args, **kwargs):
-        written = real(*args, **kwargs)
+        real(*args, **kwargs)
         raise KeyboardInterrupt  # Ctrl-C right after the final rename
 
     monkeypatch.setattr(io, "write_volume", write_then_ctrl_c)

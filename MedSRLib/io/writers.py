@@ -17,7 +17,6 @@ Output policy (README "Output policy"):
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import signal
@@ -30,7 +29,7 @@ import numpy as np
 from ..errors import MedSRError, OutputPathError, UnsupportedImageError
 from ..geometry import volume_to_sitk
 from ..volume import Volume
-from ._itk import NAME_MAX, check_path_components, itk_error_message
+from ._itk import check_path_components, itk_error_message
 
 __all__ = ["WRITE_FORMATS", "check_output_path", "remove_stale_partials", "write_volume", "written_paths"]
 

@@ -17,7 +17,9 @@ from MedSRLib.cli import main
 from MedSRLib.io import read_volume, write_volume
 from MedSRLib.volume import Volume
 
-REPO = Path(__file__).resolve().parent.parent
+import MedSRLib
+
+REPO = Path(MedSRLib.__file__).resolve().parent.parent  # the MedSRLib under test, for subprocesses
 
 
 def _input(tmp_path: Path) -> Path:

@@ -204,3 +204,28 @@ def test_complex_mha_is_not_called_rgb_only(tmp_path):
     with pytest.raises(UnsupportedImageError, match="complex") as err:
         read_volume(tmp_path / "c.mha")
     one_line(err)
+
+
+def test_a_dicom_file_without_preamble_is_described_not_its_folder(tmp_path):
+    copy = tmp_path / "ExplVR_LitEndNoMeta.dcm"  # pydicom's real file: no preamble, an RT plan
+    shutil.copy(get_testdata_file("ExplVR_LitEndNoMeta.dcm"), copy)
+    with pytest.raises(DicomSeriesError) as err:
+        read_volume(copy)
+    text = one_line(err)
+    assert "no DICOM image files in" not in text and "ExplVR_LitEndNoMeta.dcm" in text
+    assert "no DICOM preamble" in text and "RTPLAN" in text
+
+
+def test_an_intact_named_dicom_file_is_read_alone_when_its_siblings_break_the_series():
+    """pydicom's test folder holds MR_small.dcm beside copies of it in other transfer syntaxes."""
+    with pytest.warns(RuntimeWarning, match="read MR_small.dcm alone"):
+        volume = read_volume(get_testdata_file("MR_small.dcm"))
+    assert volume.shape == (1, 64, 64) and volume.modality == "MR" and volume.metadata["read_alone"] is True
+
+
+def test_a_nan_spacing_is_a_geometry_error_without_the_truncation_hint(tmp_path):
+    path = _mha_with_direction(tmp_path / "nan.mha", "1 0 0 0 1 0 0 0 1")
+    path.write_bytes(path.read_bytes().replace(b"ElementSpacing = 1 1 2", b"ElementSpacing = 1 nan 2"))
+    with pytest.raises((GeometryError, InputFileError)) as err:
+        read_volume(path)
+    assert "truncated" not in one_line(err) and "spacing" in str(err.value).lower()

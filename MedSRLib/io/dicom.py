@@ -217,6 +217,22 @@ def _listing(infos: list[DicomSeriesInfo]) -> str:
     return "; ".join(i.summary() for i in infos)
 
 
+def _why_not_an_image(path: Path) -> str:
+    """One line saying why the named file ``path`` is not a readable DICOM image (no bytes echoed)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=False, force=True)
+    except Exception:  # noqa: BLE001 - any parse failure means "not DICOM"
+        return f"{path.name} is not a DICOM file (no DICOM header could be parsed); check the file or pass its folder"
+    modality = str(ds.get("Modality", "") or "").strip() or "not given"
+    preamble = "" if is_dicom_file(path) else " and has no DICOM preamble ('DICM' at byte 128)"
+    if "PixelData" not in ds or "Rows" not in ds:
+        return f"{path.name} is a DICOM object without image pixels (Modality {modality}){preamble}; pass an image file or series folder"
+    return (f"{path.name} is a DICOM image{preamble} that GDCM cannot read; re-save it as a DICOM Part 10 file "
+            "(e.g. pydicom: ds.save_as(name, enforce_file_format=True))")
+
+
 def find_series(path: str | os.PathLike[str], *, series_uid: str | None = None) -> DicomSeriesInfo:
     """The series to read from a DICOM folder, or the series of a single DICOM file.
 
@@ -230,11 +246,14 @@ def find_series(path: str | os.PathLike[str], *, series_uid: str | None = None) 
     """
     path = Path(path)
     if path.is_file():
-        infos = list_dicom_series(path.parent, recursive=False)
+        try:
+            infos = list_dicom_series(path.parent, recursive=False)
+        except DicomSeriesError:
+            infos = []
         resolved = path.resolve()
         mine = [i for i in infos if any(f.resolve() == resolved for f in i.files)]
         if not mine:
-            raise DicomSeriesError(f"{path} is not a readable DICOM image file; check the file or pass its folder")
+            raise DicomSeriesError(_why_not_an_image(path))
         info = mine[0]
         if series_uid is not None and series_uid not in (info.uid, info.series_instance_uid):
             raise DicomSeriesError(

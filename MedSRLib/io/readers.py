@@ -332,6 +332,10 @@ def _read_itk_file(path: Path) -> tuple[Any, dict[str, Any]]:
         _check_nifti_header(path, reader)
         _check_nifti_length(path, reader)
     _check_size_from_header(path, reader, fmt)
+    spacing = tuple(reader.GetSpacing())[:3]
+    if not all(np.isfinite(v) and v > 0 for v in spacing):  # ITK would fail in Execute() with a vague message
+        raise GeometryError(f"{path.name} has an invalid voxel spacing {spacing} mm in its header (zero, negative or "
+                            "not a number); fix the header")
     try:
         image = reader.Execute()
     except MemoryError:

@@ -229,3 +229,15 @@ def test_a_nan_spacing_is_a_geometry_error_without_the_truncation_hint(tmp_path)
     with pytest.raises((GeometryError, InputFileError)) as err:
         read_volume(path)
     assert "truncated" not in one_line(err) and "spacing" in str(err.value).lower()
+
+
+def test_garbage_files_get_one_line_without_their_bytes(tmp_path, capfd):
+    rng = np.random.default_rng(7)
+    junk = bytes(rng.integers(33, 127, 300, dtype=np.uint8))  # printable garbage: ITK quotes the first line
+    for name in ("junk.nrrd", "junk.mha"):
+        (tmp_path / name).write_bytes(junk)
+        with pytest.raises(InputFileError) as err:
+            read_volume(tmp_path / name)
+        text = one_line(err)
+        assert junk[:20].decode() not in text and junk[:8].decode() not in text
+    assert capfd.readouterr().err == ""  # MetaIO's own multi-line prints are not shown

@@ -43,7 +43,7 @@ import numpy as np
 from ..errors import GeometryError, InputFileError, ModalityError, OptionError, UnsupportedImageError
 from ..geometry import ijk_to_ras_matrix, volume_from_sitk
 from ..volume import Volume
-from ._itk import check_path_components, itk_error_message
+from ._itk import check_path_components, itk_error_message, native_stderr_silenced
 from .dicom import find_series, is_dicom_file, read_dicom_series
 
 __all__ = ["READ_FORMATS", "read_volume", "file_format"]
@@ -302,12 +302,14 @@ def _read_itk_file(path: Path) -> tuple[Any, dict[str, Any]]:
     reader.SetFileName(str(path))
     try:
         try:
-            reader.ReadImageInformation()
+            with native_stderr_silenced():  # MetaIO prints multi-line parse errors itself
+                reader.ReadImageInformation()
         except RuntimeError as exc:
             if fmt not in _ITK_IO or "Unable to determine ImageIO" not in str(exc):
                 raise
             reader.SetImageIO(_ITK_IO[fmt])  # ITK matches some endings case-sensitively (.MHA)
-            reader.ReadImageInformation()
+            with native_stderr_silenced():
+                reader.ReadImageInformation()
     except RuntimeError as exc:
         message = itk_error_message(exc)
         if "orthonormal" in message:

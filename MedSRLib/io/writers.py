@@ -298,6 +298,10 @@ def write_volume(
                             raise OutputPathError(f"output file exists: {target}; pass --overwrite to replace it") from None
                         os.replace(temp, target)
                 _WRITTEN.append(target)
+            try:
+                _fsync(target.parent)  # the rename itself survives a crash
+            except OSError:
+                pass
             if provenance is not None:
                 write_sidecar(target, provenance, overwrite=True)
         except (RuntimeError, OSError) as exc:

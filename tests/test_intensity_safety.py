@@ -134,3 +134,12 @@ def test_ct_output_stays_at_or_above_air_by_default(real_ct):
     raw = super_resolve(volume, model="bicubic", scale=2, clip_output=False).array
     assert raw.min() < -1024 and clipped.min() >= -1024
     np.testing.assert_array_equal(clipped[raw >= -1024], raw[raw >= -1024])
+
+
+def test_check_no_longer_flags_padded_ct_slices(real_ct):
+    from MedSRLib.consistency import check_consistency
+
+    volume, _ = _padded_ct(real_ct)
+    result = super_resolve(volume, model="dridsr", scale=2, precision="fp32")
+    report = check_consistency(volume, result, scale=2, axis=0)
+    assert report.flagged_slices == []

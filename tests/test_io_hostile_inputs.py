@@ -241,3 +241,18 @@ def test_garbage_files_get_one_line_without_their_bytes(tmp_path, capfd):
         text = one_line(err)
         assert junk[:20].decode() not in text and junk[:8].decode() not in text
     assert capfd.readouterr().err == ""  # MetaIO's own multi-line prints are not shown
+
+
+def test_a_sheared_volume_is_written_exactly_or_refused(tmp_path):
+    sheared = np.array([[1.0, 0.5, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    from MedSRLib.volume import Volume
+
+    volume = Volume(array=np.arange(60, dtype=np.int16).reshape(3, 4, 5), spacing=(1, 1, 2), origin=(1, 2, 3),
+                    direction=sheared)
+    with pytest.raises(GeometryError, match="NIfTI cannot hold") as err:
+        write_volume(volume, tmp_path / "s.nii.gz")
+    one_line(err)
+    assert not (tmp_path / "s.nii.gz").exists()
+    write_volume(volume, tmp_path / "s.mha")  # MetaImage holds it exactly
+    image = sitk.ReadImage(str(tmp_path / "s.mha"))
+    np.testing.assert_allclose(np.reshape(image.GetDirection(), (3, 3)), sheared)

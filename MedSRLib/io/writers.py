@@ -257,6 +257,7 @@ def write_volume(
     Raises:
         OutputPathError: see :func:`check_output_path`, or the write itself failed.
         UnsupportedImageError: a dtype no format can store (complex, object, strings).
+        GeometryError: a sheared or scaled direction to be written as NIfTI (NRRD/MHA hold it exactly).
         TypeError: ``volume`` is not a :class:`Volume`.
     """
     if not isinstance(volume, Volume):
@@ -265,6 +266,12 @@ def write_volume(
     dtype = np.asarray(volume.array).dtype
     if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating) or dtype == np.bool_):
         raise UnsupportedImageError(f"cannot write voxels of dtype {dtype}; convert to an integer or float dtype first")
+    direction = np.asarray(volume.direction, dtype=np.float64)
+    if target.name.lower().endswith((".nii", ".nii.gz")) and not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
+        from ..errors import GeometryError
+
+        raise GeometryError(f"NIfTI cannot hold the sheared or scaled direction of this volume (its writer would move "
+                            f"the voxels); write {target.name.split('.')[0]}.nrrd or .mha instead")
     import SimpleITK as sitk
 
     from ..provenance import embed_provenance, write_sidecar

@@ -182,19 +182,23 @@ def super_resolve_file(
     output_path: str | Path,
     *,
     series_uid: str | None = None,
+    overwrite: bool = False,
     **options: Any,
 ) -> tuple[Volume, Path]:
     """Read ``input_path``, super-resolve (``options`` as :func:`super_resolve`), write ``output_path``.
 
-    The output path is checked (writable, supported extension, not an input) before any work; on any
-    error or cancel nothing is written.
+    The output path is checked (writable, supported extension, not an input, not an existing file
+    unless ``overwrite``) before any work; on any error or cancel nothing is written. The output
+    records its provenance (:mod:`MedSRLib.provenance`).
     """
     from .io import check_output_path, read_volume, write_volume
+    from .provenance import build_provenance
 
-    target = check_output_path(output_path, inputs=[input_path])
+    target = check_output_path(output_path, inputs=[input_path], overwrite=overwrite)
     volume = read_volume(input_path, series_uid=series_uid)
     result = super_resolve(volume, **options)
-    written = write_volume(result, target, inputs=[input_path])
+    record = build_provenance(result, input_path=input_path, options=options)  # issue 15: 15
+    written = write_volume(result, target, inputs=[input_path], overwrite=overwrite, provenance=record)
     return result, written
 
 

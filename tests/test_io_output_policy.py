@@ -107,16 +107,26 @@ def test_a_file_created_meanwhile_by_another_run_is_not_replaced(tmp_path, monke
 def test_leftovers_of_killed_runs_are_removed_by_the_next_write(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = tmp_path / f".medsr-{dead.pid}-{uuid.uuid4().hex[:8]}.partial.nii.gz"
+    import socket
+    import hashlib
+
+    host = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+    stale = tmp_path / f".medsr-{host}-{dead.pid}-{uuid.uuid4().hex[:8]}.partial.nii.gz"
     stale.write_bytes(b"half")
+    other_host = "000000" if host != "000000" else "111111"
+    foreign = tmp_path / f".medsr-{other_host}-{dead.pid}-{uuid.uuid4().hex[:8]}.partial.nrrd"
+    foreign.write_bytes(b"another machine's write, maybe still running")  # recent: kept
+    old_foreign = tmp_path / f".medsr-{other_host}-{dead.pid}-{uuid.uuid4().hex[:8]}.partial.mha"
+    old_foreign.write_bytes(b"another machine's leftover")
+    os.utime(old_foreign, (0, 0))
     old_style = tmp_path / f".out.nii.gz.{uuid.uuid4().hex[:12]}.partial.nii.gz"  # earlier versions' name
     old_style.write_bytes(b"half")
-    alive = tmp_path / f".medsr-{os.getpid()}-{uuid.uuid4().hex[:8]}.partial.nrrd"  # a running write: kept
+    alive = tmp_path / f".medsr-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}.partial.nrrd"  # a running write: kept
     alive.write_bytes(b"in progress")
     write_volume(_volume(), tmp_path / "next.mha")
     from MedSRLib.io.writers import remove_stale_partials
 
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, "next.mha"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, foreign.name, "next.mha"])
     assert remove_stale_partials(tmp_path) == []
 
 

@@ -3,7 +3,7 @@
 Output policy (README "Output policy"):
 
 * **Never a bad file**: the volume is written to a temporary file in the target folder
-  (``.medsr-<pid>-<hex>.partial<ending>``), flushed and fsync'ed, then *read back* (header: size,
+  (``.medsr-<host>-<pid>-<hex>.partial<ending>``), flushed and fsync'ed, then *read back* (header: size,
   pixel type; NIfTI: the whole gzip stream / data length) before it is renamed over the target. A
   full disk or any write error raises :class:`~MedSRLib.errors.OutputPathError` and leaves an
   existing file at the target untouched.
@@ -55,7 +55,22 @@ def _same_or_inside(target: Path, source: Path) -> bool:
 
 
 #: Temporary names: ``.medsr-<pid>-<hex>.partial<ending>`` (short, whatever the target's name length).
-_PARTIAL = re.compile(r"^\.medsr-(\d+)-[0-9a-f]{8}\.partial(\.nii\.gz|\.nii|\.nrrd|\.mha)$", re.IGNORECASE)
+_PARTIAL = re.compile(r"^\.medsr-([0-9a-f]{6})-(\d+)-[0-9a-f]{8}\.partial(\.nii\.gz|\.nii|\.nrrd|\.mha)$", re.IGNORECASE)
+#: Another machine's temporary file (shared folder) counts as left over after this many seconds.
+_FOREIGN_PARTIAL_AGE_S = 24 * 3600
+
+
+def _host_tag() -> str:
+    """6 hex digits naming this machine in temporary names (a PID means nothing on another host)."""
+    import hashlib
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def partial_name(ending: str) -> str:
+    """A temporary file name ``.medsr-<host>-<pid>-<hex>.partial<ending>`` (short whatever the target's name)."""
+    return f".medsr-{_host_tag()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.partial{ending}"
 #: What this process has written (read by the CLI to report an interrupt truthfully).
 _WRITTEN: list[Path] = []
 
@@ -149,9 +164,12 @@ def _pid_alive(pid: int) -> bool:
 def remove_stale_partials(folder: str | os.PathLike[str]) -> list[Path]:
     """Remove temporary files left in ``folder`` by killed runs (their process is gone); returns them.
 
-    Matches ``.medsr-<pid>-<hex>.partial<ending>`` (this version) and ``.<name>.<12 hex>.partial<ending>``
-    (earlier versions). Files of a running process are kept.
+    Matches :func:`partial_name` files of this machine whose process no longer exists, those of another
+    machine (a shared folder) older than a day, and ``.<name>.<12 hex>.partial<ending>`` (earlier
+    versions). Files of a running process are kept.
     """
+    import time
+
     removed = []
     try:
         entries = list(Path(folder).iterdir())
@@ -160,7 +178,15 @@ def remove_stale_partials(folder: str | os.PathLike[str]) -> list[Path]:
     old_style = re.compile(r"^\..+\.[0-9a-f]{12}\.partial(\.nii\.gz|\.nii|\.nrrd|\.mha)$", re.IGNORECASE)
     for entry in entries:
         match = _PARTIAL.match(entry.name)
-        stale = (match is not None and not _pid_alive(int(match.group(1)))) or (match is None and old_style.match(entry.name))
+        if match is None:
+            stale = old_style.match(entry.name) is not None
+        elif match.group(1).lower() == _host_tag():
+            stale = not _pid_alive(int(match.group(2)))
+        else:
+            try:
+                stale = time.time() - entry.stat().st_mtime > _FOREIGN_PARTIAL_AGE_S
+            except OSError:
+                stale = False
         if stale and entry.is_file():
             try:
                 entry.unlink()
@@ -282,7 +308,7 @@ def write_volume(
     if provenance is not None:
         embed_provenance(image, provenance, ending)
     compress = not target.name.lower().endswith(".nii")  # .nii.gz by its name; NRRD/MHA gzip-encoded
-    temp = target.with_name(f".medsr-{os.getpid()}-{uuid.uuid4().hex[:8]}.partial{ending}")
+    temp = target.with_name(partial_name(ending))
     try:
         try:
             sitk.WriteImage(image, str(temp), useCompression=compress)

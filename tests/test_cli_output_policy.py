@@ -161,3 +161,15 @@ def test_weights_messages_say_what_is_wrong(tmp_path, capsys):
         code, _, err = run_cli(capsys, "run", str(source), str(tmp_path / f"{key}.nrrd"), "--model", "mdrn", "--scale",
                                "2", "--quiet", "--weights", str(folder / shipped.name))
         assert code == 2 and f"{key} {value!r}" in err and "Traceback" not in err, err
+
+
+def test_itk_and_python_warnings_are_one_medsr_line_each(tmp_path, capfd):
+    from conftest import shared_path
+
+    source = shared_path("extras", "niivue", "shear.nii.gz")  # real sheared sform + qform: ITK warns in C++
+    code = main(["run", str(source), str(tmp_path / "o.nrrd"), "--model", "bicubic", "--scale", "2", "--quiet"])
+    err = capfd.readouterr().err
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines and all(line.startswith("medsr: warning: ") for line in lines), err
+    assert "qform" in err and "itkNiftiImageIO" not in err and "SimpleITK-build" not in err

@@ -102,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--scale", type=int, required=True)
     check.add_argument("--axis", type=_axis, default=None, help="slice axis; default: inferred from the shapes")
     check.add_argument("--diff", default=None, metavar="OUT", help="write the difference volume (input grid, input units)")
+    check.add_argument("--overwrite", action="store_true", help="replace an existing --diff file (default: refuse)")
     check.add_argument("--no-reference", action="store_true", help="skip the bicubic reference scores")
     check.add_argument("--series-uid", default=None)
     check.add_argument("--json", action="store_true", help="print the consistency object as JSON")
@@ -226,7 +227,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     diff_target = None
     if args.diff is not None:
-        diff_target = check_output_path(args.diff, inputs=[args.input, args.sr])
+        diff_target = check_output_path(args.diff, inputs=[args.input, args.sr], overwrite=args.overwrite)
     volume = read_volume(args.input, series_uid=args.series_uid)
     sr = read_volume(args.sr)
     report = check_consistency(
@@ -234,7 +235,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         keep_difference=diff_target is not None,
     )
     if diff_target is not None and report.difference is not None:
-        write_volume(report.difference, diff_target, inputs=[args.input, args.sr])
+        write_volume(report.difference, diff_target, inputs=[args.input, args.sr], overwrite=args.overwrite)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:

@@ -173,7 +173,9 @@ def write_sidecar(output: str | os.PathLike[str], record: Mapping[str, Any], *, 
     target = sidecar_path(output)
     if target.exists() and not overwrite:
         raise FileExistsError(target)
-    temp = target.with_name(f".medsr-{os.getpid()}-sidecar.partial.json")
+    from .io.writers import partial_name
+
+    temp = target.with_name(partial_name(".json"))
     try:
         with open(temp, "w", encoding="utf-8") as handle:
             json.dump(_jsonable(record), handle, indent=2, sort_keys=True)

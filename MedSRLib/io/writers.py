@@ -55,7 +55,7 @@ def _same_or_inside(target: Path, source: Path) -> bool:
 
 
 #: Temporary names: ``.medsr-<pid>-<hex>.partial<ending>`` (short, whatever the target's name length).
-_PARTIAL = re.compile(r"^\.medsr-([0-9a-f]{6})-(\d+)-[0-9a-f]{8}\.partial(\.nii\.gz|\.nii|\.nrrd|\.mha)$", re.IGNORECASE)
+_PARTIAL = re.compile(r"^\.medsr-([0-9a-f]{6})-(\d+)-[0-9a-f]{8}\.partial(\.nii\.gz|\.nii|\.nrrd|\.mha|\.json)$", re.IGNORECASE)
 #: Another machine's temporary file (shared folder) counts as left over after this many seconds.
 _FOREIGN_PARTIAL_AGE_S = 24 * 3600
 

@@ -60,9 +60,16 @@ def _engine_options(args: argparse.Namespace) -> Any:
     return engine_options(**given)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``medsr: error: ...`` and exit 2 (no usage block)."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"medsr: error: {message}; see '{self.prog} --help'\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of ``medsr`` (exposed for docs and tests)."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="medsr",
         description="Super-resolve CT and MR volumes slice by slice with deep networks (MedSRLib).",
     )
@@ -81,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--series-uid", default=None, help="DICOM SeriesInstanceUID when the folder holds several series")
     run.add_argument("--modality", choices=["CT", "MR"], type=str.upper, default=None, help="override the detected modality")
     run.add_argument("--float32", action="store_true", help="write float32 instead of the input's dtype")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing output file (default: refuse)")
+    run.add_argument("--keep-raw-values", action="store_true",
+                     help="keep the network's raw values (default: CT >= -1024 HU outside padding, MR >= 0 when the input is)")
     run.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--check", action="store_true",
@@ -118,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--scale", type=int, required=True)
     check.add_argument("--axis", type=_axis, default=None, help="slice axis; default: inferred from the shapes")
     check.add_argument("--diff", default=None, metavar="OUT", help="write the difference volume (input grid, input units)")
+    check.add_argument("--overwrite", action="store_true", help="replace an existing --diff file (default: refuse)")
     check.add_argument("--no-reference", action="store_true", help="skip the bicubic reference scores")
     check.add_argument("--series-uid", default=None)
     check.add_argument("--json", action="store_true", help="print the consistency object as JSON")
@@ -165,10 +176,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         target = check_dicom_output_folder(args.output, inputs=[args.input])
     else:
-        target = check_output_path(args.output, inputs=[args.input])
+        target = check_output_path(args.output, inputs=[args.input], overwrite=args.overwrite)
     diff_target = None
     if args.diff is not None:
-        diff_target = check_output_path(args.diff, inputs=[args.input, args.output])
+        diff_target = check_output_path(args.diff, inputs=[args.input], others=[args.output], overwrite=args.overwrite)
     if args.panel is not None:
         from .panel import check_panel_path
 
@@ -181,6 +192,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         spec = get_model(args.model)
     spec.check_scale(args.scale)
+    from .intensity import guess_modality as _guess
+    from .safety import explain_model_choice
+
+    for note in explain_model_choice(spec, modality=(args.modality or volume.modality or _guess(volume)).upper(),
+                                     scale=args.scale, weights=args.weights, defaulted=args.model is None):
+        warnings.warn(note, UserWarning, stacklevel=1)  # issue 15 (13): which model runs and why
     bar = _Progress(f"{spec.name} x{args.scale}", quiet=args.quiet or args.json)
     try:
         result = super_resolve(
@@ -193,6 +210,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             modality=args.modality,
             weights=args.weights,
             progress=bar,
+            clip_output=not args.keep_raw_values,
         )
     finally:
         bar.close()
@@ -212,14 +230,20 @@ def _cmd_run(args: argparse.Namespace) -> int:
             volume, model="bicubic", scale=args.scale, axis=result.metadata["medsr"]["slice_axis"], modality=args.modality)}
         panel_path = save_volume_panel(volume, {**columns, spec.name: result}, args.panel, window=args.window,
                                        inputs=[args.input])
+    from .provenance import build_provenance
+
+    record = build_provenance(result, input_path=args.input, options=vars(args),
+                              consistency=report.to_json() if report is not None else None)
     if args.output_format == "dicom":
         from .io.dicom_writer import write_dicom_series
+        from .io.writers import write_sidecar
 
         written = write_dicom_series(result, target, inputs=[args.input])
+        write_sidecar(written, record, overwrite=False)
     else:
-        written = write_volume(result, target, inputs=[args.input])
+        written = write_volume(result, target, inputs=[args.input], overwrite=args.overwrite, provenance=record)
     if diff_target is not None and report is not None and report.difference is not None:
-        write_volume(report.difference, diff_target, inputs=[args.input])
+        write_volume(report.difference, diff_target, inputs=[args.input], overwrite=args.overwrite)
     run_info = result.metadata["medsr"]
     summary = {
         "input": str(args.input),
@@ -266,7 +290,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
     diff_target = None
     if args.diff is not None:
-        diff_target = check_output_path(args.diff, inputs=[args.input, args.sr])
+        diff_target = check_output_path(args.diff, inputs=[args.input, args.sr], overwrite=args.overwrite)
     volume = read_volume(args.input, series_uid=args.series_uid)
     sr = read_volume(args.sr)
     report = check_consistency(
@@ -274,7 +298,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         keep_difference=diff_target is not None,
     )
     if diff_target is not None and report.difference is not None:
-        write_volume(report.difference, diff_target, inputs=[args.input, args.sr])
+        write_volume(report.difference, diff_target, inputs=[args.input, args.sr], overwrite=args.overwrite)
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -434,18 +458,34 @@ COMMANDS = {"run": _cmd_run, "models": _cmd_models, "evaluate": _cmd_evaluate, "
             "precision": _cmd_precision, "example": _cmd_example}
 
 
+def interrupt_message(before: int = 0) -> str:
+    """The CLI's line after an interrupt: which files were written since ``len(written_paths()) == before``."""
+    from .io.writers import written_paths
+
+    written = written_paths()[before:]
+    if not written:
+        return "interrupted; nothing was written"
+    return f"interrupted after writing {', '.join(str(p) for p in written)} (complete)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``medsr`` console script; returns the exit status."""
+    from .io.writers import written_paths
+    from .safety import install_cli_warnings, install_termination_handler
+
     parser = build_parser()
     args = parser.parse_args(argv)
     warnings.simplefilter("default")
+    install_cli_warnings()  # issue 15 (13): one-line "medsr: warning:" lines, ITK's multi-line ones off
+    install_termination_handler()  # issue 15 (9): SIGTERM like Ctrl-C
+    written_before = len(written_paths())
     try:
         return COMMANDS[args.command](args)
     except MedSRError as exc:
         print(f"medsr: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("medsr: interrupted; nothing was written", file=sys.stderr)
+        print(f"medsr: {interrupt_message(written_before)}", file=sys.stderr)  # issue 15 (9): truthful
         return EXIT_INTERRUPTED
 
 

@@ -66,3 +66,15 @@ class ModelOutputError(MedSRError):
 
 class ModelInputError(MedSRError):
     """A tensor given to a network is not ``N x 1 x H x W`` floating point (wrong rank, channels or dtype)."""
+
+
+class ResourceError(MedSRError):
+    """The run needs more memory than is available (the message gives the estimate and what is available)."""
+
+
+class ModalityError(UnsupportedImageError):
+    """The image is not CT or MR (DICOM SEG/RTDOSE/CR/US/..., a label map) and no ``--modality`` says how to treat it."""
+
+
+class NetworkOutputError(MedSRError):
+    """A network returned NaN/Inf or a wiped (constant) slice for a non-constant input; names the slice."""

@@ -15,6 +15,21 @@ Degenerate inputs never crash nor produce NaN: ``high <= low`` (a constant volum
 
 Outputs keep the input's units and dtype by default: integer dtypes are rounded and clipped to the
 dtype's range (int16 HU stays int16 HU); float outputs are returned as is.
+
+Around the network (:class:`NetworkIntensity`, used by the pipeline for every batch of slices):
+
+* **CT padding**: voxels below :data:`CT_PADDING_BELOW_HU` (-1500 HU; scanners pad outside the field
+  of view with -2000, -2048 or -3024 HU, and nothing physical is below air, -1000 HU) are *padding*:
+  they enter the network as air (-1024 HU) and are restored in the output on the ``s x s`` blocks
+  they cover, with their original value.
+* **Extreme values**: the networks' input is clipped to :data:`NETWORK_INPUT_RANGE` (``[-1, 4]`` in
+  the [0, 1] domain: CT -5119..15356 HU; MR ``low - width .. low + 4 width``), so one 3e38 voxel
+  cannot wipe a slice.
+* **Physically possible range** (default on; ``clip_output=False`` / ``--keep-raw-values`` keeps the
+  network's raw values): CT outputs >= :data:`CT_MIN_HU` (-1024 HU) outside padding; MR outputs
+  >= 0 when the input has no negative value.
+* **Checks**: NaN/Inf in a network output, or a constant (wiped) output slice for a non-constant
+  input slice, raise :class:`~MedSRLib.errors.NetworkOutputError` naming the slice.
 """
 
 from __future__ import annotations
@@ -27,7 +42,17 @@ import numpy as np
 
 from .volume import Volume
 
-__all__ = ["CT_WINDOW_HU", "MR_HIGH_PERCENTILE", "MR_LOW_PERCENTILE", "IntensityMapping", "guess_modality"]
+__all__ = [
+    "CT_MIN_HU",
+    "CT_PADDING_BELOW_HU",
+    "CT_WINDOW_HU",
+    "MR_HIGH_PERCENTILE",
+    "MR_LOW_PERCENTILE",
+    "NETWORK_INPUT_RANGE",
+    "IntensityMapping",
+    "NetworkIntensity",
+    "guess_modality",
+]
 
 #: CT window in HU mapped to [0, 1] (4096 levels of 12-bit CT, air at 0).
 CT_WINDOW_HU: tuple[float, float] = (-1024.0, 3071.0)
@@ -37,6 +62,13 @@ MR_HIGH_PERCENTILE = 99.5
 MR_LOW_PERCENTILE = 0.5
 #: guess_modality: a minimum at or below this (HU of air is -1000) suggests CT.
 CT_MIN_THRESHOLD = -500.0
+
+#: CT voxels below this (HU) are padding outside the scanner's field of view, not tissue or air.
+CT_PADDING_BELOW_HU = -1500.0
+#: Lowest physically possible CT value (air) kept in outputs outside padding.
+CT_MIN_HU = -1024.0
+#: Network input clip, in the [0, 1] domain (see the module docstring).
+NETWORK_INPUT_RANGE: tuple[float, float] = (-1.0, 4.0)
 
 _MODALITIES = ("CT", "MR")
 
@@ -217,3 +249,100 @@ def image_to_unit(image: np.ndarray, *, modality: str | None = None) -> np.ndarr
             modality = guess_modality(Volume(values[None], (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3)))
         unit = IntensityMapping.fit(values[None], modality=modality).to_unit(values[None])[0]
     return np.clip(unit, 0.0, 1.0)
+@dataclass(frozen=True)
+class NetworkIntensity:
+    """The intensity rules around a network for one volume (see the module docstring).
+
+    Attributes:
+        mapping: the volume's :class:`IntensityMapping`.
+        output_min: lowest value (input units) an output may hold outside padding; None = no limit.
+        pad_below: values below this are CT padding (None: no padding handling, MR).
+        clip_output: apply ``output_min`` (False keeps the network's raw values).
+    """
+
+    mapping: IntensityMapping
+    output_min: float | None
+    pad_below: float | None
+    clip_output: bool = True
+
+    @classmethod
+    def for_volume(cls, array: np.ndarray, mapping: IntensityMapping, *, clip_output: bool = True) -> "NetworkIntensity":
+        """The rules for a volume ``array`` (any shape) mapped with ``mapping``."""
+        if mapping.modality == "CT":
+            return cls(mapping=mapping, output_min=CT_MIN_HU, pad_below=CT_PADDING_BELOW_HU, clip_output=bool(clip_output))
+        values = np.asarray(array)
+        if np.issubdtype(values.dtype, np.floating):
+            finite = values[np.isfinite(values)]
+            lowest = float(finite.min()) if finite.size else 0.0
+        else:
+            lowest = float(values.min()) if values.size else 0.0
+        return cls(mapping=mapping, output_min=0.0 if lowest >= 0 else None, pad_below=None,
+                   clip_output=bool(clip_output))
+
+    def padding(self, stack: np.ndarray) -> np.ndarray | None:
+        """Boolean mask of CT padding voxels of ``stack`` (input units), or None when there is none."""
+        if self.pad_below is None:
+            return None
+        with np.errstate(invalid="ignore"):
+            mask = np.asarray(stack) < self.pad_below
+        return mask if mask.any() else None
+
+    def to_network(self, stack: np.ndarray) -> np.ndarray:
+        """Input-unit slices ``(n, h, w)`` -> float32 network input: padding as air, extremes clipped."""
+        values = np.asarray(stack)
+        mask = self.padding(values)
+        if mask is not None:
+            values = np.where(mask, CT_MIN_HU, values)
+        unit = self.mapping.to_unit(values)
+        return np.clip(unit, *NETWORK_INPUT_RANGE).astype(np.float32, copy=False)
+
+    def from_network(self, unit: np.ndarray, stack_in: np.ndarray, *, dtype: Any, first_slice: int = 0) -> np.ndarray:
+        """Network output ``(n, s h, s w)`` in [0, 1] -> input units as ``dtype``, with the rules applied.
+
+        Args:
+            unit: the network's output for the input slices ``stack_in`` ``(n, h, w)`` (input units).
+            dtype: output dtype (integers rounded and clipped to the dtype's range).
+            first_slice: index of ``stack_in[0]`` along the slice axis (named in errors).
+
+        Raises:
+            NetworkOutputError: NaN/Inf in the output, or a constant output slice whose input is not.
+        """
+        from .errors import NetworkOutputError
+
+        unit = np.asarray(unit)
+        stack_in = np.asarray(stack_in)
+        finite = np.isfinite(unit).reshape(unit.shape[0], -1).all(axis=1)
+        if not finite.all():
+            bad = int(np.flatnonzero(~finite)[0])
+            raise NetworkOutputError(
+                f"the network returned NaN/Inf for slice {first_slice + bad} (of the slice axis); the weights or "
+                "the precision are broken: try --precision fp32, other weights, or the bicubic model"
+            )
+        flat_out = unit.reshape(unit.shape[0], -1)
+        flat_in = self.to_network(stack_in).reshape(stack_in.shape[0], -1)
+        wiped = (np.ptp(flat_out, axis=1) == 0) & (np.ptp(flat_in, axis=1) > 1e-6)
+        if wiped.any():
+            bad = int(np.flatnonzero(wiped)[0])
+            raise NetworkOutputError(
+                f"the network returned a constant slice {first_slice + bad} (value {float(flat_out[bad, 0]):.4g}) for a "
+                "non-constant input; the weights are broken: check them or use the bicubic model"
+            )
+        if self.clip_output and self.output_min is not None:
+            unit = np.maximum(unit, (self.output_min - self.mapping.low) / self.mapping.width)
+        out = self.mapping.from_unit(unit, dtype=dtype)
+        mask = self.padding(stack_in)
+        if mask is not None:
+            s_h, s_w = unit.shape[1] // stack_in.shape[1], unit.shape[2] // stack_in.shape[2]
+            up = np.repeat(np.repeat(mask, s_h, axis=1), s_w, axis=2)
+            values = np.repeat(np.repeat(stack_in, s_h, axis=1), s_w, axis=2)
+            out[up] = values[up].astype(out.dtype)
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able description (for the provenance record)."""
+        return {
+            "network_input_clip_unit": list(NETWORK_INPUT_RANGE),
+            "output_min": self.output_min if self.clip_output else None,
+            "clip_output": self.clip_output,
+            "ct_padding_below_hu": self.pad_below,
+        }

@@ -38,22 +38,24 @@ class _NormalisedSlices:
         return self.shape[0]
 
     def __getitem__(self, index: slice) -> np.ndarray:
-        return np.ascontiguousarray(self._mapping.to_unit(self._stack[index]), dtype=np.float32)
+        return np.ascontiguousarray(self._mapping.to_network(self._stack[index]), dtype=np.float32)  # issue 15: 5, 6
 
 
 class _DenormalisingWriter:
     """Writes ``(b, sh, sw)`` [0, 1] results into a preallocated output stack in the input's units."""
 
-    def __init__(self, stack: np.ndarray, mapping: Any) -> None:
+    def __init__(self, stack: np.ndarray, mapping: Any, source: np.ndarray) -> None:
         self._stack = stack  # (n, sh, sw) view of the output array
         self._mapping = mapping
+        self._source = source  # (n, h, w) view of the input (issue 15: checks, clipping, padding restore)
         self.shape = stack.shape
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def __setitem__(self, index: slice, values: np.ndarray) -> None:
-        self._stack[index] = self._mapping.from_unit(values, dtype=self._stack.dtype)
+        self._stack[index] = self._mapping.from_network(values, self._source[index], dtype=self._stack.dtype,
+                                                        first_slice=index.start or 0)
 
 
 def _resolve_spec(model: Any) -> Any:
@@ -77,6 +79,7 @@ def super_resolve(
     predictor: Any = None,
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
+    clip_output: bool = True,
     **engine_keywords: Any,
 ) -> Volume:
     """Super-resolve ``volume`` in the plane orthogonal to ``axis`` by integer ``scale``.
@@ -102,6 +105,9 @@ def super_resolve(
             ``memory_budget_mb``, ``tile``, ``tile_overlap``, ``ensemble``, ``precision``, ``threads``,
             ``compile``, ``channels_last``) overriding ``options``; unknown names raise
             :class:`~MedSRLib.errors.OptionError`.
+        clip_output: clip outputs to the physically possible range (CT >= -1024 HU outside padding, MR
+            >= 0 when the input is); False keeps the network's raw values
+            (:class:`~MedSRLib.intensity.NetworkIntensity`).
 
     Returns:
         A new :class:`Volume` on the super-resolved grid, same modality, with ``metadata["medsr"]``
@@ -110,15 +116,19 @@ def super_resolve(
     """
     from .engine import Predictor, engine_options
     from .geometry import in_plane_plan, resolve_slice_axis
-    from .intensity import IntensityMapping, guess_modality
+    from .intensity import IntensityMapping, NetworkIntensity, guess_modality
+    from .safety import check_run_arguments, check_run_memory
 
+    if predictor is not None and not isinstance(predictor, Predictor):
+        raise OptionError(f"predictor must be a MedSRLib.engine.Predictor; got {type(predictor).__name__}")
+    default_scale = predictor.scale if predictor is not None else 2
+    check_run_arguments(volume, scale=default_scale if scale is None else scale, modality=modality,
+                        allow_untrained=allow_untrained)  # issue 15: 14
     if predictor is None:
         spec = _resolve_spec("bicubic" if model is None else model)
         scale = spec.check_scale(2 if scale is None else scale)
         opts = engine_options(options, **engine_keywords)
     else:
-        if not isinstance(predictor, Predictor):
-            raise OptionError(f"predictor must be a MedSRLib.engine.Predictor; got {type(predictor).__name__}")
         if options is not None or engine_keywords or weights is not None or allow_untrained:
             raise OptionError("give either a predictor or options/engine keywords/weights, not both")
         spec = predictor.spec
@@ -136,16 +146,18 @@ def super_resolve(
         )
     modality = (modality or volume.modality or guess_modality(volume)).upper()
     mapping = IntensityMapping.fit(volume.array, modality=modality)
-    if predictor is None:
-        predictor = Predictor(spec, scale, weights=weights, options=opts, allow_untrained=allow_untrained)
+    rules = NetworkIntensity.for_volume(volume.array, mapping, clip_output=clip_output)  # issue 15: 5, 6, 7
     plan = in_plane_plan(volume, scale=scale, slice_axis=slice_axis)
 
     dtype = volume.array.dtype if output_dtype == "input" else np.dtype(np.float32)
     if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
         dtype = np.dtype(np.float32)
+    check_run_memory(volume, scale, slice_axis=slice_axis, output_dtype=dtype)  # issue 15: 10
+    if predictor is None:
+        predictor = Predictor(spec, scale, weights=weights, options=opts, allow_untrained=allow_untrained)
     out = np.empty(plan.output.shape, dtype=dtype)
-    source = _NormalisedSlices(np.moveaxis(volume.array, slice_axis, 0), mapping)
-    sink = _DenormalisingWriter(np.moveaxis(out, slice_axis, 0), mapping)
+    source = _NormalisedSlices(np.moveaxis(volume.array, slice_axis, 0), rules)
+    sink = _DenormalisingWriter(np.moveaxis(out, slice_axis, 0), rules, np.moveaxis(volume.array, slice_axis, 0))
     predictor.run(source, out=sink, progress=progress, cancel=cancel)
 
     ran = predictor.describe()
@@ -157,6 +169,7 @@ def super_resolve(
         "slice_axis": int(slice_axis),
         "modality": modality,
         "intensity": _jsonable(mapping),
+        "intensity_rules": rules.as_dict(),
         "ensemble": ran["ensemble"],
         "weights": ran["weights"],
         "precision": ran["precision"],
@@ -171,19 +184,23 @@ def super_resolve_file(
     output_path: str | Path,
     *,
     series_uid: str | None = None,
+    overwrite: bool = False,
     **options: Any,
 ) -> tuple[Volume, Path]:
     """Read ``input_path``, super-resolve (``options`` as :func:`super_resolve`), write ``output_path``.
 
-    The output path is checked (writable, supported extension, not an input) before any work; on any
-    error or cancel nothing is written.
+    The output path is checked (writable, supported extension, not an input, not an existing file
+    unless ``overwrite``) before any work; on any error or cancel nothing is written. The output
+    records its provenance (:mod:`MedSRLib.provenance`).
     """
     from .io import check_output_path, read_volume, write_volume
+    from .provenance import build_provenance
 
-    target = check_output_path(output_path, inputs=[input_path])
+    target = check_output_path(output_path, inputs=[input_path], overwrite=overwrite)
     volume = read_volume(input_path, series_uid=series_uid)
     result = super_resolve(volume, **options)
-    written = write_volume(result, target, inputs=[input_path])
+    record = build_provenance(result, input_path=input_path, options=options)  # issue 15: 15
+    written = write_volume(result, target, inputs=[input_path], overwrite=overwrite, provenance=record)
     return result, written
 
 

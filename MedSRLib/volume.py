@@ -53,6 +53,10 @@ class Volume:
             raise ValueError("Volume.spacing and Volume.origin must have 3 values (ITK order i, j, k)")
         if not all(np.isfinite(s) and s > 0 for s in self.spacing):
             raise ValueError(f"Volume.spacing must be positive and finite; got {self.spacing}")
+        if not all(np.isfinite(o) for o in self.origin):
+            raise ValueError(f"Volume.origin must be finite; got {self.origin}")
+        if not np.all(np.isfinite(direction)):
+            raise ValueError(f"Volume.direction must be finite; got {direction.tolist()}")
 
     @property
     def shape(self) -> tuple[int, int, int]:

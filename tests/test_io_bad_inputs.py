@@ -172,6 +172,6 @@ def test_duplicate_slice_positions_and_missing_slices(tmp_path):
     gap.mkdir()
     for path in files[:5] + files[6:10]:  # slice 5 missing
         (gap / path.name).symlink_to(path)
-    with pytest.warns(RuntimeWarning, match="non-uniform slice gaps"):
-        volume = read_volume(gap)
-    assert volume.shape[0] == 9 and volume.metadata["nonuniform_slice_spacing"] is True
+    with pytest.raises(DicomSeriesError, match="not evenly spaced") as err:  # issue 15 item 3: refused, not misplaced
+        read_volume(gap)
+    assert files[4].name in str(err.value) and files[6].name in str(err.value)

@@ -136,7 +136,7 @@ def test_a_failed_write_leaves_nothing_and_keeps_the_old_file(tmp_path, monkeypa
 
     monkeypatch.setattr(sitk, "WriteImage", failing_write)
     with pytest.raises(OutputPathError, match="No space left"):
-        write_volume(volume, target)
+        write_volume(volume, target, overwrite=True)
     assert target.read_bytes() == b"previous result"
     assert [p.name for p in tmp_path.iterdir()] == ["out.nrrd"]
 
@@ -145,5 +145,5 @@ def test_an_existing_non_input_file_is_replaced(tmp_path):
     volume = Volume(array=np.full((2, 3, 4), 7, np.int16), spacing=(1, 1, 1), origin=(0, 0, 0), direction=np.eye(3))
     target = tmp_path / "out.mha"
     target.write_bytes(b"old")
-    write_volume(volume, target)
+    write_volume(volume, target, overwrite=True)
     np.testing.assert_array_equal(read_volume(target).array, volume.array)

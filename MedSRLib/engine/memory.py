@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from ..safety import available_memory_bytes
 from . import device as _device
 
 logger = logging.getLogger("MedSRLib.engine")
@@ -43,24 +44,9 @@ _CPU_BATCH_PIXELS = 1 << 16
 
 
 def _available_ram_bytes() -> int:
-    """Available host RAM in bytes (psutil, else /proc/meminfo, else half the physical RAM, else 8 GiB)."""
-    try:
-        import psutil  # type: ignore[import-not-found]
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:
-        pass
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")) // 2
-    except (AttributeError, ValueError, OSError):
-        return 8 << 30
+    """Available host RAM in bytes (:func:`MedSRLib.safety.available_memory_bytes`, else 8 GiB)."""
+    found = available_memory_bytes()
+    return found if found is not None else 8 << 30
 
 
 def default_memory_budget_bytes(device: torch.device) -> int:

@@ -16,7 +16,6 @@ RescaleSlope/Intercept, so CT comes out in HU.
 from __future__ import annotations
 
 import os
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,6 +217,22 @@ def _listing(infos: list[DicomSeriesInfo]) -> str:
     return "; ".join(i.summary() for i in infos)
 
 
+def _why_not_an_image(path: Path) -> str:
+    """One line saying why the named file ``path`` is not a readable DICOM image (no bytes echoed)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=False, force=True)
+    except Exception:  # noqa: BLE001 - any parse failure means "not DICOM"
+        return f"{path.name} is not a DICOM file (no DICOM header could be parsed); check the file or pass its folder"
+    modality = str(ds.get("Modality", "") or "").strip() or "not given"
+    preamble = "" if is_dicom_file(path) else " and has no DICOM preamble ('DICM' at byte 128)"
+    if "PixelData" not in ds or "Rows" not in ds:
+        return f"{path.name} is a DICOM object without image pixels (Modality {modality}){preamble}; pass an image file or series folder"
+    return (f"{path.name} is a DICOM image{preamble} that GDCM cannot read; re-save it as a DICOM Part 10 file "
+            "(e.g. pydicom: ds.save_as(name, enforce_file_format=True))")
+
+
 def find_series(path: str | os.PathLike[str], *, series_uid: str | None = None) -> DicomSeriesInfo:
     """The series to read from a DICOM folder, or the series of a single DICOM file.
 
@@ -231,11 +246,14 @@ def find_series(path: str | os.PathLike[str], *, series_uid: str | None = None) 
     """
     path = Path(path)
     if path.is_file():
-        infos = list_dicom_series(path.parent, recursive=False)
+        try:
+            infos = list_dicom_series(path.parent, recursive=False)
+        except DicomSeriesError:
+            infos = []
         resolved = path.resolve()
         mine = [i for i in infos if any(f.resolve() == resolved for f in i.files)]
         if not mine:
-            raise DicomSeriesError(f"{path} is not a readable DICOM image file; check the file or pass its folder")
+            raise DicomSeriesError(_why_not_an_image(path))
         info = mine[0]
         if series_uid is not None and series_uid not in (info.uid, info.series_instance_uid):
             raise DicomSeriesError(
@@ -278,28 +296,38 @@ def _stored_dtype(path: Path) -> tuple[str | None, dict[str, float] | None, str]
     return dtype, rescale, syntax
 
 
-def _gap_warning(info: DicomSeriesInfo) -> bool:
-    """Warn (and return True) when the slice gaps of a multi-file series are not uniform.
+def _check_gaps(info: DicomSeriesInfo) -> None:
+    """Refuse a multi-file series whose slice positions are not evenly spaced (a volume has one spacing).
 
-    Raises DicomSeriesError when two files share a slice position (echoes, phases, time points).
+    A missing slice, or a far slice in the same series, would otherwise be placed on a uniform grid
+    millimetres (or centimetres) from where it was acquired.
+
+    Raises:
+        DicomSeriesError: two files share a slice position (echoes, phases, time points), or the gaps
+            between consecutive positions differ by more than 1 % of the median gap (the message lists
+            the positions that disagree, mm along the slice normal).
     """
     if info.n_files < 2 or len(info.slice_positions) != info.n_files:
-        return False
-    gaps = np.diff(np.asarray(info.slice_positions))
+        return
+    positions = np.asarray(info.slice_positions)
+    gaps = np.diff(positions)
     if np.any(np.abs(gaps) < 1e-6):
         raise DicomSeriesError(
             f"series '{info.uid}' has several files at the same slice position (echoes, phases or time points); "
             "export one volume per series, or choose another series"
         )
-    if gaps.max() - gaps.min() > _GAP_RTOL * abs(gaps.mean()):
-        warnings.warn(
-            f"DICOM series '{info.uid}' has non-uniform slice gaps ({gaps.min():.3g} to {gaps.max():.3g} mm): "
-            "missing slices? The volume uses a uniform spacing.",
-            RuntimeWarning,
-            stacklevel=3,
+    step = float(np.median(gaps))
+    bad = np.flatnonzero(np.abs(gaps - step) > _GAP_RTOL * abs(step))
+    if bad.size:
+        listed = "; ".join(
+            f"{info.files[i].name} at {positions[i]:.2f} mm -> {info.files[i + 1].name} at {positions[i + 1]:.2f} mm "
+            f"(gap {gaps[i]:.2f})" for i in bad[:4]
         )
-        return True
-    return False
+        more = f" and {bad.size - 4} more" if bad.size > 4 else ""
+        raise DicomSeriesError(
+            f"DICOM series '{info.uid}' is not evenly spaced (usual gap {step:.3g} mm): {listed}{more}; a missing or "
+            "stray slice would be misplaced: remove the stray files or read a complete series"
+        )
 
 
 def read_dicom_series(info: DicomSeriesInfo) -> tuple[Any, dict[str, Any]]:
@@ -307,7 +335,7 @@ def read_dicom_series(info: DicomSeriesInfo) -> tuple[Any, dict[str, Any]]:
 
     Raises:
         UnsupportedImageError: colour (RGB/YBR) pixels.
-        DicomSeriesError: several files at one slice position.
+        DicomSeriesError: several files at one slice position, or unevenly spaced slices.
         InputFileError: GDCM cannot decode the files (truncated, unknown compression).
     """
     import SimpleITK as sitk
@@ -317,7 +345,7 @@ def read_dicom_series(info: DicomSeriesInfo) -> tuple[Any, dict[str, Any]]:
             f"DICOM series '{info.uid}' has colour pixels ({info.samples_per_pixel} samples per pixel); "
             "only greyscale CT/MR can be super-resolved"
         )
-    nonuniform = _gap_warning(info)
+    _check_gaps(info)
     names = [str(p) for p in info.files]
     try:
         if len(names) == 1:
@@ -343,7 +371,6 @@ def read_dicom_series(info: DicomSeriesInfo) -> tuple[Any, dict[str, Any]]:
         "rescale": rescale,
         "original_dtype": original_dtype,
         "transfer_syntax": syntax,
-        "nonuniform_slice_spacing": nonuniform,
     }
     return image, metadata
 

@@ -98,9 +98,9 @@ class ModelSpec:
         module = self.build(scale)
         if self.learned:
             path = Path(weights) if weights is not None else self.weights_path(scale)
-            if path.is_file():
+            if path.is_file() or weights is not None:  # issue 15 (13): a given file is checked by load_weights
                 load_weights(module, path, model_name=self.name, scale=int(scale))
-            elif weights is not None or not allow_untrained:
+            elif not allow_untrained:
                 raise WeightsError(
                     f"no weights for model '{self.name}' at x{scale} ({path}); "
                     "train them with `python -m training train` or pass a weights file"

@@ -153,6 +153,11 @@ def read_card(path: str | Path) -> dict[str, Any]:
         raise WeightsError(f"model card '{cpath}' is not valid JSON ({exc}); re-export the weights") from None
     if not isinstance(card, dict) or not {"name", "scale", "sha256"} <= card.keys():
         raise WeightsError(f"model card '{cpath}' lacks 'name', 'scale' or 'sha256'; re-export the weights")
+    for key in ("scale", "format_version"):  # issue 15 (12, 13): typed fields, named when wrong
+        value = card.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise WeightsError(f"model card '{cpath.name}' has {key} {value!r} ({type(value).__name__}); it must be an "
+                               "integer: re-export the weights")
     return card
 
 
@@ -190,6 +195,8 @@ def load_weights(module: nn.Module, path: str | Path, *, model_name: str, scale:
     """
     path = Path(path)
     where = f"model '{model_name}' x{int(scale)}"
+    if path.name.lower().endswith(".json"):
+        raise WeightsError(f"'{path.name}' is a model card; pass the weights file beside it (.safetensors) as --weights")
     if not path.is_file():
         raise WeightsError(f"no weights file at '{path}' for {where}")
     card = read_card(path)

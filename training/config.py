@@ -33,6 +33,17 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "description": "",
     "published": None,  # the paper's table in training/published.yaml (e.g. dridsr-covid-ct)
+    "mode": "inplane",  # inplane (bicubic pairs, data section) | throughplane (slice-profile pairs, throughplane section)
+    "throughplane": {  # mode throughplane only (training.throughplane): pairs made on the fly from fine-pixel slices
+        "factors": [2, 8],  # integer factor r drawn uniformly in [min, max] per batch (the net must have them all)
+        "thickness": [0.8, 1.0],  # slice-profile FWHM drawn in [a, b] x r HR pixels per batch
+        "profile": "gaussian",  # gaussian | rect (MedSRLib.resize.slice_profile_degrade)
+        "lr_rows": 16,  # patch rows on the LR (coarse) grid; HR rows = lr_rows x r; columns = train.hr_patch
+        "min_std": 0.02,  # redraw (up to 8 times) patches whose HR std is below this (background)
+        "sources": [],  # training slices: list of {kind, ...} (training.throughplane.SOURCE_KINDS)
+        "val_sources": [],  # validation slices, same format
+        "val_factors": [2, 4, 6],  # factors scored at validation (thickness = r), beside cubic B-spline
+    },
     "data": {
         "dataset": None,  # covid-ct | alzheimer | alzheimer-srda | luna16 | folder
         "root": None,  # $VARS expanded ($MEDSR_SHARED_DATA: ../shared/data); relative to the working dir
@@ -228,14 +239,22 @@ def validate(cfg: dict[str, Any], *, world_size: int = 1, need_data: bool = True
         raise ConfigError(f"scale must be an integer; got {cfg.get('scale')!r}")
     scale = spec.check_scale(cfg["scale"])
     train, data, val = cfg["train"], cfg["data"], cfg["val"]
+    _choice(cfg["mode"], "mode", ("inplane", "throughplane"))
+    throughplane = cfg["mode"] == "throughplane"
+    if throughplane:
+        from .throughplane import validate_throughplane
+
+        validate_throughplane(cfg, spec, need_data=need_data)
 
     hr_patch = _positive_int(train["hr_patch"], "train.hr_patch")
-    if hr_patch % scale:
+    if throughplane:
+        pass  # hr_patch: the columns of a patch (fine direction); rows come from throughplane.lr_rows
+    elif hr_patch % scale:
         raise ConfigError(
             f"train.hr_patch {hr_patch} is not divisible by the scale x{scale}; "
             f"use a multiple of {scale} (e.g. {hr_patch - hr_patch % scale or scale})"
         )
-    if hr_patch // scale < max(spec.min_lr_size, 1):
+    if not throughplane and hr_patch // scale < max(spec.min_lr_size, 1):
         raise ConfigError(f"LR patch {hr_patch // scale} px is smaller than '{spec.name}' needs ({spec.min_lr_size} px)")
     batch = _positive_int(train["batch"], "train.batch")
     if batch % world_size:
@@ -298,6 +317,8 @@ def validate(cfg: dict[str, Any], *, world_size: int = 1, need_data: bool = True
     _positive_int(cfg["log"]["every"], "log.every")
     _positive_int(cfg["log"]["checkpoint_every"], "log.checkpoint_every")
 
+    if throughplane:
+        return cfg  # no data section: the throughplane sources name their own folders
     _choice(data["dataset"], "data.dataset", DATASETS)
     _choice(data["normalise"], "data.normalise", NORMALISATIONS)
     if data["normalise"] == "clip":

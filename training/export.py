@@ -75,6 +75,10 @@ def export(
     path = find_checkpoint(checkpoint)
     ckpt = read_checkpoint(path)
     cfg = yaml.safe_load(ckpt["config"])
+    if cfg.get("mode") == "throughplane":  # one multi-factor file, scored against the cubic B-spline
+        from .throughplane import export_throughplane
+
+        return export_throughplane(path, out=out)
     if data_root is not None:
         cfg["data"]["root"] = data_root
     validate(cfg)

@@ -10,7 +10,7 @@ import importlib
 from .base import ModelSpec, count_macs, default_model, get_model, list_models, register
 
 #: Modules that register models when imported (one per paper, plus interpolation).
-_MODEL_MODULES = ("interpolation", "idman", "dridsr", "w2amsn", "srda", "mdrn")
+_MODEL_MODULES = ("interpolation", "idman", "dridsr", "w2amsn", "srda", "mdrn", "throughplane")
 _loaded = False
 
 

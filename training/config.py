@@ -245,6 +245,8 @@ def validate(cfg: dict[str, Any], *, world_size: int = 1, need_data: bool = True
         from .throughplane import validate_throughplane
 
         validate_throughplane(cfg, spec, need_data=need_data)
+        if world_size > 1:  # each batch trains one factor's tail: DDP's static graph does not hold
+            raise ConfigError("mode throughplane trains in one process; run it without torchrun")
 
     hr_patch = _positive_int(train["hr_patch"], "train.hr_patch")
     if throughplane:

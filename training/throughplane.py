@@ -370,8 +370,10 @@ def export_throughplane(checkpoint: str | Path, *, out: str | Path | None = None
     pairs = make_val_pairs(load_slices(tp["val_sources"]), list(spec.scales), profile=tp["profile"],
                            max_images=cfg["val"]["max_images"], max_side=cfg["val"]["max_side"])
     ours, ref = score_val(module, pairs), score_val(None, pairs)
-    metrics = {"convention": CONVENTION.replace("mean over val_factors", "per factor 2-8"), "split": "val_sources",
-               "n_slices": len({p.name for p in pairs}), "per_factor": ours["per_factor"],
+    metrics = {"convention": CONVENTION.replace("mean over val_factors", "mean over factors 2-8") + "; 'bicubic_*' = cubic B-spline",
+               "split": "val_sources", "n_images": len({p.name for p in pairs}),
+               "psnr": ours["psnr"], "ssim": ours["ssim"], "bicubic_psnr": ref["psnr"], "bicubic_ssim": ref["ssim"],
+               "per_factor": ours["per_factor"],
                "bspline_per_factor": ref["per_factor"], "seconds": round(time.perf_counter() - start, 1)}
     train = cfg["train"]
     card = {

@@ -339,7 +339,7 @@ def apply_along_axis(x: ImageT, matrix: np.ndarray, axis: int) -> ImageT:
     """
     if isinstance(x, torch.Tensor):
         dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-        m = torch.as_tensor(matrix, dtype=dtype, device=x.device)
+        m = torch.tensor(matrix, dtype=dtype, device=x.device)
         moved = torch.movedim(x.to(dtype), axis, -1)
         out = torch.movedim(moved @ m.T, -1, axis)
         return out.to(x.dtype) if x.is_floating_point() else out

@@ -10,6 +10,9 @@ predictor, Slicer) wraps these.
   them at ``r = ceil(factor)``, finish a non-integer factor with the one-axis cubic B-spline
   (:func:`MedSRLib.resize.interpolation_matrix`) and fuse the two orientations by averaging (SMORE).
   Memory: input + output + one batch of slices.
+* :func:`adapt_through_plane` -- per-volume adaptation: fine-tune a copy of the shipped network for a
+  bounded wall time on the volume's own in-plane slices degraded with its own slice profile
+  (self-supervised, SMORE/ECLARE), seeded, reporting its gain on held-back slices.
 * :func:`evaluate_through_plane` -- simulate thick slices from a near-isotropic volume with the slice
   profile (:func:`MedSRLib.resize.slice_profile_degrade`), super-resolve back, score against the
   original inside a foreground mask beside cubic B-spline and linear interpolation.
@@ -68,6 +71,7 @@ def super_resolve_through_plane(
     batch_size: int = 16,
     device: torch.device | str = "cpu",
     fuse: str = "mean",
+    r: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> np.ndarray:
@@ -84,6 +88,8 @@ def super_resolve_through_plane(
         fuse: ``'mean'`` (average the two orientations, SMORE) or ``'first'``/``'second'`` (one only).
         progress: ``progress(done, total)`` after each batch (total: slices of both orientations).
         cancel: polled between batches; True raises :class:`CancelledError`.
+        r: the network factor (default ``ceil(n_out / n)``; a larger one is finished down with the
+            cubic B-spline, which measures the finishing step's cost).
 
     Returns:
         float32 array with ``n_out`` samples along ``axis`` and the other axes unchanged; sample
@@ -92,7 +98,7 @@ def super_resolve_through_plane(
     axis, factor = _check(array_zyx, axis, factor)
     n = array_zyx.shape[axis]
     n_out = output_length(n, factor) if n_out is None else int(n_out)
-    r = int(math.ceil(n_out / n - 1e-9))
+    r = int(math.ceil(n_out / n - 1e-9)) if r is None else int(r)
     scales = tuple(getattr(net, "scales", ()))
     if r not in scales:
         raise ScaleError(f"factor {n_out / n:.3g} needs the network's x{r}; it has {', '.join(f'x{s}' for s in scales)}")
@@ -123,6 +129,166 @@ def super_resolve_through_plane(
                 if progress is not None:
                     progress(done, total)
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# training pairs (shared by training/throughplane.py and the per-volume adaptation)
+
+
+def random_view(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random one of the 8 flips/rotations of a 2D ``image`` (a view): any in-plane direction can
+    become the rows that are degraded."""
+    if rng.integers(0, 2):
+        image = image[:, ::-1]
+    return np.rot90(image, int(rng.integers(0, 4)))
+
+
+def cut_pair(image: np.ndarray, rng: np.random.Generator, *, r: int, thickness: float, profile: str,
+             lr_rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """A random through-plane pair from one fine-pixel 2D slice: ``(lr: lr_rows x cols, hr: lr_rows r x cols)``.
+
+    An HR block of ``(lr_rows + 4) r`` rows is cut, degraded along its rows with
+    :func:`MedSRLib.resize.slice_profile_degrade` (``factor = r``, FWHM/width ``thickness`` HR
+    pixels), and its ``2 r``-row margins dropped, so the patch's LR rows are those of the whole slice
+    (the profile reaches across the patch border). Slices smaller than the block are mirrored.
+    float32 arrays.
+    """
+    need_rows = (lr_rows + 4) * r
+    pad = [(0, max(0, need_rows - image.shape[0])), (0, max(0, cols - image.shape[1]))]
+    if pad[0][1] or pad[1][1]:
+        image = np.pad(image, pad, mode="symmetric")
+    y = int(rng.integers(0, image.shape[0] - need_rows + 1))
+    x = int(rng.integers(0, image.shape[1] - cols + 1))
+    block = np.ascontiguousarray(image[y : y + need_rows, x : x + cols], dtype=np.float32)
+    lr = slice_profile_degrade(block, axis=0, factor=r, thickness=thickness, profile=profile)[2:-2]
+    return np.ascontiguousarray(lr, dtype=np.float32), np.ascontiguousarray(block[2 * r : (lr_rows + 2) * r])
+
+
+def cut_batch(planes: list[np.ndarray], rng: np.random.Generator, *, n: int, r: int, thickness: float, profile: str,
+              lr_rows: int, cols: int, min_std: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` pairs from random slices of ``planes`` (random view; patches with HR std below
+    ``min_std`` redrawn up to 8 times) as ``(N x 1 x lr_rows x cols, N x 1 x lr_rows r x cols)`` tensors."""
+    lrs, hrs = [], []
+    for _ in range(n):
+        for _attempt in range(8):
+            image = random_view(planes[int(rng.integers(0, len(planes)))], rng)
+            lr, hr = cut_pair(image, rng, r=r, thickness=thickness, profile=profile, lr_rows=lr_rows, cols=cols)
+            if hr.std() >= min_std:
+                break
+        lrs.append(lr)
+        hrs.append(hr)
+    return torch.from_numpy(np.stack(lrs)[:, None]), torch.from_numpy(np.stack(hrs)[:, None])
+
+
+# --------------------------------------------------------------------------------------------------
+# per-volume adaptation
+
+
+@dataclass
+class AdaptationReport:
+    """What :func:`adapt_through_plane` did: wall time, iterations, and the L1/PSNR on its own
+    held-back patches (in-plane slices it never trained on) before and after."""
+
+    seconds: float
+    iterations: int
+    r: int
+    thickness_hr: float
+    n_train_slices: int
+    n_heldout_patches: int
+    psnr_before: float
+    psnr_after: float
+    bspline_psnr: float
+    seed: int
+
+    @property
+    def gain_db(self) -> float:
+        """PSNR after minus before on the held-back patches (dB)."""
+        return self.psnr_after - self.psnr_before
+
+
+def adapt_through_plane(
+    net: nn.Module,
+    array_zyx: np.ndarray,
+    *,
+    axis: int,
+    factor: float,
+    seconds: float,
+    thickness: float | None = None,
+    profile: str = "gaussian",
+    seed: int = 0,
+    iterations: int | None = None,
+    batch: int = 8,
+    lr_rows: int = 12,
+    cols: int = 48,
+    learning_rate: float = 1.0e-4,
+    heldout_every: int = 8,
+    n_heldout: int = 64,
+    min_std: float = 0.02,
+) -> tuple[nn.Module, AdaptationReport]:
+    """Fine-tune a copy of a through-plane network on the volume's own in-plane slices (SMORE/ECLARE's
+    self-supervision, warm-started from the shipped weights so that minutes on a CPU are enough).
+
+    The in-plane slices (perpendicular to ``axis``: fine in both directions) are degraded along a
+    random in-plane direction with the volume's own profile at the network factor ``r = ceil(factor)``
+    and the same relative thickness (FWHM ``thickness / spacing x r`` HR pixels; ``thickness`` is in
+    units of the slice spacing, default 1 = contiguous slices). Every ``heldout_every``-th slice is
+    held back; ``n_heldout`` fixed patches of them score the network before and after.
+
+    Args:
+        net: the shipped through-plane network (not modified; a copy is trained).
+        array_zyx: the thick volume, ``(z, y, x)`` in [0, 1].  axis: its thick numpy axis.
+        factor: slice spacing / target spacing (as for :func:`super_resolve_through_plane`).
+        seconds: wall-time bound of the training loop (the held-back scoring is not counted).
+        iterations: run exactly this many steps instead (reproducible to the bit on one machine:
+            the report of a timed run gives the count to repeat it).
+        seed: seeds the patches (numpy) and torch.
+
+    Returns:
+        ``(adapted network in eval mode, AdaptationReport)``.
+    """
+    import copy
+
+    axis, factor = _check(array_zyx, axis, factor)
+    r = int(math.ceil(factor - 1e-9))
+    rel = 1.0 if thickness is None else float(thickness)
+    t_hr = rel * r
+    planes = [np.ascontiguousarray(np.take(array_zyx, k, axis=axis), dtype=np.float32) for k in range(array_zyx.shape[axis])]
+    held = planes[heldout_every // 2 :: heldout_every] or planes[:1]
+    train = [p for k, p in enumerate(planes) if (k - heldout_every // 2) % heldout_every] or planes
+    rng = np.random.default_rng((seed, 1))
+    val_lr, val_hr = cut_batch(held, rng, n=n_heldout, r=r, thickness=t_hr, profile=profile, lr_rows=lr_rows,
+                               cols=cols, min_std=min_std)
+
+    def held_psnr(model: nn.Module | None) -> float:
+        with torch.inference_mode():
+            if model is None:
+                out = torch.matmul(torch.tensor(interpolation_matrix(lr_rows, lr_rows * r), dtype=torch.float32), val_lr)
+            else:
+                model.eval()
+                out = torch.cat([model(val_lr[k : k + 16], r) for k in range(0, len(val_lr), 16)])
+            mse = float(torch.mean((out.clamp(0, 1) - val_hr) ** 2))
+        return math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
+
+    adapted = copy.deepcopy(net).float()
+    before, reference = held_psnr(adapted), held_psnr(None)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng((seed, 2))
+    params = [p for name, p in adapted.named_parameters() if not name.startswith("tails.") or name.startswith(f"tails.{r}.")]
+    opt = torch.optim.Adam(params, lr=learning_rate)
+    adapted.train()
+    start, steps = time.perf_counter(), 0
+    while (steps < iterations) if iterations is not None else (time.perf_counter() - start < seconds):
+        lr_t, hr_t = cut_batch(train, rng, n=batch, r=r, thickness=t_hr, profile=profile, lr_rows=lr_rows, cols=cols,
+                               min_std=min_std)
+        loss = torch.nn.functional.l1_loss(adapted(lr_t, r), hr_t)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        steps += 1
+    elapsed = time.perf_counter() - start
+    after = held_psnr(adapted)
+    adapted.eval()
+    return adapted, AdaptationReport(elapsed, steps, r, t_hr, len(train), len(val_lr), before, after, reference, seed)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -253,6 +419,7 @@ def evaluate_through_plane(
 
 
 __all__ = [
-    "MIN_FACTOR", "MIN_SLICES", "ThroughPlaneEvaluation", "ThroughPlaneScore", "evaluate_through_plane",
+    "MIN_FACTOR", "MIN_SLICES", "AdaptationReport", "ThroughPlaneEvaluation", "adapt_through_plane", "cut_batch", "cut_pair",
+    "random_view", "ThroughPlaneScore", "evaluate_through_plane",
     "foreground_mask", "masked_scores", "otsu_threshold", "output_length", "super_resolve_through_plane",
 ]

@@ -79,3 +79,30 @@ def test_evaluation_on_a_real_isotropic_volume_scores_interpolations_inside_the_
     # on real anatomy the cubic B-spline beats linear interpolation, and both are far from perfect
     assert ev.scores["bspline3"].psnr > ev.scores["linear"].psnr
     assert 15 < ev.scores["bspline3"].psnr < 40 and 0 < ev.scores["bspline3"].ssim < 1
+
+
+def test_adaptation_is_seeded_bounded_and_leaves_the_shipped_network_alone() -> None:
+    from MedSRLib.intensity import IntensityMapping
+    from MedSRLib.io import read_volume
+    from MedSRLib.resize import slice_profile_degrade
+    from MedSRLib.throughplane import adapt_through_plane
+
+    v = read_volume(shared_path("isotropic-mr", "sct-spine", "t2.nii.gz"))
+    unit = np.clip(IntensityMapping.fit(v.array, modality="MR").to_unit(v.array), 0, 1).astype(np.float32)
+    thick = slice_profile_degrade(unit, axis=0, factor=4)  # a real thick volume: 13 slices of 4 mm
+    torch.manual_seed(0)
+    net = get_model("tp-dridsr").build(8).eval()
+    before = {k: t.clone() for k, t in net.state_dict().items()}
+    kw = dict(axis=0, factor=4, seconds=0, iterations=4, batch=2, lr_rows=6, cols=24, n_heldout=8, seed=5)
+    a, rep_a = adapt_through_plane(net, thick, **kw)
+    b, rep_b = adapt_through_plane(net, thick, **kw)
+    assert all(torch.equal(before[k], t) for k, t in net.state_dict().items())
+    assert rep_a.iterations == 4 and rep_a.r == 4 and rep_a.n_heldout_patches == 8
+    assert rep_a.n_train_slices + len(range(4, thick.shape[0], 8)) == thick.shape[0]
+    # zero tails at the start: "before" is exactly the B-spline on the held-back patches
+    assert abs(rep_a.psnr_before - rep_a.bspline_psnr) < 1e-3
+    assert rep_a.psnr_after == rep_b.psnr_after and rep_a.psnr_after != rep_a.psnr_before
+    for (ka, ta), (kb, tb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(ta, tb), ka
+    _, timed = adapt_through_plane(net, thick, **{**kw, "iterations": None, "seconds": 0.5})
+    assert 0.5 <= timed.seconds < 5 and timed.iterations >= 1

@@ -12,7 +12,8 @@ import yaml
 
 from conftest import shared_path
 from training.config import ConfigError, load_config, validate
-from training.throughplane import SliceStore, ThroughPlaneBatches, cut_pair, load_slices
+from MedSRLib.throughplane import cut_pair
+from training.throughplane import SliceStore, ThroughPlaneBatches, load_slices
 
 
 def _config(tmp_path: Path, **train: object) -> dict:

@@ -5,8 +5,8 @@ once one direction (the rows, numpy axis 0) is degraded with the slice profile. 
 integer factor ``r`` in ``throughplane.factors`` and one thickness (FWHM ``[a, b] x r`` HR pixels);
 each sample is a random slice, randomly flipped/rotated, cut as a patch of ``lr_rows * r`` HR rows x
 ``train.hr_patch`` columns and degraded along its rows with
-:func:`MedSRLib.resize.slice_profile_degrade` (with a margin of ``2 r`` rows each side, so the patch's
-LR rows are those of the whole slice, not of a patch with mirrored borders).
+:func:`MedSRLib.resize.slice_profile_degrade` (:func:`MedSRLib.throughplane.cut_pair`: a margin of
+``2 r`` rows each side, so the patch's LR rows are those of the whole slice).
 
 Sources (``throughplane.sources`` / ``val_sources``, a list of mappings; ``${MEDSR_SHARED_DATA}``
 expands as in the in-plane configs):
@@ -37,6 +37,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from MedSRLib.throughplane import cut_batch
 
 from .config import ConfigError, resolve_root
 from .loop import _Trainer
@@ -167,40 +169,17 @@ def load_slices(sources: Sequence[Mapping[str, Any]]) -> SliceStore:
 # pairs
 
 
-def degrade_rows(hr: np.ndarray, r: int, thickness: float, profile: str) -> np.ndarray:
-    """LR rows of an HR block whose first and last ``2 r`` rows are margin: ``(rows/r - 4) x w``.
+class _PlaneView:
+    """The store's slices as a read-only sequence of float32 images (8-bit ones expanded on access)."""
 
-    ``hr`` has ``(n + 4) r`` rows; returns the ``n`` LR rows of the middle ``n r`` rows, each computed
-    from the whole block (so the profile reaches across the patch border as it would in the slice).
-    """
-    from MedSRLib.resize import slice_profile_degrade
+    def __init__(self, store: SliceStore) -> None:
+        self.store = store
 
-    lr = slice_profile_degrade(hr, axis=0, factor=r, thickness=thickness, profile=profile)
-    return lr[2:-2]
+    def __len__(self) -> int:
+        return len(self.store.planes)
 
-
-def _augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random one of the 8 flips/rotations of ``image`` (a view)."""
-    if rng.integers(0, 2):
-        image = image[:, ::-1]
-    return np.rot90(image, int(rng.integers(0, 4)))
-
-
-def cut_pair(image: np.ndarray, rng: np.random.Generator, *, r: int, thickness: float, profile: str,
-             lr_rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
-    """A random ``(lr: lr_rows x cols, hr: lr_rows r x cols)`` pair from one slice (already augmented).
-
-    Slices smaller than the patch plus its ``2 r``-row margins are mirrored (half-sample symmetric).
-    """
-    need_rows = (lr_rows + 4) * r
-    pad = [(0, max(0, need_rows - image.shape[0])), (0, max(0, cols - image.shape[1]))]
-    if pad[0][1] or pad[1][1]:
-        image = np.pad(image, pad, mode="symmetric")
-    y = int(rng.integers(0, image.shape[0] - need_rows + 1))
-    x = int(rng.integers(0, image.shape[1] - cols + 1))
-    block = np.ascontiguousarray(image[y : y + need_rows, x : x + cols], dtype=np.float32)
-    hr = block[2 * r : (lr_rows + 2) * r]
-    return np.ascontiguousarray(degrade_rows(block, r, thickness, profile), dtype=np.float32), hr
+    def __getitem__(self, k: int) -> np.ndarray:
+        return self.store.image(k)
 
 
 class ThroughPlaneBatches(Dataset):
@@ -226,17 +205,10 @@ class ThroughPlaneBatches(Dataset):
         rng = np.random.default_rng((self.seed, self.epoch, int(index)))
         r = int(rng.integers(tp["factors"][0], tp["factors"][1] + 1))
         thickness = r * round(float(rng.uniform(*tp["thickness"])) / 0.02) * 0.02  # 0.02 steps: cached matrices
-        lrs, hrs = [], []
-        for _ in range(self.batch):
-            for _attempt in range(8):
-                image = _augment(self.store.image(int(rng.integers(0, len(self.store.planes)))), rng)
-                lr, hr = cut_pair(image, rng, r=r, thickness=thickness, profile=tp["profile"],
-                                  lr_rows=int(tp["lr_rows"]), cols=self.cols)
-                if hr.std() >= float(tp["min_std"]):
-                    break
-            lrs.append(lr)
-            hrs.append(hr)
-        return {"lr": torch.from_numpy(np.stack(lrs)[:, None]), "hr": torch.from_numpy(np.stack(hrs)[:, None]),
+        planes = _PlaneView(self.store)
+        lr, hr = cut_batch(planes, rng, n=self.batch, r=r, thickness=thickness, profile=tp["profile"],
+                           lr_rows=int(tp["lr_rows"]), cols=self.cols, min_std=float(tp["min_std"]))
+        return {"lr": lr, "hr": hr,
                 "label": torch.full((self.batch,), -1, dtype=torch.long), "index": torch.tensor(index)}
 
 

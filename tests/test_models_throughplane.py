@@ -71,3 +71,23 @@ def test_multi_factor_weights_file_round_trip(tmp_path) -> None:
             torch.testing.assert_close(loaded(x, r), net.half().float()(x, r), atol=1e-5, rtol=0)
     with pytest.raises(WeightsError):  # an in-plane model's name does not load it
         get_model("tp-mdrn").load(5, weights=path)
+
+
+@pytest.mark.parametrize("name", ["tp-dridsr", "tp-mdrn"])
+def test_inference_rewrites_keep_the_image_path_in_fp32(name: str) -> None:
+    from MedSRLib.models.reparam import prepare_for_inference
+
+    torch.manual_seed(4)
+    net = get_model(name).build(8)
+    for p in net.tails.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    x = torch.rand(1, 1, 8, 16)
+    with torch.no_grad():
+        ref = net.eval()(x, 4)
+        fast = prepare_for_inference(net)
+        torch.testing.assert_close(fast(x, 4), ref, atol=1e-6, rtol=0)
+        for layer in fast.full_precision_layers:
+            assert getattr(type(fast.get_submodule(layer)), "_medsr_full_precision", False), layer
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = fast(x, 4)
+    assert low.dtype == torch.float32 and (low - ref).abs().max() < 0.05

@@ -91,8 +91,6 @@ class ThroughPlaneNet(nn.Module):
         scale: accepted for the registry's ``build(scale)``; the module always holds every factor.
     """
 
-    #: Layers on the image path, kept in fp32 under autocast (``reparam.prepare_for_inference``).
-    full_precision_layers: tuple[str, ...] = ("tails",)
     #: One module for every factor in :attr:`scales` (``forward(x, r)``).
     multi_scale = True
 
@@ -113,6 +111,10 @@ class ThroughPlaneNet(nn.Module):
         self.min_size = MIN_LR_SIZE
         self.body = BODIES[body](channels, n_blocks)
         self.tails = nn.ModuleDict({str(r): conv3x3(channels, r) for r in self.scales})
+        #: Layers on the image path (the ones reading the image, and the tails, whose output is added
+        #: to the fp32 B-spline base): kept in fp32 under autocast (``reparam.prepare_for_inference``).
+        image_layers = ("head",) if body == "mdrn" else ("low", "high.f1", "high.f2", "high.sobel")
+        self.full_precision_layers = tuple(f"body.{n}" for n in image_layers) + tuple(f"tails.{r}" for r in self.scales)
         for tail in self.tails.values():  # start exactly at the B-spline base (zero residual)
             nn.init.zeros_(tail.weight)
             nn.init.zeros_(tail.bias)

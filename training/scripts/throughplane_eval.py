@@ -62,6 +62,7 @@ def main() -> int:
     p.add_argument("--mm", nargs="+", type=float, default=[5.0])
     p.add_argument("--adapt", type=float, default=0.0, help="seconds of per-volume adaptation (0: none)")
     p.add_argument("--finish-check", action="store_true")
+    p.add_argument("--modality", default="MR", choices=("MR", "CT"), help="intensity mapping (CT: the CT window)")
     p.add_argument("--json")
     args = p.parse_args()
     torch.set_num_threads(1)
@@ -74,7 +75,7 @@ def main() -> int:
         v = read_volume(path)
         spacing = np.asarray(v.spacing, dtype=float)[::-1]  # numpy axis order
         axis = int(np.argmax(spacing)) if np.ptp(spacing) > 1e-3 else 0
-        unit = np.clip(IntensityMapping.fit(v.array, modality="MR").to_unit(v.array), 0, 1).astype(np.float32)
+        unit = np.clip(IntensityMapping.fit(v.array, modality=args.modality).to_unit(v.array), 0, 1).astype(np.float32)
         for mm in args.mm:
             factor = mm / spacing[axis]
             extra = {}

@@ -220,7 +220,7 @@ def adapt_through_plane(
     batch: int = 8,
     lr_rows: int = 12,
     cols: int = 48,
-    learning_rate: float = 1.0e-4,
+    learning_rate: float = 5.0e-4,
     heldout_every: int = 8,
     n_heldout: int = 64,
     min_std: float = 0.02,
@@ -242,6 +242,8 @@ def adapt_through_plane(
         iterations: run exactly this many steps instead (reproducible to the bit on one machine:
             the report of a timed run gives the count to repeat it).
         seed: seeds the patches (numpy) and torch.
+        learning_rate: Adam's (5e-4: +1.75 dB over cubic B-spline after 60 s on seg3d-mr at 5 mm from
+            a 5-minute smoke network, against +1.55 dB at 1e-4).
 
     Returns:
         ``(adapted network in eval mode, AdaptationReport)``.

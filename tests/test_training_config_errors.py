@@ -70,6 +70,8 @@ def test_every_shipped_config_validates():
     assert {"dridsr_x3", "dridsr_x4", "idman_x2", "w2amsn_x4", "srda_x4", "mdrn_x8", "dridsr_x4_cpu", "mdrn_x2_cpu"} <= set(names)
     for name in names:
         cfg = validate(load_config(name), need_data=False)
+        if cfg["mode"] == "throughplane":  # pairs of any factor 2..8; no paper table (issue 20)
+            continue
         assert cfg["train"]["hr_patch"] % cfg["scale"] == 0, name
         assert cfg["published"], f"{name} names no published table"
 

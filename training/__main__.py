@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .loop import train
+    from .modes import train
 
     result = train(_config_from_args(args), resume=not args.fresh, progress=False if args.no_progress else None,
                    stop_at=args.stop_at)
@@ -135,7 +135,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .export import export
+    from .modes import export
 
     weights, card_path, card = export(args.checkpoint, out=args.out, split=args.split, max_images=args.max_images,
                                       data_root=args.data_root)
@@ -147,8 +147,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _queue(args: argparse.Namespace) -> int:
-    from .export import export
-    from .loop import train
+    from .modes import export
+    from .modes import train
 
     overrides = {"log.root": args.log_root} if args.log_root else {}
     configs = [load_config(name, overrides=overrides) for name in args.configs]  # all names checked first

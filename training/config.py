@@ -33,6 +33,17 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "description": "",
     "published": None,  # the paper's table in training/published.yaml (e.g. dridsr-covid-ct)
+    "mode": "inplane",  # inplane (bicubic pairs, data section) | throughplane (slice-profile pairs, throughplane section)
+    "throughplane": {  # mode throughplane only (training.throughplane): pairs made on the fly from fine-pixel slices
+        "factors": [2, 8],  # integer factor r drawn uniformly in [min, max] per batch (the net must have them all)
+        "thickness": [0.8, 1.0],  # slice-profile FWHM drawn in [a, b] x r HR pixels per batch
+        "profile": "gaussian",  # gaussian | rect (MedSRLib.resize.slice_profile_degrade)
+        "lr_rows": 16,  # patch rows on the LR (coarse) grid; HR rows = lr_rows x r; columns = train.hr_patch
+        "min_std": 0.02,  # redraw (up to 8 times) patches whose HR std is below this (background)
+        "sources": [],  # training slices: list of {kind, ...} (training.throughplane.SOURCE_KINDS)
+        "val_sources": [],  # validation slices, same format
+        "val_factors": [2, 4, 6],  # factors scored at validation (thickness = r), beside cubic B-spline
+    },
     "data": {
         "dataset": None,  # covid-ct | alzheimer | alzheimer-srda | luna16 | folder
         "root": None,  # $VARS expanded ($MEDSR_SHARED_DATA: ../shared/data); relative to the working dir
@@ -228,14 +239,22 @@ def validate(cfg: dict[str, Any], *, world_size: int = 1, need_data: bool = True
         raise ConfigError(f"scale must be an integer; got {cfg.get('scale')!r}")
     scale = spec.check_scale(cfg["scale"])
     train, data, val = cfg["train"], cfg["data"], cfg["val"]
+    _choice(cfg["mode"], "mode", ("inplane", "throughplane"))
+    throughplane = cfg["mode"] == "throughplane"
+    if throughplane:
+        validate_throughplane(cfg, spec, need_data=need_data)
+        if world_size > 1:  # each batch trains one factor's tail: DDP's static graph does not hold
+            raise ConfigError("mode throughplane trains in one process; run it without torchrun")
 
     hr_patch = _positive_int(train["hr_patch"], "train.hr_patch")
-    if hr_patch % scale:
+    if throughplane:
+        pass  # hr_patch: the columns of a patch (fine direction); rows come from throughplane.lr_rows
+    elif hr_patch % scale:
         raise ConfigError(
             f"train.hr_patch {hr_patch} is not divisible by the scale x{scale}; "
             f"use a multiple of {scale} (e.g. {hr_patch - hr_patch % scale or scale})"
         )
-    if hr_patch // scale < max(spec.min_lr_size, 1):
+    if not throughplane and hr_patch // scale < max(spec.min_lr_size, 1):
         raise ConfigError(f"LR patch {hr_patch // scale} px is smaller than '{spec.name}' needs ({spec.min_lr_size} px)")
     batch = _positive_int(train["batch"], "train.batch")
     if batch % world_size:
@@ -298,6 +317,8 @@ def validate(cfg: dict[str, Any], *, world_size: int = 1, need_data: bool = True
     _positive_int(cfg["log"]["every"], "log.every")
     _positive_int(cfg["log"]["checkpoint_every"], "log.checkpoint_every")
 
+    if throughplane:
+        return cfg  # no data section: the throughplane sources name their own folders
     _choice(data["dataset"], "data.dataset", DATASETS)
     _choice(data["normalise"], "data.normalise", NORMALISATIONS)
     if data["normalise"] == "clip":
@@ -323,3 +344,44 @@ def total_iterations(cfg: Mapping[str, Any], n_train_images: int) -> int:
         return int(train["iterations"])
     epoch_size = train["epoch_size"] or n_train_images * train["patches_per_image"]
     return int(train["epochs"]) * max(1, math.ceil(epoch_size / train["batch"]))
+
+
+#: Kinds of slice sources a through-plane config may list (training.throughplane reads them).
+SOURCE_KINDS = ("covid-ct", "alzheimer", "alzheimer-srda", "folder", "volume", "image")
+
+
+def validate_throughplane(cfg: dict[str, Any], spec: Any, *, need_data: bool = True) -> None:
+    """Check the ``throughplane`` section (and that the model is a multi-factor through-plane network)."""
+    from MedSRLib.resize import PROFILES
+
+    tp = cfg["throughplane"]
+    if not getattr(spec, "multi_scale", False):
+        raise ConfigError(f"mode throughplane needs a through-plane model (tp-*); '{spec.name}' is not one")
+    factors = tp["factors"]
+    if not (isinstance(factors, (list, tuple)) and len(factors) == 2 and all(isinstance(f, int) for f in factors)
+            and 2 <= factors[0] <= factors[1]):
+        raise ConfigError(f"throughplane.factors must be [min, max] integers >= 2; got {factors!r}")
+    missing = [r for r in range(factors[0], factors[1] + 1) if r not in spec.scales]
+    if missing:
+        raise ConfigError(f"throughplane.factors {factors} include {missing}, which '{spec.name}' has no tail for")
+    thick = tp["thickness"]
+    if not (isinstance(thick, (list, tuple)) and len(thick) == 2 and 0 < float(thick[0]) <= float(thick[1])):
+        raise ConfigError(f"throughplane.thickness must be [a, b] with 0 < a <= b (x factor); got {thick!r}")
+    if tp["profile"] not in PROFILES:
+        raise ConfigError(f"throughplane.profile must be one of {', '.join(PROFILES)}; got {tp['profile']!r}")
+    if isinstance(tp["lr_rows"], bool) or not isinstance(tp["lr_rows"], int) or tp["lr_rows"] < spec.min_lr_size:
+        raise ConfigError(f"throughplane.lr_rows must be an integer >= {spec.min_lr_size}; got {tp['lr_rows']!r}")
+    vf = tp["val_factors"]
+    if not (isinstance(vf, (list, tuple)) and vf and all(isinstance(r, int) and r in spec.scales for r in vf)):
+        raise ConfigError(f"throughplane.val_factors must be factors of '{spec.name}' ({spec.scales}); got {vf!r}")
+    for key in ("sources", "val_sources"):
+        if not isinstance(tp[key], list) or not tp[key]:
+            raise ConfigError(f"throughplane.{key} must be a non-empty list of sources ({', '.join(SOURCE_KINDS)})")
+        for src in tp[key]:
+            if not isinstance(src, Mapping) or src.get("kind") not in SOURCE_KINDS:
+                raise ConfigError(f"throughplane.{key}: each source needs kind one of {', '.join(SOURCE_KINDS)}; got {src!r}")
+            where = src.get("path") if src["kind"] in ("volume", "image") else src.get("root")
+            if where is None:
+                raise ConfigError(f"throughplane.{key}: source {src['kind']} needs {'path' if src['kind'] in ('volume', 'image') else 'root'}")
+            if need_data and not resolve_root(where).exists():
+                raise ConfigError(f"throughplane.{key}: {resolve_root(where)} does not exist; fix the path or MEDSR_SHARED_DATA")

@@ -396,6 +396,8 @@ def export(
     path = find_checkpoint(checkpoint)
     ckpt = read_checkpoint(path)
     cfg = yaml.safe_load(ckpt["config"])
+    if cfg.get("mode", "inplane") != "inplane":
+        raise ConfigError(f"a {cfg.get('mode')} checkpoint is exported by training.modes.export")
     if data_root is not None:
         cfg["data"]["root"] = data_root
     validate(cfg)

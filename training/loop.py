@@ -117,7 +117,11 @@ class TrainStep(nn.Module):
 
     def forward(self, lr: torch.Tensor, hr: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.loss == "l1":
-            l_sr = nn.functional.l1_loss(self.sr(lr), hr)
+            if getattr(self.sr, "multi_scale", False):  # through-plane: the factor of this batch's rows
+                sr = self.sr(lr, hr.shape[-2] // lr.shape[-2])
+            else:
+                sr = self.sr(lr)
+            l_sr = nn.functional.l1_loss(sr, hr)
             zero = l_sr.new_zeros(())
             return l_sr, l_sr, zero, zero
         from MedSRLib.models.srda import srda_joint_loss
@@ -294,7 +298,8 @@ class TrainResult:
 
 
 def train(
-    cfg: dict[str, Any], *, resume: bool = True, progress: bool | None = None, stop_at: int | None = None
+    cfg: dict[str, Any], *, resume: bool = True, progress: bool | None = None, stop_at: int | None = None,
+    trainer_class: type | None = None,
 ) -> TrainResult:
     """Train ``cfg`` (validated here, before any work); resume from ``last.pt`` when ``resume``.
 
@@ -308,8 +313,12 @@ def train(
     if train_cfg["threads"]:
         torch.set_num_threads(int(train_cfg["threads"]))
     procs = start_processes(train_cfg["device"])
+    if trainer_class is None:
+        if cfg.get("mode", "inplane") != "inplane":
+            raise ConfigError(f"mode {cfg.get('mode')} is trained by training.modes.train (it picks the trainer)")
+        trainer_class = _Trainer
     try:
-        result = _Trainer(cfg, procs, resume=resume, progress=progress).run(stop_at=stop_at)
+        result = trainer_class(cfg, procs, resume=resume, progress=progress).run(stop_at=stop_at)
         if procs.distributed and dist.is_initialized():
             # every rank finishes before the group goes: a gloo rank torn down while a peer is still
             # checkpointing was seen to abort ("terminate called without an active exception")
@@ -322,6 +331,9 @@ def train(
 
 
 class _Trainer:
+    #: True when each dataset item is a whole (process-local) batch (through-plane: one factor per batch).
+    batched_dataset = False
+
     def __init__(self, cfg: dict[str, Any], procs: Processes, *, resume: bool, progress: bool | None) -> None:
         self.cfg, self.procs = cfg, procs
         self.t, self.v = cfg["train"], cfg["val"]
@@ -333,27 +345,9 @@ class _Trainer:
         from MedSRLib.models import get_model
 
         self.spec = get_model(cfg["model"])
-        data = cfg["data"]
-        train_split = list_split(data, "train")
-        self.global_batch = int(self.t["batch"])
-        self.local_batch = self.global_batch // procs.world
-        self.dataset = PairDataset(
-            train_split, data=data, scale=self.scale, hr_patch=int(self.t["hr_patch"]),
-            augment=self.t["augment"], seed=int(cfg["seed"]), progress=self.progress,
-        )
-        # an epoch: epoch_size samples (default: each usable image patches_per_image times), whole batches
-        n_samples = self.t["epoch_size"] or len(self.dataset.items) * self.t["patches_per_image"]
-        self.dataset.length = max(1, math.ceil(n_samples / self.global_batch)) * self.global_batch
-        self.iters_per_epoch = self.dataset.length // self.global_batch
-        self.total = total_iterations(cfg, len(self.dataset.items))
-        self.val_images = []
-        if procs.main:
-            self.val_images = load_eval_images(
-                list_split(data, "val"), data=data, scale=self.scale, max_images=self.v["max_images"],
-                max_side=self.v["max_side"], min_lr_side=self.spec.min_lr_size, progress=self.progress,
-            )
+        n_classes = self._build_data()
 
-        self.step_module = build_step(cfg, len(train_split.classes)).to(procs.device)
+        self.step_module = build_step(cfg, n_classes).to(procs.device)
         self.model = self.step_module.sr
         self.warm_started = 0
         if self.t["init_from"] is not None:
@@ -405,6 +399,32 @@ class _Trainer:
                 f"{f', warm start: {self.warm_started} tensors from ' + Path(self.t['init_from']).name if self.warm_started else ''}"
                 f"{', resuming at ' + str(self.iteration) if self.iteration else ''}; {hardware()}; run folder {self.dir}"
             )
+
+    def _build_data(self) -> int:
+        """The training dataset (``self.dataset``, ``self.iters_per_epoch``, ``self.total``) and the
+        validation images (process 0); returns the number of classes (SRDA's diagnosis head)."""
+        cfg, procs = self.cfg, self.procs
+        data = cfg["data"]
+        train_split = list_split(data, "train")
+        self.global_batch = int(self.t["batch"])
+        self.local_batch = self.global_batch // procs.world
+        self.dataset = PairDataset(
+            train_split, data=data, scale=self.scale, hr_patch=int(self.t["hr_patch"]),
+            augment=self.t["augment"], seed=int(cfg["seed"]), progress=self.progress,
+        )
+        # an epoch: epoch_size samples (default: each usable image patches_per_image times), whole batches
+        n_samples = self.t["epoch_size"] or len(self.dataset.items) * self.t["patches_per_image"]
+        self.dataset.length = max(1, math.ceil(n_samples / self.global_batch)) * self.global_batch
+        self.iters_per_epoch = self.dataset.length // self.global_batch
+        self.total = total_iterations(cfg, len(self.dataset.items))
+        self.val_images = []
+        if procs.main:
+            self.val_images = load_eval_images(
+                list_split(data, "val"), data=data, scale=self.scale, max_images=self.v["max_images"],
+                max_side=self.v["max_side"], min_lr_side=self.spec.min_lr_size, progress=self.progress,
+            )
+
+        return len(train_split.classes)
 
     # ---- helpers
     def _say(self, text: str) -> None:
@@ -460,10 +480,7 @@ class _Trainer:
         if self.procs.main:
             start = time.perf_counter()
             conv = self.v["convention"]
-            if self.bicubic is None:
-                self.bicubic = bicubic_scores(self.val_images, scale=self.scale, convention=conv)
-            ours = score_images(predictor_for_module(self.model, self.spec, self.scale, device=self.procs.device),
-                                self.val_images, convention=conv)
+            ours = self._score_val()
             seconds = time.perf_counter() - start
             result = {"iteration": self.iteration, "psnr": ours["psnr"], "ssim": ours["ssim"],
                       "bicubic_psnr": self.bicubic["psnr"], "bicubic_ssim": self.bicubic["ssim"],
@@ -483,6 +500,15 @@ class _Trainer:
         if self.procs.distributed:
             dist.barrier()
         return result
+
+    def _score_val(self) -> dict[str, Any]:
+        """``{"psnr", "ssim", "n_images"}`` of the model on the validation images; fills ``self.bicubic``
+        (the reference's ``{"psnr", "ssim"}``) on first use."""
+        conv = self.v["convention"]
+        if self.bicubic is None:
+            self.bicubic = bicubic_scores(self.val_images, scale=self.scale, convention=conv)
+        return score_images(predictor_for_module(self.model, self.spec, self.scale, device=self.procs.device),
+                            self.val_images, convention=conv)
 
     def _fit_plan_to_budget(self, seconds_per_it: float, val_seconds: float) -> None:
         """Fix the planned iterations so that training plus validations fit the remaining budget."""
@@ -517,8 +543,9 @@ class _Trainer:
             self.sampler.set_epoch(epoch)
             self.dataset.set_epoch(epoch)
             loader = DataLoader(
-                self.dataset, batch_size=self.local_batch, sampler=ResumeSampler(self.sampler, offset * self.local_batch),
-                drop_last=True, num_workers=int(self.t["workers"]), pin_memory=procs.device.type == "cuda",
+                self.dataset, batch_size=None if self.batched_dataset else self.local_batch,
+                sampler=ResumeSampler(self.sampler, offset * (1 if self.batched_dataset else self.local_batch)),
+                drop_last=not self.batched_dataset, num_workers=int(self.t["workers"]), pin_memory=procs.device.type == "cuda",
             )
             for batch in loader:
                 t0 = time.perf_counter()

@@ -44,6 +44,9 @@ class ModelSpec:
         learned: False for interpolation models (no weights needed).
         min_lr_size: smallest LR slice side (pixels) the network accepts.
         description: one line for ``medsr models`` and the Slicer module.
+        multi_scale: one module serves every scale in ``scales`` (through-plane networks,
+            ``forward(x, r)``): its weights are one file ``<name>.safetensors`` whose card has
+            ``scale`` = the largest factor and ``scales`` = all of them.
     """
 
     name: str
@@ -57,6 +60,7 @@ class ModelSpec:
     learned: bool = True
     min_lr_size: int = 1
     description: str = ""
+    multi_scale: bool = False
 
     def check_scale(self, scale: int) -> int:
         """Return ``scale`` as int, or raise :class:`ScaleError` naming the supported scales."""
@@ -72,6 +76,8 @@ class ModelSpec:
 
     def weights_path(self, scale: int) -> Path:
         """Where the shipped weights for ``scale`` live (the file may not exist)."""
+        if self.multi_scale:
+            return WEIGHTS_DIR / f"{self.name}.safetensors"
         return WEIGHTS_DIR / f"{self.name}_x{int(scale)}.safetensors"
 
     def has_weights(self, scale: int) -> bool:

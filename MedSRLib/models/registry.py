@@ -54,10 +54,11 @@ def get_model(name: str) -> ModelSpec:
     return _REGISTRY[key]
 
 
-def list_models() -> list[ModelSpec]:
-    """Every registered spec, interpolation models first, then networks by name."""
+def list_models(*, through_plane: bool = False) -> list[ModelSpec]:
+    """Every registered in-plane spec (interpolation models first, then networks by name), or with
+    ``through_plane=True`` the through-plane networks (:attr:`ModelSpec.multi_scale`, ``tp-*``)."""
     discover()
-    return sorted(_REGISTRY.values(), key=lambda s: (s.learned, s.name))
+    return sorted((s for s in _REGISTRY.values() if s.multi_scale == through_plane), key=lambda s: (s.learned, s.name))
 
 
 def default_model(modality: str | None, scale: int) -> ModelSpec:

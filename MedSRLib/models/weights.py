@@ -86,6 +86,8 @@ def save_weights(module: nn.Module, path: str | Path, *, card: Mapping[str, Any]
         raise WeightsError("the model card needs at least 'name' (registry name) and 'scale'")
     spec = get_model(str(card["name"]))
     scale = spec.check_scale(card["scale"])
+    if spec.multi_scale:
+        card = {**card, "scales": list(spec.scales)}
     module_scale = getattr(module, "scale", scale)
     if module_scale != scale:
         raise WeightsError(f"card says x{scale} but the module was built for x{module_scale}")
@@ -201,7 +203,9 @@ def load_weights(module: nn.Module, path: str | Path, *, model_name: str, scale:
         raise WeightsError(f"no weights file at '{path}' for {where}")
     card = read_card(path)
     found_name, found_scale = str(card["name"]).lower(), card["scale"]
-    if found_name != str(model_name).lower() or found_scale != int(scale):
+    # a multi-scale file (through-plane networks) serves every factor its card lists under "scales"
+    scale_ok = found_scale == int(scale) or int(scale) in (card.get("scales") or ())
+    if found_name != str(model_name).lower() or not scale_ok:
         raise WeightsError(
             f"'{path.name}' holds weights for model '{card['name']}' x{found_scale}, expected '{model_name}' x{int(scale)}; "
             "choose the weights that match the model and scale"

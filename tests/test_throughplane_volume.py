@@ -1,0 +1,108 @@
+"""Through-plane super-resolution of volumes and its ground-truth evaluation (MedSRLib.throughplane)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from MedSRLib.errors import InputSizeError, ScaleError, UnsupportedImageError
+from MedSRLib.models import get_model
+from MedSRLib.resize import interpolate_axis, interpolation_matrix
+from MedSRLib.throughplane import evaluate_through_plane, foreground_mask, super_resolve_through_plane
+
+from conftest import shared_path
+
+
+@pytest.fixture(scope="module")
+def zero_tail_net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return get_model("tp-dridsr").build(8).eval()  # zero tails: exactly the B-spline base
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_integer_factor_with_zero_tails_is_the_bspline_along_the_thick_axis(zero_tail_net, axis: int) -> None:
+    vol = np.random.default_rng(axis).random((6, 7, 8)).astype(np.float32)
+    out = super_resolve_through_plane(vol, axis=axis, factor=3, net=zero_tail_net, batch_size=4)
+    shape = list(vol.shape)
+    shape[axis] *= 3
+    assert out.shape == tuple(shape) and out.dtype == np.float32
+    np.testing.assert_allclose(out, interpolate_axis(vol.astype(np.float64), axis=axis, n_out=shape[axis]), atol=1e-5)
+
+
+def test_non_integer_factor_runs_ceil_and_finishes_with_the_bspline(zero_tail_net) -> None:
+    vol = np.random.default_rng(5).random((8, 6, 5)).astype(np.float32)
+    out = super_resolve_through_plane(vol, axis=0, factor=4.6, net=zero_tail_net)
+    assert out.shape == (37, 6, 5)  # round(8 x 4.6)
+    r_grid = interpolate_axis(vol.astype(np.float64), axis=0, n_out=40)
+    np.testing.assert_allclose(out, np.tensordot(interpolation_matrix(40, 37), r_grid, axes=(1, 0)), atol=1e-5)
+
+
+def test_orientations_are_fused_by_averaging() -> None:
+    torch.manual_seed(3)
+    net = get_model("tp-dridsr").build(8).eval()
+    for p in net.tails.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    vol = np.random.default_rng(6).random((5, 6, 7)).astype(np.float32)
+    a = super_resolve_through_plane(vol, axis=0, factor=2, net=net, fuse="first")
+    b = super_resolve_through_plane(vol, axis=0, factor=2, net=net, fuse="second")
+    both = super_resolve_through_plane(vol, axis=0, factor=2, net=net, batch_size=3)
+    assert not np.allclose(a, b, atol=1e-4)
+    np.testing.assert_allclose(both, (a + b) / 2, atol=1e-5)
+
+
+def test_progress_and_bad_input(zero_tail_net) -> None:
+    seen = []
+    vol = np.zeros((6, 5, 4), np.float32)
+    super_resolve_through_plane(vol, axis=0, factor=2, net=zero_tail_net, batch_size=2, progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (9, 9) and len(seen) == 5
+    with pytest.raises(ScaleError):
+        super_resolve_through_plane(vol, axis=0, factor=1.1, net=zero_tail_net)
+    with pytest.raises(ScaleError):
+        super_resolve_through_plane(vol, axis=0, factor=9, net=zero_tail_net)
+    with pytest.raises(InputSizeError):
+        super_resolve_through_plane(np.zeros((3, 5, 5), np.float32), axis=0, factor=2, net=zero_tail_net)
+    with pytest.raises(UnsupportedImageError):
+        super_resolve_through_plane(np.zeros((6, 5), np.float32), axis=0, factor=2, net=zero_tail_net)
+
+
+def test_evaluation_on_a_real_isotropic_volume_scores_interpolations_inside_the_mask() -> None:
+    from MedSRLib.intensity import IntensityMapping
+    from MedSRLib.io import read_volume
+
+    v = read_volume(shared_path("isotropic-mr", "sct-spine", "t2.nii.gz"))
+    unit = np.clip(IntensityMapping.fit(v.array, modality="MR").to_unit(v.array), 0, 1)
+    mask = foreground_mask(unit)
+    assert 0.05 < mask.mean() < 1.0
+    ev = evaluate_through_plane(unit, axis=0, factor=4, net=None)
+    assert ev.n_lr == unit.shape[0] // 4 and ev.n_out == 4 * ev.n_lr
+    # on real anatomy the cubic B-spline beats linear interpolation, and both are far from perfect
+    assert ev.scores["bspline3"].psnr > ev.scores["linear"].psnr
+    assert 15 < ev.scores["bspline3"].psnr < 40 and 0 < ev.scores["bspline3"].ssim < 1
+
+
+def test_adaptation_is_seeded_bounded_and_leaves_the_shipped_network_alone() -> None:
+    from MedSRLib.intensity import IntensityMapping
+    from MedSRLib.io import read_volume
+    from MedSRLib.resize import slice_profile_degrade
+    from MedSRLib.throughplane import adapt_through_plane
+
+    v = read_volume(shared_path("isotropic-mr", "sct-spine", "t2.nii.gz"))
+    unit = np.clip(IntensityMapping.fit(v.array, modality="MR").to_unit(v.array), 0, 1).astype(np.float32)
+    thick = slice_profile_degrade(unit, axis=0, factor=4)  # a real thick volume: 13 slices of 4 mm
+    torch.manual_seed(0)
+    net = get_model("tp-dridsr").build(8).eval()
+    before = {k: t.clone() for k, t in net.state_dict().items()}
+    kw = dict(axis=0, factor=4, seconds=0, iterations=4, batch=2, lr_rows=6, cols=24, n_heldout=8, seed=5)
+    a, rep_a = adapt_through_plane(net, thick, **kw)
+    b, rep_b = adapt_through_plane(net, thick, **kw)
+    assert all(torch.equal(before[k], t) for k, t in net.state_dict().items())
+    assert rep_a.iterations == 4 and rep_a.r == 4 and rep_a.n_heldout_patches == 8
+    assert rep_a.n_train_slices + len(range(4, thick.shape[0], 8)) == thick.shape[0]
+    # zero tails at the start: "before" is exactly the B-spline on the held-back patches
+    assert abs(rep_a.psnr_before - rep_a.bspline_psnr) < 1e-3
+    assert rep_a.psnr_after == rep_b.psnr_after and rep_a.psnr_after != rep_a.psnr_before
+    for (ka, ta), (kb, tb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(ta, tb), ka
+    _, timed = adapt_through_plane(net, thick, **{**kw, "iterations": None, "seconds": 0.5})
+    assert 0.5 <= timed.seconds < 5 and timed.iterations >= 1

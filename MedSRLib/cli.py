@@ -1,6 +1,7 @@
 """The ``medsr`` command line.
 
     medsr run IN OUT [--model M] --scale S [--axis A] [--device D] [--batch-size B] [--tile T] [--ensemble]
+    medsr run -i FOLDER|LIST.txt -o OUT_FOLDER --scale S [--continue] [--num-parts N --part-id I]   (a cohort)
     medsr models [--json] [--card NAME[:SCALE]]
     medsr evaluate HR [--model M] --scale S [--convention C] [--json]
     medsr check IN SR --scale S [--axis A] [--diff OUT] [--json]
@@ -9,6 +10,11 @@
 
 Errors a user can cause print one line ``medsr: error: ...`` and exit with status 2 (no traceback);
 nothing is written. A cancelled run (Ctrl-C) exits 130 and writes nothing.
+
+A cohort (``medsr run`` with a folder of volumes or a list file; :mod:`MedSRLib.batch`) exits 0 when
+every volume was written or skipped as complete, 1 when any volume failed (each failure is reported
+and the others are written), 2 for a user error found before any work, 130 when interrupted (complete
+outputs and the summary stay).
 """
 
 from __future__ import annotations
@@ -49,6 +55,18 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default=None, help="a weights file (.safetensors with its .json card) instead of the shipped one")
 
 
+def _add_cohort_options(p: argparse.ArgumentParser) -> None:
+    """``-i/-o`` (beside the positional IN OUT) and the cohort flags of ``medsr run`` (:mod:`MedSRLib.batch`)."""
+    p.add_argument("-i", "--input", dest="input_flag", default=None, metavar="IN", help="the input (instead of IN)")
+    p.add_argument("-o", "--output", dest="output_flag", default=None, metavar="OUT", help="the output (instead of OUT)")
+    p.add_argument("--continue", dest="resume", action="store_true",
+                   help="cohort: skip volumes whose output and provenance sidecar are complete; redo the others")
+    p.add_argument("--num-parts", type=int, default=None, metavar="N",
+                   help="cohort: split the sorted volumes into N parts (SLURM job array, Kubernetes indexed job)")
+    p.add_argument("--part-id", type=int, default=None, metavar="I",
+                   help="cohort: run part I (0-based) of --num-parts: volumes I, I+N, I+2N, ...")
+
+
 def _engine_options(args: argparse.Namespace) -> Any:
     """The validated :class:`~MedSRLib.engine.EngineOptions` of the parsed flags (unset flags keep the
     defaults); an invalid value raises :class:`~MedSRLib.errors.OptionError` naming the field."""
@@ -77,9 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="super-resolve a volume file or DICOM folder and write NIfTI/NRRD/MHA")
-    run.add_argument("input", help="volume file (.nii, .nii.gz, .nrrd, .mha, .mhd) or DICOM series folder")
-    run.add_argument("output", help="output file (.nii, .nii.gz, .nrrd, .mha), or a folder with --output-format dicom; "
-                                    "never the input")
+    run.add_argument("input", nargs="?", default=None,
+                     help="volume file (.nii, .nii.gz, .nrrd, .mha, .mhd) or DICOM series folder; or a cohort: a folder "
+                          "of volumes / DICOM series folders, or a list file (.txt, one path per line)")
+    run.add_argument("output", nargs="?", default=None,
+                     help="output file (.nii, .nii.gz, .nrrd, .mha), or a folder with --output-format dicom; "
+                          "never the input; for a cohort, the output folder")
+    _add_cohort_options(run)
     run.add_argument("--output-format", choices=["auto", "dicom"], default="auto",
                      help="auto (default): from the output's file ending; dicom: write a derived DICOM series into "
                           "the folder OUTPUT (new or empty)")
@@ -166,6 +188,8 @@ class _Progress:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if _run_paths(args):
+        return _cmd_run_cohort(args)
     from .io import check_output_path, read_volume, write_volume
     from .models import default_model, get_model
     from .pipeline import super_resolve
@@ -282,6 +306,90 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if panel_path is not None:
             print(f"wrote panel {panel_path}")
     return 0
+
+
+def _run_paths(args: argparse.Namespace) -> bool:
+    """Settle ``args.input``/``args.output`` from the positional or ``-i/-o`` form; True for a cohort input."""
+    from .batch import is_cohort_input
+    from .errors import OptionError
+
+    for name in ("input", "output"):
+        positional, flag = getattr(args, name), getattr(args, f"{name}_flag")
+        if positional is not None and flag is not None:
+            raise OptionError(f"the {name} is given twice ({positional} and -{name[0]} {flag}); give it once")
+        if positional is None and flag is None:
+            raise OptionError(f"the {name} is missing: medsr run IN OUT (or -i IN -o OUT)")
+        setattr(args, name, positional if positional is not None else flag)
+    cohort = is_cohort_input(args.input, output=args.output, output_format=args.output_format)
+    if not cohort:
+        used = [f for f, on in (("--continue", args.resume), ("--num-parts", args.num_parts is not None),
+                                ("--part-id", args.part_id is not None)) if on]
+        if used:
+            raise OptionError(f"{', '.join(used)} apply to a folder of volumes or a list file; {args.input} is one volume")
+    return cohort
+
+
+class _CohortReporter:
+    """Per-volume progress of a cohort on stderr: a slice bar while it runs, one line when it ends
+    (failures are always reported; ``--quiet`` drops the rest, ``--json`` the bar)."""
+
+    def __init__(self, *, quiet: bool, bar: bool) -> None:
+        self._quiet, self._bar_on = quiet, bar
+        self._bar: _Progress | None = None
+
+    def start(self, item: Any, index: int, total: int) -> Any:
+        self._bar = _Progress(f"[{index}/{total}] {item.key}", quiet=self._quiet or not self._bar_on)
+        return self._bar
+
+    def finish(self, record: Any, index: int, total: int) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if record.status == "failed":
+            print(f"medsr: [{index}/{total}] {record.file} failed: {record.error}", file=sys.stderr)
+        elif not self._quiet:
+            what = (f"done in {record.seconds:.1f} s ({record.model} x{record.scale}) -> {record.output}"
+                    if record.status == "done" else "skipped (output complete)")
+            print(f"medsr: [{index}/{total}] {record.file} {what}", file=sys.stderr)
+
+    def note(self, text: str) -> None:
+        warnings.warn(text, UserWarning, stacklevel=1)
+
+
+def _cmd_run_cohort(args: argparse.Namespace) -> int:
+    """``medsr run`` over a folder or list file (:mod:`MedSRLib.batch`); returns the exit status of the summary."""
+    from .batch import plan_cohort, run_cohort, summary_paths
+    from .errors import OptionError
+
+    not_here = [f for f, v in (("--panel", args.panel), ("--diff", args.diff), ("--series-uid", args.series_uid)) if v]
+    if not_here:
+        raise OptionError(f"{', '.join(not_here)} apply to one volume; run them on a volume of the cohort")
+    if (args.num_parts is None) != (args.part_id is None):
+        raise OptionError("--num-parts and --part-id go together (e.g. --num-parts 4 --part-id $SLURM_ARRAY_TASK_ID)")
+    options = _engine_options(args)
+    plan = plan_cohort(args.input, args.output, output_format="dicom" if args.output_format == "dicom" else "nifti",
+                       num_parts=args.num_parts or 1, part_id=args.part_id or 0, resume=args.resume,
+                       overwrite=args.overwrite)
+    if not args.quiet:
+        part = f", part {plan.part_id} of {plan.num_parts}" if plan.num_parts > 1 else ""
+        print(f"medsr: {len(plan.items)} of {plan.n_total} volume(s) in {plan.input}{part} -> {plan.output_folder}"
+              + (f" ({len(plan.ignored)} file(s) that are not volumes ignored)" if plan.ignored else ""), file=sys.stderr)
+    try:
+        summary = run_cohort(
+            plan, scale=args.scale, model=args.model, axis=args.axis, modality=args.modality, weights=args.weights,
+            options=options, output_dtype="float32" if args.float32 else "input", clip_output=not args.keep_raw_values,
+            check=args.check, resume=args.resume, overwrite=args.overwrite, run_options=vars(args),
+            reporter=_CohortReporter(quiet=args.quiet, bar=not args.json),  # type: ignore[arg-type]
+        )
+    except KeyboardInterrupt:
+        print(f"medsr: summary so far in {', '.join(str(p) for p in summary_paths(plan))}", file=sys.stderr)
+        raise
+    if args.json:
+        print(json.dumps(summary.to_json(), indent=2))
+    else:
+        counts = ", ".join(f"{n} {status}" for status, n in summary.counts().items() if n)
+        print(f"{len(summary.records)} volume(s): {counts} in {summary.seconds:.1f} s; models loaded: "
+              f"{', '.join(summary.models_loaded) or 'none'}; summary {summary.paths[0]} and .json")
+    return summary.exit_status
 
 
 def _cmd_check(args: argparse.Namespace) -> int:

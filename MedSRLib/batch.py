@@ -552,6 +552,25 @@ class CohortReporter:
         """A one-line note (which model runs and why)."""
 
 
+def _fill_from_sidecar(record: VolumeRecord, output: Path) -> None:
+    """A skipped volume's summary row from the provenance sidecar of its complete output."""
+    from .provenance import sidecar_path
+
+    made = json.loads(sidecar_path(output).read_text(encoding="utf-8"))
+    grid = made.get("output_grid") or {}
+    plan = grid.get("plan") or {}
+    record.model, record.scale = made["model"].get("model"), made["model"].get("scale")
+    record.modality, record.precision, record.device = made.get("modality"), made.get("precision"), made.get("device")
+    record.slice_axis = grid.get("slice_axis")
+    record.factors_zyx = plan.get("factors_zyx")
+    record.input_shape_zyx = (plan.get("input") or {}).get("shape_zyx")
+    record.output_shape_zyx = grid.get("shape_zyx")
+    record.output_spacing_zyx = [round(float(s), 6) for s in reversed(grid.get("spacing_mm_ijk") or [])] or None
+    consistency = made.get("consistency") or {}
+    record.consistency_psnr = consistency.get("psnr")
+    record.flagged_slices = consistency.get("flagged_slices")
+
+
 def _remove_dicom_output(folder: Path) -> None:
     """Remove a DICOM output folder of a previous run before it is redone; only a folder holding nothing
     but ``IM#####.dcm`` files (what :func:`MedSRLib.io.write_dicom_series` writes) is removed."""
@@ -662,7 +681,7 @@ def run_cohort(
             reporter.finish(record, index, total)
     except KeyboardInterrupt:
         summary.interrupted = True
-        if index:
+        if index and summary.records[index - 1].status == "not run":
             summary.records[index - 1].status = "interrupted"
         summary.seconds = time.perf_counter() - started
         summary.write()
@@ -704,6 +723,7 @@ def _run_one(
         state, reason = output_state(item, scale=scale, model=model)
         if state == "complete":
             record.status = "skipped"
+            _fill_from_sidecar(record, item.output)
             return
         if state == "conflict":
             raise OutputPathError(reason)

@@ -133,6 +133,8 @@ def test_continue_skips_complete_outputs_and_redoes_incomplete_ones(cohort, tmp_
     data, _ = read_summary(out)
     assert {v["file"]: v["status"] for v in data["volumes"]} == {
         "aniso_vox.nii.gz": "done", "ct/example_ct_sm.nii.gz": "skipped", "vsseg": "done"}
+    skipped = data["volumes"][1]
+    assert (skipped["model"], skipped["output_shape_zyx"], skipped["factors_zyx"]) == ("bicubic", [30, 202, 244], [1.0, 2.0, 2.0])
     ct = out / "ct" / "example_ct_sm_medsr.nii.gz"
     assert ct.stat().st_mtime_ns == first[ct]  # skipped: untouched
     for name in ("aniso_vox_medsr.nii.gz", "vsseg_medsr.nii.gz"):
@@ -241,3 +243,13 @@ def test_shipped_examples_as_a_cohort_on_a_fresh_clone(tmp_path, capsys, builds)
     assert read_volume(ct).shape == (12, 1024, 1024) and read_volume(mr).shape == (11, 640, 640)
     assert len(list(ct.glob("IM*.dcm"))) == 12 and sidecar_path(ct).is_file()
     assert batch.output_state(batch.WorkItem(key="x", source=example_path("ct-abdomen"), output=ct), scale=2)[0] == "complete"
+    sidecar_path(ct).unlink()  # a DICOM series without its sidecar is redone: the folder is replaced
+    first_mr = sorted(p.stat().st_mtime_ns for p in mr.iterdir())
+    code, _, err = run_cli(capsys, "run", str(listing), str(out), "--model", "nearest", "--scale", "2",
+                           "--output-format", "dicom", "--quiet", "--continue")
+    assert code == 0, err
+    data, _ = read_summary(out)
+    assert [v["status"] for v in data["volumes"]] == ["done", "skipped"]
+    assert data["volumes"][1]["output_shape_zyx"] == [11, 640, 640] and data["volumes"][1]["model"] == "nearest"
+    assert sorted(p.stat().st_mtime_ns for p in mr.iterdir()) == first_mr
+    assert len(list(ct.glob("IM*.dcm"))) == 12 and sidecar_path(ct).is_file()

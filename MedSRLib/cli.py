@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"medsr {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="super-resolve a volume file or DICOM folder and write NIfTI/NRRD/MHA")
+    run = sub.add_parser("run", help="super-resolve a volume file or DICOM folder and write NIfTI/NRRD/MHA/DICOM, "
+                                     "or a cohort (a folder of volumes, a list file) into an output folder")
     run.add_argument("input", nargs="?", default=None,
                      help="volume file (.nii, .nii.gz, .nrrd, .mha, .mhd) or DICOM series folder; or a cohort: a folder "
                           "of volumes / DICOM series folders, or a list file (.txt, one path per line)")

@@ -331,7 +331,11 @@ def plan_cohort(
     split_parts([], num_parts=num_parts, part_id=part_id)  # validates before the (possibly long) walk
     source = Path(input_path).expanduser()
     pairs, ignored = list_cohort(source)
+    from .io.writers import WRITE_FORMATS
+
     out = Path(output_folder).expanduser().resolve()
+    if out.name.lower().endswith(tuple(WRITE_FORMATS)) and not out.is_dir():
+        raise OutputPathError(f"the output of a cohort is a folder; {out.name} names a volume file: give a folder path")
     if out.exists() and not out.is_dir():
         raise OutputPathError(f"the output of a cohort must be a folder, and {out} is a file; give a folder path")
     if not out.parent.is_dir():

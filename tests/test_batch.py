@@ -188,10 +188,13 @@ def test_collisions_and_misuse_are_refused_before_any_work(cohort, tmp_path, cap
     assert code == 2 and "aniso_vox.nii.gz and aniso_vox.nrrd would both be written" in err
     assert not out.exists() and not builds
     (cohort / "aniso_vox.nrrd").unlink()
+    listing = tmp_path / "list.txt"
+    listing.write_text("cohort/aniso_vox.nii.gz\n")
     cases = [
         (["run", str(cohort), str(cohort / "out")], "inside the input folder"),
         (["run", str(cohort), str(tmp_path / "x.nii.gz")], "give an output folder"),
         (["run", str(cohort), "-o", str(out), "-i", str(cohort)], "given twice"),
+        (["run", str(listing), str(tmp_path / "x.nii.gz")], "names a volume file"),
         (["run", str(cohort)], "output is missing"),
         (["run", str(cohort / "aniso_vox.nii.gz"), str(tmp_path / "a.nii.gz"), "--continue"], "apply to a folder"),
         (["run", str(cohort), str(out), "--panel", str(tmp_path / "p.png")], "apply to one volume"),

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
+from .batch import CohortReporter, VolumeRecord, WorkItem
 from .errors import MedSRError
 
 EXIT_USER_ERROR = 2
@@ -330,7 +331,7 @@ def _run_paths(args: argparse.Namespace) -> bool:
     return cohort
 
 
-class _CohortReporter:
+class _CohortReporter(CohortReporter):
     """Per-volume progress of a cohort on stderr: a slice bar while it runs, one line when it ends
     (failures are always reported; ``--quiet`` drops the rest, ``--json`` the bar)."""
 
@@ -338,11 +339,11 @@ class _CohortReporter:
         self._quiet, self._bar_on = quiet, bar
         self._bar: _Progress | None = None
 
-    def start(self, item: Any, index: int, total: int) -> Any:
+    def start(self, item: WorkItem, index: int, total: int) -> Any:
         self._bar = _Progress(f"[{index}/{total}] {item.key}", quiet=self._quiet or not self._bar_on)
         return self._bar
 
-    def finish(self, record: Any, index: int, total: int) -> None:
+    def finish(self, record: VolumeRecord, index: int, total: int) -> None:
         if self._bar is not None:
             self._bar.close()
         if record.status == "failed":
@@ -368,7 +369,8 @@ def _cmd_run_cohort(args: argparse.Namespace) -> int:
         raise OptionError("--num-parts and --part-id go together (e.g. --num-parts 4 --part-id $SLURM_ARRAY_TASK_ID)")
     options = _engine_options(args)
     plan = plan_cohort(args.input, args.output, output_format="dicom" if args.output_format == "dicom" else "nifti",
-                       num_parts=args.num_parts or 1, part_id=args.part_id or 0, resume=args.resume,
+                       num_parts=1 if args.num_parts is None else args.num_parts,
+                       part_id=0 if args.part_id is None else args.part_id, resume=args.resume,
                        overwrite=args.overwrite)
     if not args.quiet:
         part = f", part {plan.part_id} of {plan.num_parts}" if plan.num_parts > 1 else ""
@@ -379,7 +381,7 @@ def _cmd_run_cohort(args: argparse.Namespace) -> int:
             plan, scale=args.scale, model=args.model, axis=args.axis, modality=args.modality, weights=args.weights,
             options=options, output_dtype="float32" if args.float32 else "input", clip_output=not args.keep_raw_values,
             check=args.check, resume=args.resume, overwrite=args.overwrite, run_options=vars(args),
-            reporter=_CohortReporter(quiet=args.quiet, bar=not args.json),  # type: ignore[arg-type]
+            reporter=_CohortReporter(quiet=args.quiet, bar=not args.json),
         )
     except KeyboardInterrupt:
         print(f"medsr: summary so far in {', '.join(str(p) for p in summary_paths(plan))}", file=sys.stderr)

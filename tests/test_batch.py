@@ -199,6 +199,7 @@ def test_collisions_and_misuse_are_refused_before_any_work(cohort, tmp_path, cap
         (["run", str(cohort / "aniso_vox.nii.gz"), str(tmp_path / "a.nii.gz"), "--continue"], "apply to a folder"),
         (["run", str(cohort), str(out), "--panel", str(tmp_path / "p.png")], "apply to one volume"),
         (["run", str(cohort), str(out), "--num-parts", "2"], "go together"),
+        (["run", str(cohort), str(out), "--num-parts", "0", "--part-id", "0"], "num_parts must be a positive"),
         (["run", str(cohort), str(out), "--weights", str(tmp_path / "w.safetensors")], "needs --model"),
     ]
     for argv, message in cases:

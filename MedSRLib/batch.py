@@ -658,7 +658,12 @@ def run_cohort(
     if weights is not None and model is None:
         raise OptionError("--weights (weights=) needs --model (model=): the weights of one network cannot serve "
                           "every modality's default model")
-    if model is not None:  # fail fast, before anything is read or written
+    if model is None:  # a scale no default model supports fails once, here, not once per volume
+        from .models import default_model
+
+        for each in ((modality,) if modality else ("CT", "MR")):
+            default_model(each, scale).check_scale(scale)
+    else:  # fail fast, before anything is read or written
         fixed = get_model(model)
         fixed.check_scale(scale)
         explain_model_choice(fixed, modality=fixed.modality.upper(), scale=scale, weights=weights)

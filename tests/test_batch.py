@@ -200,10 +200,11 @@ def test_collisions_and_misuse_are_refused_before_any_work(cohort, tmp_path, cap
         (["run", str(cohort), str(out), "--panel", str(tmp_path / "p.png")], "apply to one volume"),
         (["run", str(cohort), str(out), "--num-parts", "2"], "go together"),
         (["run", str(cohort), str(out), "--num-parts", "0", "--part-id", "0"], "num_parts must be a positive"),
+        (["run", str(cohort), str(out), "--scale", "9"], "does not support scale 9"),
         (["run", str(cohort), str(out), "--weights", str(tmp_path / "w.safetensors")], "needs --model"),
     ]
     for argv, message in cases:
-        code, _, err = run_cli(capsys, *argv, "--scale", "2", "--quiet")
+        code, _, err = run_cli(capsys, *argv, *([] if "--scale" in argv else ["--scale", "2"]), "--quiet")
         assert code == 2 and message in err and err.count("\n") == 1, (argv, err)
     assert not out.exists() and not builds
     assert not batch.is_cohort_input(shared_path("mr-volumes", "vs-seg_VS-SEG-001_t1_3slices"))  # a series folder

@@ -328,11 +328,11 @@ def plan_cohort(
     """
     if output_format not in ("nifti", "dicom"):
         raise OptionError(f"output_format must be 'nifti' or 'dicom'; got {output_format!r}")
+    from .io.writers import WRITE_FORMATS
+
     split_parts([], num_parts=num_parts, part_id=part_id)  # validates before the (possibly long) walk
     source = Path(input_path).expanduser()
     pairs, ignored = list_cohort(source)
-    from .io.writers import WRITE_FORMATS
-
     out = Path(output_folder).expanduser().resolve()
     if out.name.lower().endswith(tuple(WRITE_FORMATS)) and not out.is_dir():
         raise OutputPathError(f"the output of a cohort is a folder; {out.name} names a volume file: give a folder path")
@@ -386,26 +386,26 @@ def output_state(item: WorkItem, *, scale: int, model: str | None = None) -> tup
     sidecar = sidecar_path(out)
     try:
         record = json.loads(sidecar.read_text(encoding="utf-8"))
-        made = record["model"]
+        made_model, made_scale = record["model"]["model"], record["model"]["scale"]
         grid = record["output_grid"]
         shape = [int(n) for n in grid["shape_zyx"]]
-        recorded_input = record["input"]
+        axis = int(grid.get("slice_axis") or 0)
+        input_path, input_sha = record["input"]["path"], record["input"].get("sha256")
     except FileNotFoundError:
         return "incomplete", f"no provenance sidecar {sidecar.name}"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
         return "incomplete", f"partial provenance sidecar {sidecar.name}"
-    if made.get("scale") != scale or (model is not None and made.get("model") != model):
-        return "conflict", (f"{out} was made with {made.get('model')} x{made.get('scale')}, not "
+    if made_scale != scale or (model is not None and made_model != model):
+        return "conflict", (f"{out} was made with {made_model} x{made_scale}, not "
                             f"{model or 'the default model'} x{scale}; remove it or pass --overwrite")
-    if recorded_input.get("path") != str(item.source.resolve()):
-        return "incomplete", f"made from another input ({recorded_input.get('path')})"
-    if recorded_input.get("sha256") and item.source.exists() and recorded_input["sha256"] != file_sha256(item.source):
+    if input_path != str(item.source.resolve()):
+        return "incomplete", f"made from another input ({input_path})"
+    if input_sha and item.source.exists() and input_sha != file_sha256(item.source):
         return "incomplete", "the input changed since the output was made"
     if out.is_dir():
-        axis = grid.get("slice_axis") or 0
         n_files = sum(1 for p in out.iterdir() if _DICOM_OUTPUT_FILE.match(p.name))
-        if n_files != shape[int(axis)]:
-            return "incomplete", f"{n_files} DICOM files, {shape[int(axis)]} expected"
+        if axis not in (0, 1, 2) or n_files != shape[axis]:
+            return "incomplete", f"{n_files} DICOM files, {shape[axis] if axis in (0, 1, 2) else '?'} expected"
         return "complete", "output and sidecar complete"
     import SimpleITK as sitk
 

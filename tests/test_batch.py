@@ -258,3 +258,16 @@ def test_shipped_examples_as_a_cohort_on_a_fresh_clone(tmp_path, capsys, builds)
     assert data["volumes"][1]["output_shape_zyx"] == [11, 640, 640] and data["volumes"][1]["model"] == "nearest"
     assert sorted(p.stat().st_mtime_ns for p in mr.iterdir()) == first_mr
     assert len(list(ct.glob("IM*.dcm"))) == 12 and sidecar_path(ct).is_file()
+
+
+@pytest.mark.parametrize("sidecar", ['{"model": {"model": "bicubic"', "[1, 2]", '{"model": "bicubic"}',
+                                     '{"model": {"model": "bicubic", "scale": 2}, "output_grid": {"shape_zyx": []}}', ""])
+def test_a_partial_or_malformed_sidecar_means_redo(tmp_path, sidecar) -> None:
+    source, output = tmp_path / "in.nii.gz", tmp_path / "out" / "in_medsr.nii.gz"
+    output.parent.mkdir()
+    source.write_bytes(b"x")
+    output.write_bytes(b"y")
+    item = batch.WorkItem(key="in.nii.gz", source=source, output=output)
+    assert batch.output_state(item, scale=2) == ("incomplete", "no provenance sidecar in_medsr.medsr.json")
+    sidecar_path(output).write_text(sidecar)
+    assert batch.output_state(item, scale=2) == ("incomplete", "partial provenance sidecar in_medsr.medsr.json")

@@ -27,8 +27,10 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadab
 from slicer.util import VTKObservationMixin
 
 from MedSRSlicerLib import background, consistency_view, dependencies, nodes, reporting, selftest  # makes MedSRLib importable from a checkout
+from MedSRSlicerLib import engine_settings, panel_text
 from MedSRSlicerLib.logic import MedSRLogic  # noqa: F401  (Slicer finds the logic as <module>.MedSRLogic)
 from MedSRSlicerLib.parameters import DEVICE_CHOICES, SCALE_CHOICES, SLICE_AXIS_CHOICES, MedSRParameterNode  # noqa: F401
+from MedSRSlicerLib.plane import PLANE_CHOICES, PLANE_LABELS
 from MedSRLib.errors import CancelledError, MedSRError  # no torch needed
 
 APPLY_TEXT = "Super-resolve volume"
@@ -109,10 +111,13 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.logic = MedSRLogic()
         self._populateModelComboBox()
+        for plane in PLANE_CHOICES:
+            self.ui.planeComboBox.addItem(_(PLANE_LABELS[plane]), plane)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelSelected)
+        self.ui.planeComboBox.connect("currentIndexChanged(int)", self.onPlaneSelected)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.applyButton.text = _(APPLY_TEXT)
         self.ui.progressBar.setVisible(False)
@@ -180,16 +185,30 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode and index >= 0 and self.ui.modelComboBox.enabled:
             self._parameterNode.model = self.ui.modelComboBox.itemData(index)
 
+    def onPlaneSelected(self, index: int) -> None:
+        if self._parameterNode and index >= 0:
+            self._parameterNode.plane = self.ui.planeComboBox.itemData(index)
+
+    def _selectData(self, combo, value) -> None:
+        index = combo.findData(value)
+        if index >= 0 and index != combo.currentIndex:
+            wasBlocked = combo.blockSignals(True)
+            combo.currentIndex = index
+            combo.blockSignals(wasBlocked)
+
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
         if not self._parameterNode or self._running:
             return
         parameters = self._parameterNode
-        index = self.ui.modelComboBox.findData(parameters.model)
-        if index >= 0 and index != self.ui.modelComboBox.currentIndex:
-            wasBlocked = self.ui.modelComboBox.blockSignals(True)
-            self.ui.modelComboBox.currentIndex = index
-            self.ui.modelComboBox.blockSignals(wasBlocked)
-        self.ui.modelCardLabel.text = self.logic.describeModel(parameters.model, parameters.scale)
+        self._selectData(self.ui.modelComboBox, parameters.model)
+        self._selectData(self.ui.planeComboBox, parameters.plane)
+        text = panel_text.panelText(self.logic, parameters)
+        self.ui.modelCardLabel.text = text.modelSummary
+        if self.ui.modelCardTextEdit.plainText != text.cardText:
+            self.ui.modelCardTextEdit.plainText = text.cardText
+        self.ui.planeRuleLabel.text = text.planeText
+        self.ui.engineSettingsProblemLabel.text = text.settingsProblem
+        self.ui.engineSettingsProblemLabel.setVisible(bool(text.settingsProblem))
         self._updateEstimate()
         self._checkCanApply()
 
@@ -205,7 +224,7 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             self._estimateCall = self.logic.estimateInBackground(
                 parameters.inputVolume, parameters.model, parameters.scale, device=parameters.device,
-                ensemble=parameters.selfEnsemble,
+                ensemble=parameters.ensemble, precision=parameters.precision,
             )
         except MedSRError as error:
             self.ui.estimateLabel.text = _("No estimate: {reason}").format(reason=error)
@@ -221,6 +240,7 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not call.done():
             qt.QTimer.singleShot(ESTIMATE_POLL_MS, lambda: self._pollEstimate(call))
             return
+        self._checkCanApply()  # torch is loaded now: the device setting is checked too
         try:
             self._estimateSeconds = call.result()
         except MedSRError as error:
@@ -232,7 +252,8 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _checkCanApply(self) -> None:
         parameters = self._parameterNode
-        problem = self.logic.problemWith(parameters.inputVolume, parameters.outputVolume, parameters.model, parameters.scale)
+        problem = self.logic.problemWith(parameters.inputVolume, parameters.outputVolume, parameters.model, parameters.scale,
+                                         engine_settings.readValues(parameters))
         self.ui.applyButton.enabled = problem is None
         self.ui.applyButton.toolTip = problem or _("Super-resolve the input volume (Cancel stops a running job).")
 
@@ -250,6 +271,12 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Super-resolution failed."), waitCursor=False):
             dependencies.ensureDependencies()  # asks before installing anything
             self._populateModelComboBox()
+            problem = self.logic.engineSettingsProblem(engine_settings.readValues(parameters), importTorch=True)
+            if problem:  # one line in the panel, nothing runs
+                self.ui.engineSettingsProblemLabel.text = problem
+                self.ui.engineSettingsProblemLabel.setVisible(True)
+                self.ui.statusLabel.text = _("Not run: advanced settings: {problem}").format(problem=problem)
+                return
             self._setRunning(True)
             startTime = time.monotonic()
             try:
@@ -259,9 +286,10 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     model=parameters.model,
                     scale=parameters.scale,
                     axis=parameters.sliceAxis,
-                    device=parameters.device,
-                    ensemble=parameters.selfEnsemble,
-                    memoryBudgetMB=parameters.memoryBudgetMB,
+                    engine=engine_settings.readValues(parameters),  # validated (EngineOptions) before anything runs
+                    plane=parameters.plane,
+                    targetSpacingMM=parameters.targetSpacingMM,
+                    adaptSeconds=parameters.adaptSeconds,
                     progress=self._tracker,
                     cancel=lambda: self._cancelRequested,
                     runner=self._runKeepingGuiResponsive,
@@ -273,9 +301,9 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             finally:
                 self._setRunning(False)
-        self.ui.statusLabel.text = _("Done in {duration}: '{name}'.").format(
+        self.ui.statusLabel.text = " ".join([_("Done in {duration}: '{name}'.").format(
             duration=reporting.formatDuration(time.monotonic() - startTime), name=outputVolume.GetName()
-        )
+        ), reporting.describeRun(self.logic.lastRunInfo), *self.logic.lastNotes])
         self._showConsistency(inputVolume, report)
         if warningsSeen:  # e.g. the engine ran out of GPU memory and finished on the CPU
             self.ui.statusLabel.text += " " + _("Warnings: ") + " ".join(warningsSeen)

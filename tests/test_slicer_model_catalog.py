@@ -64,7 +64,8 @@ def test_panel_information_works_where_torch_cannot_be_imported():
     assert lines[0] == f"{len(list_models())} bicubic"
     assert lines[1] == "True True"
     assert lines[2].startswith("None | ") and "x3" in lines[2]
-    assert lines[3] == "[]"
+    # only the torch-free options type (the engine settings derive from it); no registry, no pipeline run
+    assert lines[3] == "['MedSRLib.engine', 'MedSRLib.engine.options']"
 
 
 def test_estimate_runs_off_the_calling_thread_and_gives_MedSRLibs_number(medsr):

@@ -129,6 +129,16 @@ def volumeFromNode(volumeNode):
     return volume_from_slicer_arrays(voxels, ijkToRasArray(volumeNode), metadata={"slicer_node": volumeNode.GetName()})
 
 
+def gridFromNode(volumeNode):
+    """The node's voxel grid as a ``MedSRLib.geometry.Grid`` (shape (k, j, i), spacing, LPS origin and
+    direction), without reading its voxels: what the panel needs to plan a run."""
+    from MedSRLib.geometry import Grid, geometry_from_ijk_to_ras
+
+    spacing, origin, direction = geometry_from_ijk_to_ras(ijkToRasArray(volumeNode))
+    shapeKJI = tuple(int(n) for n in reversed(volumeNode.GetImageData().GetDimensions()))
+    return Grid(shape=shapeKJI, spacing=spacing, origin=origin, direction=direction)
+
+
 def outputDtypeFor(voxels: np.ndarray) -> str:
     """MedSRLib ``output_dtype``: keep the input's dtype unless Slicer could not store it (then float32)."""
     return "float32" if voxels.dtype in DTYPES_SLICER_CANNOT_STORE else "input"

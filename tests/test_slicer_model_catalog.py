@@ -5,8 +5,8 @@ up to 4 s (card, weights lookup, network built for the estimate), all on the GUI
 
 * the list, the card and the Apply check come from ``MedSR/Resources/models.json`` (cached metadata);
   a fresh interpreter in which torch cannot be imported lists every model and shows their cards;
-* the cache equals MedSRLib's registry (this test fails when a model, scale, weights file or card
-  changes: regenerate with ``python MedSR/MedSRSlicerLib/model_catalog.py``);
+* the cache equals MedSRLib's registry, in-plane and through-plane networks (this test fails when a
+  model, scale, weights file or card changes: regenerate with ``python MedSR/MedSRSlicerLib/model_catalog.py``);
 * the time estimate runs in a background thread and gives MedSRLib's number.
 """
 
@@ -39,6 +39,12 @@ def test_catalog_answers_like_the_registry(medsr):
         for scale in spec.scales:
             assert cached.hasWeights(scale) == (spec.learned and spec.has_weights(scale))
     assert model_catalog.find("no-such-model") is None
+    through = list_models(through_plane=True)
+    assert [m.name for m in model_catalog.throughPlaneModels()] == [s.name for s in through] != []
+    for spec, cached in zip(through, model_catalog.throughPlaneModels()):
+        assert cached.scales == tuple(spec.scales) and cached.modality == spec.modality
+        assert all(cached.hasWeights(f) == spec.has_weights(f) for f in spec.scales)
+        assert model_catalog.find(spec.name) is None  # never offered as an in-plane model
 
 
 def test_panel_information_works_where_torch_cannot_be_imported():

@@ -10,7 +10,7 @@ from typing import Any, Optional, Protocol
 
 from MedSRLib.errors import MedSRError
 
-from . import engine_settings
+from . import engine_settings, model_catalog
 from . import plane as planes
 
 
@@ -47,7 +47,20 @@ def planeText(logic: PanelLogic, parameters: Any) -> str:
         plan = logic.planFor(parameters.inputVolume, parameters.plane, parameters.targetSpacingMM, parameters.sliceAxis)
     except MedSRError as error:
         return f"No plan: {error}"
-    return plan.ruleText() + "\n" + plan.planText(parameters.scale, logic.libraryRunsThroughPlane())
+    lines = [plan.ruleText(), plan.planText(parameters.scale, logic.libraryRunsThroughPlane())]
+    if plan.resolved == "through":
+        lines.append(throughPlaneNetworksText())
+    return "\n".join(lines)
+
+
+def throughPlaneNetworksText() -> str:
+    """The through-plane networks of the cached catalog and whether their weights are shipped, one line."""
+    networks = model_catalog.throughPlaneModels()
+    if not networks:
+        return "No through-plane networks in this MedSR."
+    described = [f"{m.name} ({m.modality}, {'weights shipped' if m.hasWeights(max(m.scales)) else 'no weights shipped yet'})"
+                 for m in networks]
+    return "Through-plane networks: " + ", ".join(described) + "."
 
 
 def panelText(logic: PanelLogic, parameters: Any, settingsProblem: Optional[str] = None) -> PanelText:

@@ -61,6 +61,10 @@ def test_panel_information_works_where_torch_cannot_be_imported():
         "print(logic.describeModel('mdrn', 4).count('<br>') > 3, 'Not available at x3' in logic.describeModel('mdrn', 3))\n"
         "print(logic.problemWith(node, None, 'mdrn', 2), '|', logic.problemWith(node, None, 'mdrn', 3))\n"
         "print(sorted(m for m in sys.modules if m.startswith(('MedSRLib.models', 'MedSRLib.engine', 'MedSRLib.pipeline'))))\n"
+        "from MedSRSlicerLib import panel_text\n"  # the card text and the slice-direction plan: torch-free too
+        "parameters = logic.getParameterNode(); parameters.inputVolume = node; parameters.model = 'mdrn'\n"
+        "text = panel_text.panelText(logic, parameters)\n"
+        "print(text.cardText.splitlines()[0], '|', 'Auto is through-plane' in text.planeText)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -72,6 +76,7 @@ def test_panel_information_works_where_torch_cannot_be_imported():
     assert lines[2].startswith("None | ") and "x3" in lines[2]
     # only the torch-free options type (the engine settings derive from it); no registry, no pipeline run
     assert lines[3] == "['MedSRLib.engine', 'MedSRLib.engine.options']"
+    assert lines[4].startswith("mdrn x2: MDRN") and lines[4].endswith("| True")
 
 
 def test_estimate_runs_off_the_calling_thread_and_gives_MedSRLibs_number(medsr):

@@ -27,7 +27,7 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadab
 from slicer.util import VTKObservationMixin
 
 from MedSRSlicerLib import background, consistency_view, dependencies, nodes, reporting, selftest  # makes MedSRLib importable from a checkout
-from MedSRSlicerLib import engine_settings, panel_text
+from MedSRSlicerLib import engine_settings, panel_text, plane
 from MedSRSlicerLib.logic import MedSRLogic  # noqa: F401  (Slicer finds the logic as <module>.MedSRLogic)
 from MedSRSlicerLib.parameters import DEVICE_CHOICES, SCALE_CHOICES, SLICE_AXIS_CHOICES, MedSRParameterNode  # noqa: F401
 from MedSRSlicerLib.plane import PLANE_CHOICES, PLANE_LABELS
@@ -116,8 +116,8 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.logic = MedSRLogic()
         self._populateModelComboBox()
-        for plane in PLANE_CHOICES:
-            self.ui.planeComboBox.addItem(_(PLANE_LABELS[plane]), plane)
+        for choice in PLANE_CHOICES:
+            self.ui.planeComboBox.addItem(_(PLANE_LABELS[choice]), choice)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -230,6 +230,7 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._estimateCall = self.logic.estimateInBackground(
                 parameters.inputVolume, parameters.model, parameters.scale, device=parameters.device,
                 ensemble=parameters.ensemble, precision=parameters.precision,
+                planeKeywords=plane.superResolveKeywords(parameters.plane, parameters.targetSpacingMM, parameters.adaptSeconds),
             )
         except MedSRError as error:
             self.ui.estimateLabel.text = _("No estimate: {reason}").format(reason=error)

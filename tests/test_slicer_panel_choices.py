@@ -221,21 +221,65 @@ def test_through_plane_with_the_installed_library_runs_in_plane_with_a_one_line_
 
 
 def test_through_plane_choices_reach_a_super_resolve_that_takes_them(medsr, monkeypatch):
-    """When MedSRLib's super_resolve names plane/target_spacing/adapt_seconds, the panel's values reach it."""
-    import MedSRLib.pipeline as pipeline
+    """When MedSRLib's super_resolve names plane/target_spacing/adapt_seconds, the panel's values reach it, with
+    the same progress and cancel callbacks, and its through-plane result is written on MedSRLib's grid plan.
+    (A stand-in for the coming library function: it records the keywords and returns a volume on the
+    through-plane grid plan, voxels repeated along the slice axis.)"""
+    import slicer
 
-    in_plane = pipeline.super_resolve
+    import MedSRLib.pipeline as pipeline
+    from MedSRLib.geometry import ijk_to_ras_matrix, plan_output_grid
+    from MedSRSlicerLib import logic as logic_module
+
     received = {}
 
-    def super_resolve(volume, *, plane="auto", target_spacing=None, adapt_seconds=None, **keywords):
-        received.update(plane=plane, target_spacing=target_spacing, adapt_seconds=adapt_seconds)
-        return in_plane(volume, **keywords)
+    def super_resolve(volume, *, plane="auto", target_spacing=None, adapt_seconds=None, progress=None, cancel=None,
+                      **keywords):
+        received.update(plane=plane, target_spacing=target_spacing, adapt_seconds=adapt_seconds, cancel=cancel)
+        plan = plan_output_grid(volume, [2.0, 1.0, 1.0])
+        progress(1, 2), progress(2, 2)  # both orientations
+        info = {"model": "tp-dridsr", "precision": "fp32", "device": "cpu", "grid": plan.to_json()}
+        return plan.to_volume(np.repeat(volume.array, 2, axis=0), metadata={"medsr": info})
 
-    assert set(inspect.signature(in_plane).parameters) >= {"model", "scale", "options", "progress", "cancel"}
     monkeypatch.setattr(pipeline, "super_resolve", super_resolve)
     logic = medsr.MedSRLogic()
-    progress, cancel = [], (lambda: False)
-    logic.process(volume_node(), model="bicubic", scale=2, plane="through", targetSpacingMM=1.5, adaptSeconds=30,
-                  check=False, progress=lambda done, total: progress.append((done, total)), cancel=cancel)
-    assert received == {"plane": "through", "target_spacing": 1.5, "adapt_seconds": 30.0}
-    assert logic.lastNotes == [] and progress and progress[-1][0] == progress[-1][1]  # the same progress callback
+    progress, cancel, warned = [], (lambda: False), []
+    input_node = volume_node()
+    output = logic.process(input_node, model="bicubic", scale=2, plane="through", targetSpacingMM=1.5,
+                           adaptSeconds=30, progress=lambda done, total: progress.append((done, total)), cancel=cancel,
+                           onWarning=warned.append)
+    assert received == {"plane": "through", "target_spacing": 1.5, "adapt_seconds": 30.0, "cancel": cancel}
+    assert progress == [(1, 2), (2, 2)]
+    assert output.GetName() == "Input_tp-dridsr_x2" and output.GetImageData().GetDimensions() == (24, 20, 12)
+    expected = ijk_to_ras_matrix(plan_output_grid(medsr_grid(input_node), [2.0, 1.0, 1.0]).to_volume(np.zeros((12, 20, 24))))
+    np.testing.assert_allclose(slicer.util.arrayFromVTKMatrix(ijk_matrix(output)), expected, atol=1e-9)
+    assert logic.lastRunInfo["precision"] == "fp32" and logic.lastConsistency is None
+    # the in-plane check is not applied to it: a note in the status line, not a warning dialog
+    assert logic.lastNotes == [logic_module.CHECK_IN_PLANE_ONLY] and warned == []
+
+
+def medsr_grid(node):
+    from MedSRSlicerLib import nodes
+
+    return nodes.gridFromNode(node)
+
+
+def ijk_matrix(node):
+    import vtk
+
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return matrix
+
+
+def test_estimate_gets_the_plane_keywords_its_library_function_names():
+    from MedSRSlicerLib import plane
+
+    from MedSRLib.pipeline import estimate_seconds
+
+    keywords = plane.superResolveKeywords("through", 1.5, 30)
+
+    def newer(shape, spacing=None, *, model, scale, plane="auto", target_spacing=None, **rest): ...
+
+    assert plane.keywordsTakenBy(newer, keywords) == {"plane": "through", "target_spacing": 1.5}
+    assert plane.keywordsTakenBy(estimate_seconds, keywords) == {}  # today's estimate: in-plane only

@@ -24,6 +24,10 @@ from . import plane as planes
 from .parameters import MedSRParameterNode
 
 
+#: The note of a through-plane run asked for the data-consistency check (its slice-profile form is MedSRLib's next step).
+CHECK_IN_PLANE_ONLY = "The data-consistency check covers in-plane runs only: none for this through-plane run."
+
+
 def _runInline(function):
     return function()
 
@@ -118,10 +122,13 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def estimateInBackground(inputVolume, model: str, scale: int, axis="auto", device: str = "auto",
-                             ensemble: bool = False, precision: str = "auto") -> background.BackgroundCall:
+                             ensemble: bool = False, precision: str = "auto",
+                             planeKeywords: Optional[Mapping[str, Any]] = None) -> background.BackgroundCall:
         """:meth:`estimateSeconds` off the calling thread: the node is read here (MRML stays on the main thread),
         MedSRLib runs in the thread. ``result()`` of the returned call is the estimate in seconds or re-raises
-        MedSRLib's error (e.g. ``ScaleError``). Raises ``NodeError``/``MissingDependencyError`` at once."""
+        MedSRLib's error (e.g. ``ScaleError``). Raises ``NodeError``/``MissingDependencyError`` at once.
+        ``planeKeywords`` (``plane.superResolveKeywords``) reach ``estimate_seconds`` for those it names (a
+        MedSRLib that estimates through-plane runs); an older one estimates the in-plane run."""
         nodes.checkInputVolume(inputVolume)
         dependencies.checkDependencies()
         shapeKJI = tuple(reversed(inputVolume.GetImageData().GetDimensions()))
@@ -131,7 +138,8 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
             from MedSRLib.pipeline import estimate_seconds
 
             return estimate_seconds(shapeKJI, spacing, model=model, scale=int(scale), axis=_sliceAxisArgument(axis),
-                                    device=device, ensemble=ensemble, precision=precision)
+                                    device=device, ensemble=ensemble, precision=precision,
+                                    **planes.keywordsTakenBy(estimate_seconds, planeKeywords or {}))
 
         return background.BackgroundCall(estimate, name="MedSR estimate")
 
@@ -291,8 +299,10 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
             result, report = (runner or _runInline)(lambda: _superResolveAndCheck(volume, options, check))
         if cancel is not None and cancel():
             raise CancelledError("Cancelled after super-resolution: nothing was written.")
+        if check and not _isInPlaneResult(result):
+            notes.append(CHECK_IN_PLANE_ONLY)
         nodes.checkStillInScene(inputVolume, outputVolume)  # deleted while the job ran: stop, write nothing
-        outputVolume = nodes.prepareOutputNode(outputVolume, inputVolume, spec.name, scale)
+        outputVolume = nodes.prepareOutputNode(outputVolume, inputVolume, *_nameParts(result, spec.name, scale))
         nodes.writeVolumeToNode(result, outputVolume)
         nodes.placeBesideInput(outputVolume, inputVolume)
         if showResult:
@@ -357,6 +367,15 @@ def _isInPlaneResult(result) -> bool:
     return factors is None or sum(1 for f in factors if f > 1.0) == 2
 
 
+def _nameParts(result, modelName: str, scale: int) -> tuple:
+    """``(model, factor)`` for the output's name: the in-plane model and scale, or for a through-plane result
+    the model and the slice-axis factor MedSRLib recorded (``metadata["medsr"]``)."""
+    if _isInPlaneResult(result):
+        return modelName, scale
+    runInfo = result.metadata.get("medsr") or {}
+    return runInfo.get("model", modelName), max(runInfo["grid"]["factors_zyx"])
+
+
 def _superResolveAndCheck(volume, options, check: bool):
     """``(super-resolved Volume, ConsistencyReport or None)``: pure MedSRLib work (runs in the worker thread)."""
     from MedSRLib.consistency import check_consistency
@@ -366,8 +385,6 @@ def _superResolveAndCheck(volume, options, check: bool):
     if not check:
         return result, None
     if not _isInPlaneResult(result):  # through-plane: the check's slice-profile form comes with the library API
-        logging.getLogger("MedSRLib.consistency").warning(
-            "MedSR: the data-consistency display covers in-plane runs only; no check for this through-plane run")
         return result, None
     try:
         return result, check_consistency(volume, result, scale=options["scale"], axis=options["axis"])

@@ -144,12 +144,12 @@ def outputDtypeFor(voxels: np.ndarray) -> str:
     return "float32" if voxels.dtype in DTYPES_SLICER_CANNOT_STORE else "input"
 
 
-def outputName(inputVolume, modelName: str, scale: int) -> str:
-    """``<input>_<model>_x<scale>``, made unique in the scene."""
-    return slicer.mrmlScene.GenerateUniqueName(f"{inputVolume.GetName()}_{modelName}_x{int(scale)}")
+def outputName(inputVolume, modelName: str, scale: float) -> str:
+    """``<input>_<model>_x<scale>`` (``x2``; a through-plane factor as ``x4.8``), made unique in the scene."""
+    return slicer.mrmlScene.GenerateUniqueName(f"{inputVolume.GetName()}_{modelName}_x{float(scale):.3g}")
 
 
-def prepareOutputNode(outputVolume, inputVolume, modelName: str, scale: int):
+def prepareOutputNode(outputVolume, inputVolume, modelName: str, scale: float):
     """The node that receives the result: ``outputVolume``, or a new scalar volume named from the input.
 
     A chosen node that holds no voxels yet (just created with "Create new volume") is renamed the same way.

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 #: The parameter-node values of the plane choice, and what the panel's combo box shows for each.
 PLANE_CHOICES: tuple[str, ...] = ("auto", "in", "through")
@@ -41,6 +41,14 @@ def libraryRunsThroughPlane(superResolve: Optional[Callable[..., Any]] = None) -
     parameters = inspect.signature(superResolve).parameters
     return all(name in parameters and parameters[name].kind is not inspect.Parameter.VAR_KEYWORD
                for name in THROUGH_PLANE_KEYWORDS)
+
+
+def keywordsTakenBy(function: Callable[..., Any], keywords: Mapping[str, Any]) -> dict[str, Any]:
+    """The items of ``keywords`` that ``function`` names as parameters (for estimates: a missing one only
+    makes the estimate coarser; a run instead requires all of them, :func:`libraryRunsThroughPlane`)."""
+    parameters = inspect.signature(function).parameters
+    return {k: v for k, v in keywords.items()
+            if k in parameters and parameters[k].kind is not inspect.Parameter.VAR_KEYWORD}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -230,13 +230,21 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._estimateCall = self.logic.estimateInBackground(
                 parameters.inputVolume, parameters.model, parameters.scale, device=parameters.device,
                 ensemble=parameters.ensemble, precision=parameters.precision,
-                planeKeywords=plane.superResolveKeywords(parameters.plane, parameters.targetSpacingMM, parameters.adaptSeconds),
+                planeKeywords=plane.superResolveKeywords(self._resolvedPlane(), parameters.targetSpacingMM, parameters.adaptSeconds),
             )
         except MedSRError as error:
             self.ui.estimateLabel.text = _("No estimate: {reason}").format(reason=error)
             return
         self.ui.estimateLabel.text = _("Estimating the network time...")
         self._pollEstimate(self._estimateCall)
+
+    def _resolvedPlane(self) -> str:
+        """"in" or "through": what the run would make of the plane choice (the panel's plan)."""
+        parameters = self._parameterNode
+        try:
+            return self.logic.planFor(parameters.inputVolume, parameters.plane, parameters.targetSpacingMM, parameters.sliceAxis).resolved
+        except MedSRError:
+            return "in"
 
     def _pollEstimate(self, call) -> None:
         import qt

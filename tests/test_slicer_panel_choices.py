@@ -197,8 +197,12 @@ def test_min_factor_and_keywords_agree_with_MedSRLib():
     from MedSRLib import throughplane
 
     assert plane.MIN_THROUGH_PLANE_FACTOR == throughplane.MIN_FACTOR
-    assert plane.superResolveKeywords("auto", 0.0, 0) == {"plane": "auto"}
-    assert plane.superResolveKeywords("through", 1.5, 30) == {"plane": "through", "target_spacing": 1.5, "adapt_seconds": 30.0}
+    # an in-plane run gets no through-plane keywords (MedSRLib refuses them there); a through-plane run lets
+    # MedSRLib pick its through-plane network for the volume's modality (model=None)
+    assert plane.superResolveKeywords("in", 1.5, 30) == {"plane": "in"}
+    assert plane.superResolveKeywords("through", 0.0, 0) == {"plane": "through", "model": None}
+    assert plane.superResolveKeywords("through", 1.5, 30) == {
+        "plane": "through", "model": None, "target_spacing": 1.5, "adapt_seconds": 30.0}
 
     def takes_them(volume, *, plane="auto", target_spacing=None, adapt_seconds=None, **engine_keywords): ...
 
@@ -235,7 +239,8 @@ def test_through_plane_choices_reach_a_super_resolve_that_takes_them(medsr, monk
 
     def super_resolve(volume, *, plane="auto", target_spacing=None, adapt_seconds=None, progress=None, cancel=None,
                       **keywords):
-        received.update(plane=plane, target_spacing=target_spacing, adapt_seconds=adapt_seconds, cancel=cancel)
+        received.update(plane=plane, target_spacing=target_spacing, adapt_seconds=adapt_seconds, cancel=cancel,
+                        model=keywords["model"])
         plan = plan_output_grid(volume, [2.0, 1.0, 1.0])
         progress(1, 2), progress(2, 2)  # both orientations
         info = {"model": "tp-dridsr", "precision": "fp32", "device": "cpu", "grid": plan.to_json()}
@@ -248,7 +253,7 @@ def test_through_plane_choices_reach_a_super_resolve_that_takes_them(medsr, monk
     output = logic.process(input_node, model="bicubic", scale=2, plane="through", targetSpacingMM=1.5,
                            adaptSeconds=30, progress=lambda done, total: progress.append((done, total)), cancel=cancel,
                            onWarning=warned.append)
-    assert received == {"plane": "through", "target_spacing": 1.5, "adapt_seconds": 30.0, "cancel": cancel}
+    assert received == {"plane": "through", "target_spacing": 1.5, "adapt_seconds": 30.0, "cancel": cancel, "model": None}
     assert progress == [(1, 2), (2, 2)]
     assert output.GetName() == "Input_tp-dridsr_x2" and output.GetImageData().GetDimensions() == (24, 20, 12)
     expected = ijk_to_ras_matrix(plan_output_grid(medsr_grid(input_node), [2.0, 1.0, 1.0]).to_volume(np.zeros((12, 20, 24))))
@@ -256,6 +261,23 @@ def test_through_plane_choices_reach_a_super_resolve_that_takes_them(medsr, monk
     assert logic.lastRunInfo["precision"] == "fp32" and logic.lastConsistency is None
     # the in-plane check is not applied to it: a note in the status line, not a warning dialog
     assert logic.lastNotes == [logic_module.CHECK_IN_PLANE_ONLY] and warned == []
+
+
+def test_auto_on_thin_slices_passes_an_in_plane_run_without_through_plane_keywords(medsr, monkeypatch):
+    import MedSRLib.pipeline as pipeline
+
+    in_plane, received = pipeline.super_resolve, {}
+
+    def super_resolve(volume, *, plane="auto", target_spacing=None, adapt_seconds=None, **keywords):
+        received.update(plane=plane, target_spacing=target_spacing, adapt_seconds=adapt_seconds, model=keywords["model"].name)
+        return in_plane(volume, **keywords)
+
+    monkeypatch.setattr(pipeline, "super_resolve", super_resolve)
+    logic = medsr.MedSRLogic()
+    output = logic.process(volume_node(spacing=(0.9, 0.9, 1.2)), model="bicubic", scale=2, plane="auto",
+                           targetSpacingMM=0.5, adaptSeconds=30)
+    assert received == {"plane": "in", "target_spacing": None, "adapt_seconds": None, "model": "bicubic"}
+    assert output.GetImageData().GetDimensions() == (48, 40, 6) and logic.lastConsistency is not None
 
 
 def medsr_grid(node):
@@ -281,5 +303,5 @@ def test_estimate_gets_the_plane_keywords_its_library_function_names():
 
     def newer(shape, spacing=None, *, model, scale, plane="auto", target_spacing=None, **rest): ...
 
-    assert plane.keywordsTakenBy(newer, keywords) == {"plane": "through", "target_spacing": 1.5}
-    assert plane.keywordsTakenBy(estimate_seconds, keywords) == {}  # today's estimate: in-plane only
+    assert plane.keywordsTakenBy(newer, keywords, exclude=("model",)) == {"plane": "through", "target_spacing": 1.5}
+    assert plane.keywordsTakenBy(estimate_seconds, keywords, exclude=("model",)) == {}  # today's estimate: in-plane only

@@ -139,7 +139,7 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
 
             return estimate_seconds(shapeKJI, spacing, model=model, scale=int(scale), axis=_sliceAxisArgument(axis),
                                     device=device, ensemble=ensemble, precision=precision,
-                                    **planes.keywordsTakenBy(estimate_seconds, planeKeywords or {}))
+                                    **planes.keywordsTakenBy(estimate_seconds, planeKeywords or {}, exclude=("model",)))
 
         return background.BackgroundCall(estimate, name="MedSR estimate")
 
@@ -290,7 +290,8 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
         )
         notes = []
         if planes.libraryRunsThroughPlane():
-            options.update(planes.superResolveKeywords(plane, targetSpacingMM, adaptSeconds))
+            resolved = planes.resolvedPlane(volume, plane, scale=scale, model=spec, axis=_sliceAxisArgument(axis))
+            options.update(planes.superResolveKeywords(resolved, targetSpacingMM, adaptSeconds))
         elif plane != "in" and self.planFor(inputVolume, plane, targetSpacingMM, axis).resolved == "through":
             notes.append(planes.NEEDS_NEWER_LIBRARY)
         startTime = time.monotonic()

@@ -18,11 +18,14 @@ import dataclasses
 import inspect
 from typing import Any, Callable, Mapping, Optional
 
+from MedSRLib import geometry as _geometry  # numpy only
+
 #: The parameter-node values of the plane choice, and what the panel's combo box shows for each.
 PLANE_CHOICES: tuple[str, ...] = ("auto", "in", "through")
 PLANE_LABELS: dict[str, str] = {"auto": "Auto", "in": "In-plane", "through": "Through-plane (slice axis)"}
-#: Auto chooses through-plane when slice spacing >= this x in-plane spacing (issue 20 item 1).
-AUTO_THROUGH_PLANE_RATIO = 2.0
+#: Auto chooses through-plane when slice spacing >= this x the finest in-plane spacing (issue 20 item 1):
+#: MedSRLib's ``geometry.THICK_SLICE_RATIO`` where the installed MedSRLib defines it.
+AUTO_THROUGH_PLANE_RATIO = float(getattr(_geometry, "THICK_SLICE_RATIO", 2.0))
 #: Below this factor a through-plane run has nothing to do (``MedSRLib.throughplane.MIN_FACTOR``; a test
 #: checks they agree; not imported here because that module imports torch).
 MIN_THROUGH_PLANE_FACTOR = 1.2
@@ -43,12 +46,12 @@ def libraryRunsThroughPlane(superResolve: Optional[Callable[..., Any]] = None) -
                for name in THROUGH_PLANE_KEYWORDS)
 
 
-def keywordsTakenBy(function: Callable[..., Any], keywords: Mapping[str, Any]) -> dict[str, Any]:
-    """The items of ``keywords`` that ``function`` names as parameters (for estimates: a missing one only
-    makes the estimate coarser; a run instead requires all of them, :func:`libraryRunsThroughPlane`)."""
+def keywordsTakenBy(function: Callable[..., Any], keywords: Mapping[str, Any], exclude: tuple = ()) -> dict[str, Any]:
+    """The items of ``keywords`` (less ``exclude``) that ``function`` names as parameters (for estimates: a
+    missing one only makes the estimate coarser; a run requires all of them, :func:`libraryRunsThroughPlane`)."""
     parameters = inspect.signature(function).parameters
-    return {k: v for k, v in keywords.items()
-            if k in parameters and parameters[k].kind is not inspect.Parameter.VAR_KEYWORD}
+    return {k: v for k, v in keywords.items() if k not in exclude
+            and k in parameters and parameters[k].kind is not inspect.Parameter.VAR_KEYWORD}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +61,7 @@ class PlanePlan:
     Attributes:
         plane: the choice (``"auto"``, ``"in"``, ``"through"``); ``resolved``: ``"in"`` or ``"through"``.
         sliceAxis: numpy axis of the slices (0 = K, 1 = J, 2 = I); ``slices``: how many.
-        sliceSpacing, inPlaneSpacing: mm (in-plane: the coarser of the two in-plane axes).
+        sliceSpacing, inPlaneSpacing: mm (in-plane: the finer of the two in-plane axes, as MedSRLib's rule).
         ratio: sliceSpacing / inPlaneSpacing; ``thick``: ratio >= AUTO_THROUGH_PLANE_RATIO.
         targetSpacing: the through-plane target, mm (0 asked = the in-plane spacing: near-isotropic).
         factor: sliceSpacing / targetSpacing as MedSRLib's plan realises it; ``outputSlices``: its slice count.
@@ -109,9 +112,9 @@ def planFor(grid: Any, plane: str = "auto", targetSpacingMM: float = 0.0, sliceA
     axis = resolve_slice_axis(grid, sliceAxis)
     spacingKJI = tuple(float(s) for s in reversed(tuple(grid.spacing)))  # ITK (i, j, k) -> numpy (k, j, i)
     sliceSpacing = spacingKJI[axis]
-    inPlaneSpacing = max(s for a, s in enumerate(spacingKJI) if a != axis)
+    inPlaneSpacing = min(s for a, s in enumerate(spacingKJI) if a != axis)
     ratio = sliceSpacing / inPlaneSpacing
-    thick = ratio >= AUTO_THROUGH_PLANE_RATIO
+    thick = int(grid.shape[axis]) > 1 and ratio >= AUTO_THROUGH_PLANE_RATIO * (1.0 - _geometry.SPACING_TIE_RTOL)
     resolved = plane if plane != "auto" else ("through" if thick else "in")
     target = float(targetSpacingMM) if targetSpacingMM and targetSpacingMM > 0 else inPlaneSpacing
     requested = max(1.0, sliceSpacing / target)
@@ -123,10 +126,26 @@ def planFor(grid: Any, plane: str = "auto", targetSpacingMM: float = 0.0, sliceA
     )
 
 
-def superResolveKeywords(plane: str, targetSpacingMM: float, adaptSeconds: float) -> dict[str, Any]:
-    """The through-plane keywords for ``super_resolve``: ``plane`` always; ``target_spacing`` and
-    ``adapt_seconds`` only when positive (0 in the panel = the library's default: near-isotropic, no adaptation)."""
-    keywords: dict[str, Any] = {"plane": plane}
+def resolvedPlane(volume: Any, plane: str, *, scale: int, model: Any, axis: Any = None) -> str:
+    """Which run ``plane`` makes on ``volume`` (a MedSRLib ``Volume``): ``"in"`` or ``"through"``. MedSRLib's
+    ``pipeline.resolve_plane`` decides where the installed MedSRLib has it; else this module's rule."""
+    from MedSRLib import pipeline
+
+    resolve = getattr(pipeline, "resolve_plane", None)
+    if resolve is not None:
+        return resolve(volume, plane=plane, scale=scale, model=model, axis=axis)
+    return planFor(volume, plane, 0.0, axis).resolved
+
+
+def superResolveKeywords(resolved: str, targetSpacingMM: float, adaptSeconds: float) -> dict[str, Any]:
+    """The through-plane keywords for ``super_resolve`` of a run that resolved to ``resolved``: ``plane``
+    always; for a through-plane run also ``model=None`` (MedSRLib's through-plane network for the volume's
+    modality), ``target_spacing`` and ``adapt_seconds`` when positive (0 in the panel = the library's
+    default: near-isotropic, no adaptation). An in-plane run gets none of them (MedSRLib refuses them there)."""
+    keywords: dict[str, Any] = {"plane": resolved}
+    if resolved != "through":
+        return keywords
+    keywords["model"] = None
     if targetSpacingMM and targetSpacingMM > 0:
         keywords["target_spacing"] = float(targetSpacingMM)
     if adaptSeconds and adaptSeconds > 0:

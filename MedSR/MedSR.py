@@ -267,7 +267,8 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _checkCanApply(self) -> None:
         parameters = self._parameterNode
         problem = self.logic.problemWith(parameters.inputVolume, parameters.outputVolume, parameters.model, parameters.scale,
-                                         engine_settings.readValues(parameters))
+                                         engine_settings.readValues(parameters), parameters.plane,
+                                         parameters.targetSpacingMM, parameters.sliceAxis)
         self.ui.applyButton.enabled = problem is None
         self.ui.applyButton.toolTip = problem or _("Super-resolve the input volume (Cancel stops a running job).")
 

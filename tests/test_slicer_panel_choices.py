@@ -305,3 +305,25 @@ def test_estimate_gets_the_plane_keywords_its_library_function_names():
 
     assert plane.keywordsTakenBy(newer, keywords, exclude=("model",)) == {"plane": "through", "target_spacing": 1.5}
     assert plane.keywordsTakenBy(estimate_seconds, keywords, exclude=("model",)) == {}  # today's estimate: in-plane only
+
+
+def test_apply_is_disabled_with_the_reason_when_a_through_plane_run_cannot_start(medsr, monkeypatch):
+    """With a MedSRLib that runs through-plane: no shipped through-plane weights, or nothing to do, is one line
+    before Apply (the run would refuse it); with today's MedSRLib the choice runs in-plane, so no problem."""
+    import MedSRLib.pipeline as pipeline
+    from MedSRSlicerLib import model_catalog
+
+    logic = medsr.MedSRLogic()
+    node = volume_node(spacing=(0.9, 0.9, 3.0))
+    if not logic.libraryRunsThroughPlane():
+        assert logic.problemWith(node, None, "bicubic", 2, plane="through") is None
+        in_plane = pipeline.super_resolve
+        monkeypatch.setattr(pipeline, "super_resolve", lambda volume, *, plane="auto", target_spacing=None,
+                            adapt_seconds=None, **keywords: in_plane(volume, **keywords))
+    shipped = any(n.hasWeights(max(n.scales)) for n in model_catalog.throughPlaneModels())
+    problem = logic.problemWith(node, None, "bicubic", 2, plane="through")
+    assert (problem is None) if shipped else ("No through-plane weights" in problem)
+    assert "nothing to do" in logic.problemWith(node, None, "bicubic", 2, plane="through", targetSpacingMM=2.8)
+    assert logic.problemWith(node, None, "bicubic", 2, plane="in", targetSpacingMM=2.8) is None
+    thin = volume_node(spacing=(0.9, 0.9, 1.2), name="Thin")
+    assert logic.problemWith(thin, None, "bicubic", 2, plane="auto") is None  # auto = in-plane here

@@ -189,9 +189,11 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def problemWith(inputVolume, outputVolume, model: str, scale: int,
-                    engineValues: Optional[Mapping[str, Any]] = None) -> Optional[str]:
+                    engineValues: Optional[Mapping[str, Any]] = None, plane: str = "in",
+                    targetSpacingMM: float = 0.0, axis="auto") -> Optional[str]:
         """Why ``process`` would refuse these choices (one line), or None. Never installs, computes or imports
-        torch; ``engineValues`` (the panel's engine settings) are checked with :meth:`engineSettingsProblem`."""
+        torch; ``engineValues`` (the panel's engine settings) are checked with :meth:`engineSettingsProblem`;
+        a through-plane choice (with a MedSRLib that runs it) with ``plane.throughPlaneProblem``."""
         try:
             nodes.checkInputVolume(inputVolume)
             nodes.checkOutputVolume(outputVolume, inputVolume)
@@ -211,6 +213,12 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
             problem = engine_settings.problem(engineValues, importTorch=False)
             if problem:
                 return _("Advanced settings: {problem}").format(problem=problem)
+        if plane != "in" and planes.libraryRunsThroughPlane():
+            try:
+                plan = MedSRLogic.planFor(inputVolume, plane, targetSpacingMM, axis)
+            except MedSRError as error:
+                return str(error)
+            return planes.throughPlaneProblem(plan, model_catalog.throughPlaneModels())
         return None
 
     # -- processing ----------------------------------------------------------------------------------

@@ -126,6 +126,20 @@ def planFor(grid: Any, plane: str = "auto", targetSpacingMM: float = 0.0, sliceA
     )
 
 
+def throughPlaneProblem(plan: PlanePlan, networks: Any) -> Optional[str]:
+    """Why a through-plane run of ``plan`` would be refused before it starts (one line), or None: nothing to do
+    (factor below :data:`MIN_THROUGH_PLANE_FACTOR`), or no through-plane network of ``networks`` (the cached
+    catalog's) has shipped weights. An in-plane plan has none."""
+    if plan.resolved != "through":
+        return None
+    if plan.factor < MIN_THROUGH_PLANE_FACTOR:
+        return (f"Through-plane: {plan.sliceSpacing:.3g} mm to {plan.targetSpacing:.3g} mm is x{plan.factor:.2f}, below "
+                f"x{MIN_THROUGH_PLANE_FACTOR:g}: nothing to do (choose a smaller target spacing, or In-plane).")
+    if not any(n.hasWeights(max(n.scales)) for n in networks):
+        return "No through-plane weights are shipped in this MedSR yet: choose Direction: In-plane."
+    return None
+
+
 def resolvedPlane(volume: Any, plane: str, *, scale: int, model: Any, axis: Any = None) -> str:
     """Which run ``plane`` makes on ``volume`` (a MedSRLib ``Volume``): ``"in"`` or ``"through"``. MedSRLib's
     ``pipeline.resolve_plane`` decides where the installed MedSRLib has it; else this module's rule."""

@@ -226,11 +226,15 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if parameters.inputVolume is None:
             self.ui.estimateLabel.text = _("Select an input volume.")
             return
+        resolved = self._resolvedPlane()
+        if resolved == "through" and self.logic.libraryRunsThroughPlane() and not self.logic.libraryEstimatesThroughPlane():
+            self.ui.estimateLabel.text = _("No time estimate for through-plane runs from this MedSRLib yet.")
+            return
         try:
             self._estimateCall = self.logic.estimateInBackground(
                 parameters.inputVolume, parameters.model, parameters.scale, device=parameters.device,
                 ensemble=parameters.ensemble, precision=parameters.precision,
-                planeKeywords=plane.superResolveKeywords(self._resolvedPlane(), parameters.targetSpacingMM, parameters.adaptSeconds),
+                planeKeywords=plane.superResolveKeywords(resolved, parameters.targetSpacingMM, parameters.adaptSeconds),
             )
         except MedSRError as error:
             self.ui.estimateLabel.text = _("No estimate: {reason}").format(reason=error)

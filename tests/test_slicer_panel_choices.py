@@ -305,6 +305,7 @@ def test_estimate_gets_the_plane_keywords_its_library_function_names():
 
     assert plane.keywordsTakenBy(newer, keywords, exclude=("model",)) == {"plane": "through", "target_spacing": 1.5}
     assert plane.keywordsTakenBy(estimate_seconds, keywords, exclude=("model",)) == {}  # today's estimate: in-plane only
+    assert plane.libraryEstimatesThroughPlane(newer) and not plane.libraryEstimatesThroughPlane(estimate_seconds)
 
 
 def test_apply_is_disabled_with_the_reason_when_a_through_plane_run_cannot_start(medsr, monkeypatch):

@@ -167,6 +167,11 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
         return planes.libraryRunsThroughPlane()
 
     @staticmethod
+    def libraryEstimatesThroughPlane() -> bool:
+        """True when the installed MedSRLib's ``estimate_seconds`` estimates through-plane runs (takes ``plane``)."""
+        return planes.libraryEstimatesThroughPlane()
+
+    @staticmethod
     def engineOptions(engine: Union[None, Mapping[str, Any], Any] = None, **overrides: Any):
         """The validated ``MedSRLib.engine.EngineOptions`` of a run (imports torch).
 

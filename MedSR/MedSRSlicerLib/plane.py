@@ -46,6 +46,14 @@ def libraryRunsThroughPlane(superResolve: Optional[Callable[..., Any]] = None) -
                for name in THROUGH_PLANE_KEYWORDS)
 
 
+def libraryEstimatesThroughPlane(estimateSeconds: Optional[Callable[..., Any]] = None) -> bool:
+    """True when ``estimateSeconds`` (default: the installed ``MedSRLib.pipeline.estimate_seconds``) takes
+    ``plane``, so that its number is the through-plane run's; else the panel shows no estimate for one."""
+    if estimateSeconds is None:
+        from MedSRLib.pipeline import estimate_seconds as estimateSeconds  # numpy only, no torch
+    return "plane" in keywordsTakenBy(estimateSeconds, {"plane": "through"})
+
+
 def keywordsTakenBy(function: Callable[..., Any], keywords: Mapping[str, Any], exclude: tuple = ()) -> dict[str, Any]:
     """The items of ``keywords`` (less ``exclude``) that ``function`` names as parameters (for estimates: a
     missing one only makes the estimate coarser; a run requires all of them, :func:`libraryRunsThroughPlane`)."""

@@ -9,7 +9,6 @@ parameter node and volume node, and what the logic runs with it.
   ``super_resolve`` only when it takes them (else in-plane with a one-line note).
 """
 
-import inspect
 
 import numpy as np
 import pytest

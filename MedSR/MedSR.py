@@ -27,8 +27,10 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadab
 from slicer.util import VTKObservationMixin
 
 from MedSRSlicerLib import background, consistency_view, dependencies, nodes, reporting, selftest  # makes MedSRLib importable from a checkout
+from MedSRSlicerLib import engine_settings, panel_text, plane
 from MedSRSlicerLib.logic import MedSRLogic  # noqa: F401  (Slicer finds the logic as <module>.MedSRLogic)
 from MedSRSlicerLib.parameters import DEVICE_CHOICES, SCALE_CHOICES, SLICE_AXIS_CHOICES, MedSRParameterNode  # noqa: F401
+from MedSRSlicerLib.plane import PLANE_CHOICES, PLANE_LABELS
 from MedSRLib.errors import CancelledError, MedSRError  # no torch needed
 
 APPLY_TEXT = "Super-resolve volume"
@@ -57,14 +59,19 @@ class MedSR(ScriptedLoadableModule):
             "of view, keeps its units and data type, its parent transform and its place in the subject hierarchy; "
             "the input is never modified.<br><br>"
             "<b>Valid for</b>: single-component CT or MR scalar volumes that resemble the chosen network's training "
-            "data (see the model card in the panel); sharper detail within the slice plane. The slice thickness "
-            "(through-plane resolution) is not changed.<br>"
+            "data (see the model card in the panel); sharper detail within the slice plane. In-plane runs keep the "
+            "slice thickness; <b>Direction: Through-plane</b> (chosen by <i>Auto</i> when the slice spacing is at "
+            "least 2x the in-plane spacing) super-resolves along the slice axis to the target spacing, with a "
+            "MedSRLib that provides it (the panel says when it does not).<br>"
             "<b>Not valid for</b>: labelmaps or segmentations, vector/RGB, 4D or tensor volumes; images unlike the "
             "training data (other modality, anatomy or contrast); measurements or diagnosis of details the input "
             "does not resolve. The networks were trained on bicubic-downsampled images, not on real low-resolution "
             "acquisitions.<br><br>"
             "<b>The output is not a substitute for an acquisition at that resolution</b>: the added detail is an "
             "estimate made by a network.<br><br>"
+            "<b>Advanced</b> holds the engine options of the <tt>medsr</tt> command (device, batch size, memory "
+            "budget, tiles, ensemble, precision, threads, compile), checked before anything runs; after a run the "
+            "status line says which precision ran.<br><br>"
             "After a run, <b>Data consistency</b> shows how well the output, degraded back to the input's resolution, "
             "matches the input (PSNR, SSIM, |difference|, beside bicubic upsampling), can show the difference as an "
             "overlay, and lists the slices that agree worst; good agreement does not prove the added detail is real.<br><br>"
@@ -109,10 +116,13 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.logic = MedSRLogic()
         self._populateModelComboBox()
+        for choice in PLANE_CHOICES:
+            self.ui.planeComboBox.addItem(_(PLANE_LABELS[choice]), choice)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelSelected)
+        self.ui.planeComboBox.connect("currentIndexChanged(int)", self.onPlaneSelected)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.applyButton.text = _(APPLY_TEXT)
         self.ui.progressBar.setVisible(False)
@@ -180,16 +190,30 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode and index >= 0 and self.ui.modelComboBox.enabled:
             self._parameterNode.model = self.ui.modelComboBox.itemData(index)
 
+    def onPlaneSelected(self, index: int) -> None:
+        if self._parameterNode and index >= 0:
+            self._parameterNode.plane = self.ui.planeComboBox.itemData(index)
+
+    def _selectData(self, combo, value) -> None:
+        index = combo.findData(value)
+        if index >= 0 and index != combo.currentIndex:
+            wasBlocked = combo.blockSignals(True)
+            combo.currentIndex = index
+            combo.blockSignals(wasBlocked)
+
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
         if not self._parameterNode or self._running:
             return
         parameters = self._parameterNode
-        index = self.ui.modelComboBox.findData(parameters.model)
-        if index >= 0 and index != self.ui.modelComboBox.currentIndex:
-            wasBlocked = self.ui.modelComboBox.blockSignals(True)
-            self.ui.modelComboBox.currentIndex = index
-            self.ui.modelComboBox.blockSignals(wasBlocked)
-        self.ui.modelCardLabel.text = self.logic.describeModel(parameters.model, parameters.scale)
+        self._selectData(self.ui.modelComboBox, parameters.model)
+        self._selectData(self.ui.planeComboBox, parameters.plane)
+        text = panel_text.panelText(self.logic, parameters)
+        self.ui.modelCardLabel.text = text.modelSummary
+        if self.ui.modelCardTextEdit.plainText != text.cardText:
+            self.ui.modelCardTextEdit.plainText = text.cardText
+        self.ui.planeRuleLabel.text = text.planeText
+        self.ui.engineSettingsProblemLabel.text = text.settingsProblem
+        self.ui.engineSettingsProblemLabel.setVisible(bool(text.settingsProblem))
         self._updateEstimate()
         self._checkCanApply()
 
@@ -202,16 +226,29 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if parameters.inputVolume is None:
             self.ui.estimateLabel.text = _("Select an input volume.")
             return
+        resolved = self._resolvedPlane()
+        if resolved == "through" and self.logic.libraryRunsThroughPlane() and not self.logic.libraryEstimatesThroughPlane():
+            self.ui.estimateLabel.text = _("No time estimate for through-plane runs from this MedSRLib yet.")
+            return
         try:
             self._estimateCall = self.logic.estimateInBackground(
                 parameters.inputVolume, parameters.model, parameters.scale, device=parameters.device,
-                ensemble=parameters.selfEnsemble,
+                ensemble=parameters.ensemble, precision=parameters.precision,
+                planeKeywords=plane.superResolveKeywords(resolved, parameters.targetSpacingMM, parameters.adaptSeconds),
             )
         except MedSRError as error:
             self.ui.estimateLabel.text = _("No estimate: {reason}").format(reason=error)
             return
         self.ui.estimateLabel.text = _("Estimating the network time...")
         self._pollEstimate(self._estimateCall)
+
+    def _resolvedPlane(self) -> str:
+        """"in" or "through": what the run would make of the plane choice (the panel's plan)."""
+        parameters = self._parameterNode
+        try:
+            return self.logic.planFor(parameters.inputVolume, parameters.plane, parameters.targetSpacingMM, parameters.sliceAxis).resolved
+        except MedSRError:
+            return "in"
 
     def _pollEstimate(self, call) -> None:
         import qt
@@ -221,6 +258,7 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not call.done():
             qt.QTimer.singleShot(ESTIMATE_POLL_MS, lambda: self._pollEstimate(call))
             return
+        self._checkCanApply()  # torch is loaded now: the device setting is checked too
         try:
             self._estimateSeconds = call.result()
         except MedSRError as error:
@@ -232,7 +270,9 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _checkCanApply(self) -> None:
         parameters = self._parameterNode
-        problem = self.logic.problemWith(parameters.inputVolume, parameters.outputVolume, parameters.model, parameters.scale)
+        problem = self.logic.problemWith(parameters.inputVolume, parameters.outputVolume, parameters.model, parameters.scale,
+                                         engine_settings.readValues(parameters), parameters.plane,
+                                         parameters.targetSpacingMM, parameters.sliceAxis)
         self.ui.applyButton.enabled = problem is None
         self.ui.applyButton.toolTip = problem or _("Super-resolve the input volume (Cancel stops a running job).")
 
@@ -250,6 +290,12 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Super-resolution failed."), waitCursor=False):
             dependencies.ensureDependencies()  # asks before installing anything
             self._populateModelComboBox()
+            problem = self.logic.engineSettingsProblem(engine_settings.readValues(parameters), importTorch=True)
+            if problem:  # one line in the panel, nothing runs
+                self.ui.engineSettingsProblemLabel.text = problem
+                self.ui.engineSettingsProblemLabel.setVisible(True)
+                self.ui.statusLabel.text = _("Not run: advanced settings: {problem}").format(problem=problem)
+                return
             self._setRunning(True)
             startTime = time.monotonic()
             try:
@@ -259,9 +305,10 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     model=parameters.model,
                     scale=parameters.scale,
                     axis=parameters.sliceAxis,
-                    device=parameters.device,
-                    ensemble=parameters.selfEnsemble,
-                    memoryBudgetMB=parameters.memoryBudgetMB,
+                    engine=engine_settings.readValues(parameters),  # validated (EngineOptions) before anything runs
+                    plane=parameters.plane,
+                    targetSpacingMM=parameters.targetSpacingMM,
+                    adaptSeconds=parameters.adaptSeconds,
                     progress=self._tracker,
                     cancel=lambda: self._cancelRequested,
                     runner=self._runKeepingGuiResponsive,
@@ -273,9 +320,9 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             finally:
                 self._setRunning(False)
-        self.ui.statusLabel.text = _("Done in {duration}: '{name}'.").format(
+        self.ui.statusLabel.text = " ".join([_("Done in {duration}: '{name}'.").format(
             duration=reporting.formatDuration(time.monotonic() - startTime), name=outputVolume.GetName()
-        )
+        ), reporting.describeRun(self.logic.lastRunInfo), *self.logic.lastNotes])
         self._showConsistency(inputVolume, report)
         if warningsSeen:  # e.g. the engine ran out of GPU memory and finished on the CPU
             self.ui.statusLabel.text += " " + _("Warnings: ") + " ".join(warningsSeen)

@@ -10,16 +10,22 @@ Conventions: Slicer volume nodes are RAS (mm) with an IJK-to-RAS matrix; ``array
 are ``(k, j, i)``; MedSRLib volumes are ITK LPS with ``(z, y, x)`` = ``(k, j, i)`` arrays.
 """
 
+import functools
 import logging
 import time
-from typing import Optional
+from typing import Any, Mapping, Optional, Union
 
 from MedSRLib.errors import CancelledError, MedSRError
 from slicer.i18n import tr as _
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
-from . import background, consistency_view, dependencies, model_catalog, nodes, reporting
+from . import background, consistency_view, dependencies, engine_settings, model_catalog, nodes, reporting
+from . import plane as planes
 from .parameters import MedSRParameterNode
+
+
+#: The note of a through-plane run asked for the data-consistency check (its slice-profile form is MedSRLib's next step).
+CHECK_IN_PLANE_ONLY = "The data-consistency check covers in-plane runs only: none for this through-plane run."
 
 
 def _runInline(function):
@@ -38,11 +44,16 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
     Attributes:
         lastConsistency: the ``MedSRLib.consistency.ConsistencyReport`` of the last successful ``process``
             (None when it ran with ``check=False``, the check failed, or no run finished yet).
+        lastRunInfo: the output's ``metadata["medsr"]`` of the last successful ``process`` (model, scale,
+            the precision that ran, device, grid plan, ...), or None.
+        lastNotes: one-line notes of the last ``process`` (e.g. through-plane needs a newer MedSRLib).
     """
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self, parent)
         self.lastConsistency = None
+        self.lastRunInfo: Optional[dict] = None
+        self.lastNotes: list = []
 
     def getParameterNode(self) -> MedSRParameterNode:
         return MedSRParameterNode(super().getParameterNode())
@@ -83,6 +94,13 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
         return "<br>".join(line for line in lines if line)
 
     @staticmethod
+    def modelCardText(modelName: str, scale: int) -> str:
+        """The model card as plain text, ``MedSRLib.models.cards.card_text`` (what ``medsr models --card
+        NAME:SCALE`` prints: licence, input specification, training data, evaluation against bicubic,
+        limitations); a one-line reason when there is none at ``scale``. Torch-free, cached per process."""
+        return _cardText(str(modelName), int(scale))
+
+    @staticmethod
     def deviceName(device: str) -> str:
         """What ``device`` ("auto", "cpu", "cuda", "mps") resolves to here, e.g. "cuda:0" or "cpu" (imports torch)."""
         from MedSRLib.engine import resolve_device
@@ -93,19 +111,24 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
             return device
 
     @staticmethod
-    def estimateSeconds(inputVolume, model: str, scale: int, axis="auto", device: str = "auto", ensemble: bool = False) -> float:
-        """Rough network time in seconds for ``inputVolume`` (MedSRLib's estimate from the model's MACs and the
-        device). Imports torch and builds the network once, so the panel uses :meth:`estimateInBackground`."""
-        call = MedSRLogic.estimateInBackground(inputVolume, model, scale, axis, device, ensemble)
+    def estimateSeconds(inputVolume, model: str, scale: int, axis="auto", device: str = "auto", ensemble: bool = False,
+                        precision: str = "auto") -> float:
+        """Rough network time in seconds for ``inputVolume`` (MedSRLib's estimate from the model's MACs, the
+        device and the precision). Imports torch and builds the network once, so the panel uses
+        :meth:`estimateInBackground`."""
+        call = MedSRLogic.estimateInBackground(inputVolume, model, scale, axis, device, ensemble, precision)
         call.wait()
         return call.result()
 
     @staticmethod
     def estimateInBackground(inputVolume, model: str, scale: int, axis="auto", device: str = "auto",
-                             ensemble: bool = False) -> background.BackgroundCall:
+                             ensemble: bool = False, precision: str = "auto",
+                             planeKeywords: Optional[Mapping[str, Any]] = None) -> background.BackgroundCall:
         """:meth:`estimateSeconds` off the calling thread: the node is read here (MRML stays on the main thread),
         MedSRLib runs in the thread. ``result()`` of the returned call is the estimate in seconds or re-raises
-        MedSRLib's error (e.g. ``ScaleError``). Raises ``NodeError``/``MissingDependencyError`` at once."""
+        MedSRLib's error (e.g. ``ScaleError``). Raises ``NodeError``/``MissingDependencyError`` at once.
+        ``planeKeywords`` (``plane.superResolveKeywords``) reach ``estimate_seconds`` for those it names (a
+        MedSRLib that estimates through-plane runs); an older one estimates the in-plane run."""
         nodes.checkInputVolume(inputVolume)
         dependencies.checkDependencies()
         shapeKJI = tuple(reversed(inputVolume.GetImageData().GetDimensions()))
@@ -115,13 +138,67 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
             from MedSRLib.pipeline import estimate_seconds
 
             return estimate_seconds(shapeKJI, spacing, model=model, scale=int(scale), axis=_sliceAxisArgument(axis),
-                                    device=device, ensemble=ensemble)
+                                    device=device, ensemble=ensemble, precision=precision,
+                                    **planes.keywordsTakenBy(estimate_seconds, planeKeywords or {}, exclude=("model",)))
 
         return background.BackgroundCall(estimate, name="MedSR estimate")
 
     @staticmethod
-    def problemWith(inputVolume, outputVolume, model: str, scale: int) -> Optional[str]:
-        """Why ``process`` would refuse these choices (one line), or None. Never installs, computes or imports torch."""
+    def engineSettingsProblem(values: Mapping[str, Any], importTorch: bool = False) -> Optional[str]:
+        """Why the engine settings ``values`` (parameter-node fields named as ``EngineOptions`` fields) would
+        be refused (one line), or None: ``engine_settings.problem``. ``importTorch=False`` (the panel) checks
+        the device only once torch is loaded; ``process`` always validates everything before running."""
+        return engine_settings.problem(values, importTorch=importTorch)
+
+    @staticmethod
+    def planFor(inputVolume, plane: str = "auto", targetSpacingMM: float = 0.0, axis="auto") -> planes.PlanePlan:
+        """What a run on ``inputVolume`` would do in the slice direction (``plane.PlanePlan``: slice axis, the
+        spacings, the auto rule's verdict, the through-plane factor). Reads geometry only, no voxels, no torch.
+
+        Raises:
+            NodeError: not a usable scalar volume. GeometryError, ScaleError: from MedSRLib.
+        """
+        nodes.checkInputVolume(inputVolume)
+        return planes.planFor(nodes.gridFromNode(inputVolume), plane, targetSpacingMM, _sliceAxisArgument(axis))
+
+    @staticmethod
+    def libraryRunsThroughPlane() -> bool:
+        """True when the installed MedSRLib's ``super_resolve`` takes ``plane``/``target_spacing``/``adapt_seconds``."""
+        return planes.libraryRunsThroughPlane()
+
+    @staticmethod
+    def libraryEstimatesThroughPlane() -> bool:
+        """True when the installed MedSRLib's ``estimate_seconds`` estimates through-plane runs (takes ``plane``)."""
+        return planes.libraryEstimatesThroughPlane()
+
+    @staticmethod
+    def engineOptions(engine: Union[None, Mapping[str, Any], Any] = None, **overrides: Any):
+        """The validated ``MedSRLib.engine.EngineOptions`` of a run (imports torch).
+
+        ``engine``: an ``EngineOptions``, the panel's stored settings (a mapping of field -> stored value,
+        as ``engine_settings.readValues`` gives), or None (all automatic); ``overrides``: ``EngineOptions``
+        fields replacing those values (None values are ignored).
+
+        Raises:
+            OptionError, DeviceError, InputSizeError: a bad value, in one line.
+        """
+        from MedSRLib.engine import EngineOptions, engine_options
+
+        if engine is None:
+            base = EngineOptions()
+        elif isinstance(engine, EngineOptions):
+            base = engine
+        else:
+            base = engine_settings.engineOptions(engine)
+        return engine_options(base, **{k: v for k, v in overrides.items() if v is not None})
+
+    @staticmethod
+    def problemWith(inputVolume, outputVolume, model: str, scale: int,
+                    engineValues: Optional[Mapping[str, Any]] = None, plane: str = "in",
+                    targetSpacingMM: float = 0.0, axis="auto") -> Optional[str]:
+        """Why ``process`` would refuse these choices (one line), or None. Never installs, computes or imports
+        torch; ``engineValues`` (the panel's engine settings) are checked with :meth:`engineSettingsProblem`;
+        a through-plane choice (with a MedSRLib that runs it) with ``plane.throughPlaneProblem``."""
         try:
             nodes.checkInputVolume(inputVolume)
             nodes.checkOutputVolume(outputVolume, inputVolume)
@@ -137,6 +214,16 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
             return _("No trained weights for '{model}' at x{scale} are shipped: choose another model or scale.").format(
                 model=spec.name, scale=scale
             )
+        if engineValues is not None:
+            problem = engine_settings.problem(engineValues, importTorch=False)
+            if problem:
+                return _("Advanced settings: {problem}").format(problem=problem)
+        if plane != "in" and planes.libraryRunsThroughPlane():
+            try:
+                plan = MedSRLogic.planFor(inputVolume, plane, targetSpacingMM, axis)
+            except MedSRError as error:
+                return str(error)
+            return planes.throughPlaneProblem(plan, model_catalog.throughPlaneModels())
         return None
 
     # -- processing ----------------------------------------------------------------------------------
@@ -147,26 +234,32 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
         model: str = "bicubic",
         scale: int = 2,
         axis="auto",
-        device: str = "auto",
-        ensemble: bool = False,
-        memoryBudgetMB: int = 0,
+        device: Optional[str] = None,
+        ensemble: Optional[bool] = None,
+        memoryBudgetMB: Optional[float] = None,
         progress=None,
         cancel=None,
         showResult: bool = True,
         runner=None,
         onWarning=None,
         check: bool = True,
+        engine=None,
+        plane: str = "in",
+        targetSpacingMM: float = 0.0,
+        adaptSeconds: float = 0.0,
     ):
-        """Super-resolve ``inputVolume`` in-plane by ``scale`` and return the output volume node.
+        """Super-resolve ``inputVolume`` (in-plane by ``scale``, or along its slice axis) and return the output node.
 
         Args:
             inputVolume: ``vtkMRMLScalarVolumeNode`` (never modified).
             outputVolume: node to overwrite, or None to create ``<input>_<model>_x<scale>``.
             model: MedSRLib registry name; scale: integer factor the model supports.
             axis: "auto" (largest spacing), "axial", "coronal", "sagittal" or a numpy axis 0-2 of (k, j, i).
-            device: "auto", "cpu", "cuda", "mps"; ensemble: 8-fold self-ensemble.
-            memoryBudgetMB: memory for one batch, MB (0 = automatic).
-            progress: ``progress(done_slices, total_slices)``; cancel: ``cancel() -> bool`` polled between batches.
+            engine: the engine options: an ``EngineOptions``, the panel's stored settings (field -> value,
+                ``engine_settings.readValues``) or None (automatic); validated before anything runs.
+            device, ensemble, memoryBudgetMB: shortcuts overriding ``engine``'s ``device``, ``ensemble`` and
+                ``memory_budget_mb`` (None or 0 MB = keep ``engine``'s).
+            progress: ``progress(done, total)``; cancel: ``cancel() -> bool`` polled between batches.
             showResult: show the output in the slice views.
             runner: ``runner(function) -> result`` runs the pure MedSRLib step (the panel uses a thread).
             onWarning: receives each warning of the run (e.g. GPU out of memory, finished on the CPU);
@@ -174,14 +267,22 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
             check: degrade the output back and compare it with the input
                 (``MedSRLib.consistency.check_consistency``, bicubic reference, difference volume kept);
                 the report is :attr:`lastConsistency`. A check that fails is reported through ``onWarning``.
+            plane: "in" (default here, as before), "auto" (through-plane when the slice spacing is at least
+                2x the in-plane spacing) or "through"; targetSpacingMM: through-plane output slice spacing
+                (0 = the in-plane spacing); adaptSeconds: through-plane per-volume adaptation (0 = none).
+                Passed to MedSRLib only when its ``super_resolve`` takes them; otherwise a through-plane
+                choice runs in-plane and :attr:`lastNotes` says that it needs a newer MedSRLib.
 
         Raises:
             NodeError, UnsupportedImageError: bad input/output node. MissingDependencyError: torch or a
-            package is missing (never installs here). ScaleError, ModelNotFoundError, WeightsError,
-            GeometryError, ...: from MedSRLib. CancelledError: ``cancel()`` returned True (also polled
-            once after the check). In every case nothing is created or written and the input is unchanged.
+            package is missing (never installs here). OptionError, DeviceError: bad engine settings.
+            ScaleError, ModelNotFoundError, WeightsError, GeometryError, ...: from MedSRLib.
+            CancelledError: ``cancel()`` returned True (also polled once after the check). In every case
+            nothing is created or written and the input is unchanged.
         """
         self.lastConsistency = None
+        self.lastRunInfo = None
+        self.lastNotes = []
         nodes.checkInputVolume(inputVolume)
         nodes.checkOutputVolume(outputVolume, inputVolume)
         dependencies.checkDependencies()
@@ -189,26 +290,33 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
 
         spec = get_model(model)
         scale = spec.check_scale(scale)
+        engineOptions = self.engineOptions(engine, device=device, ensemble=ensemble, memory_budget_mb=memoryBudgetMB or None)
         volume = nodes.volumeFromNode(inputVolume)
         options = dict(
             model=spec,
             scale=scale,
             axis=_sliceAxisArgument(axis),
-            device=device,
-            ensemble=bool(ensemble),
-            memory_budget_mb=memoryBudgetMB or None,
+            options=engineOptions,
             output_dtype=nodes.outputDtypeFor(volume.array),
             progress=progress,
             cancel=cancel,
         )
+        notes = []
+        if planes.libraryRunsThroughPlane():
+            resolved = planes.resolvedPlane(volume, plane, scale=scale, model=spec, axis=_sliceAxisArgument(axis))
+            options.update(planes.superResolveKeywords(resolved, targetSpacingMM, adaptSeconds))
+        elif plane != "in" and self.planFor(inputVolume, plane, targetSpacingMM, axis).resolved == "through":
+            notes.append(planes.NEEDS_NEWER_LIBRARY)
         startTime = time.monotonic()
         logging.info(f"MedSR: super-resolving '{inputVolume.GetName()}' with {spec.name} x{scale}")
         with reporting.capturedWarnings(onWarning or logging.warning):
             result, report = (runner or _runInline)(lambda: _superResolveAndCheck(volume, options, check))
         if cancel is not None and cancel():
             raise CancelledError("Cancelled after super-resolution: nothing was written.")
+        if check and not _isInPlaneResult(result):
+            notes.append(CHECK_IN_PLANE_ONLY)
         nodes.checkStillInScene(inputVolume, outputVolume)  # deleted while the job ran: stop, write nothing
-        outputVolume = nodes.prepareOutputNode(outputVolume, inputVolume, spec.name, scale)
+        outputVolume = nodes.prepareOutputNode(outputVolume, inputVolume, *_nameParts(result, spec.name, scale))
         nodes.writeVolumeToNode(result, outputVolume)
         nodes.placeBesideInput(outputVolume, inputVolume)
         if showResult:
@@ -216,7 +324,11 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
         logging.info(f"MedSR: '{outputVolume.GetName()}' done in {time.monotonic() - startTime:.1f} s")
         if report is not None:
             logging.info("MedSR: " + report.summary())
+        for note in notes:
+            logging.info("MedSR: " + note)
         self.lastConsistency = report
+        self.lastRunInfo = dict(result.metadata.get("medsr") or {})
+        self.lastNotes = notes
         return outputVolume
 
     def processWithReport(self, inputVolume, outputVolume=None, **options):
@@ -252,6 +364,32 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
         return consistency_view.jumpToSlice(inputVolume, sliceIndex, axis)
 
 
+@functools.lru_cache(maxsize=64)
+def _cardText(modelName: str, scale: int) -> str:
+    from MedSRLib.errors import MedSRError as LibraryError
+    from MedSRLib.models.cards import card_text  # torch-free: cards and the cached registry table
+
+    try:
+        return card_text(modelName, scale).rstrip("\n")
+    except LibraryError as error:
+        return str(error)
+
+
+def _isInPlaneResult(result) -> bool:
+    """True when MedSRLib's grid plan of ``result`` upsampled exactly two axes (in-plane SR)."""
+    factors = ((result.metadata.get("medsr") or {}).get("grid") or {}).get("factors_zyx")
+    return factors is None or sum(1 for f in factors if f > 1.0) == 2
+
+
+def _nameParts(result, modelName: str, scale: int) -> tuple:
+    """``(model, factor)`` for the output's name: the in-plane model and scale, or for a through-plane result
+    the model and the slice-axis factor MedSRLib recorded (``metadata["medsr"]``)."""
+    if _isInPlaneResult(result):
+        return modelName, scale
+    runInfo = result.metadata.get("medsr") or {}
+    return runInfo.get("model", modelName), max(runInfo["grid"]["factors_zyx"])
+
+
 def _superResolveAndCheck(volume, options, check: bool):
     """``(super-resolved Volume, ConsistencyReport or None)``: pure MedSRLib work (runs in the worker thread)."""
     from MedSRLib.consistency import check_consistency
@@ -259,6 +397,8 @@ def _superResolveAndCheck(volume, options, check: bool):
 
     result = super_resolve(volume, **options)
     if not check:
+        return result, None
+    if not _isInPlaneResult(result):  # through-plane: the check's slice-profile form comes with the library API
         return result, None
     try:
         return result, check_consistency(volume, result, scale=options["scale"], axis=options["axis"])

@@ -11,10 +11,13 @@ MedSRLib's registry by::
 weights file or card changed), so the cache cannot go stale unnoticed. Running a model still goes
 through MedSRLib (the cache is never used to compute anything).
 
-Catalog format (JSON object): ``{"format": 1, "models": [model, ...]}`` in registry order, each model
+Catalog format (JSON object): ``{"format": 2, "models": [model, ...], "throughPlane": [model, ...]}``,
+each list in registry order (``list_models()`` and ``list_models(through_plane=True)``), each model
 ``{"name", "network", "config", "paper", "modality", "scales": [int], "learned": bool, "description",
 "weights": {"<scale>": bool}, "cards": {"<scale>": card or null}}`` where a card holds what the panel
-shows: ``{"scale", "trainingData", "metrics": {name: value}, "intendedUse"}``.
+shows: ``{"scale", "trainingData", "metrics": {name: value}, "intendedUse"}`` (a through-plane network
+serves every factor in ``scales`` from one weights file, so its entries are the same for each factor).
+The full card text is not cached: the panel reads it from MedSRLib (``cards.card_text``, torch-free).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any, Optional
 
 #: The cached catalog (a module resource, packaged by MedSR/CMakeLists.txt).
 CATALOG_FILE = Path(__file__).resolve().parent.parent / "Resources" / "models.json"
-FORMAT = 1
+FORMAT = 2
 
 
 class CatalogModel:
@@ -65,25 +68,30 @@ def _cardSummary(card: Optional[dict[str, Any]], scale: int) -> Optional[dict[st
     }
 
 
+def _entry(spec: Any) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "network": spec.network,
+        "config": spec.config,
+        "paper": spec.paper,
+        "modality": spec.modality,
+        "scales": [int(s) for s in spec.scales],
+        "learned": bool(spec.learned),
+        "description": spec.description,
+        "weights": {str(s): bool(spec.learned and spec.has_weights(s)) for s in spec.scales},
+        "cards": {str(s): _cardSummary(spec.card(s) if spec.learned else None, s) for s in spec.scales},
+    }
+
+
 def build() -> dict[str, Any]:
     """The catalog from MedSRLib's registry (imports torch and every network; run offline, not in the GUI)."""
     from MedSRLib.models import list_models
 
-    models = []
-    for spec in list_models():
-        models.append({
-            "name": spec.name,
-            "network": spec.network,
-            "config": spec.config,
-            "paper": spec.paper,
-            "modality": spec.modality,
-            "scales": [int(s) for s in spec.scales],
-            "learned": bool(spec.learned),
-            "description": spec.description,
-            "weights": {str(s): bool(spec.learned and spec.has_weights(s)) for s in spec.scales},
-            "cards": {str(s): _cardSummary(spec.card(s) if spec.learned else None, s) for s in spec.scales},
-        })
-    return {"format": FORMAT, "models": models}
+    return {
+        "format": FORMAT,
+        "models": [_entry(spec) for spec in list_models()],
+        "throughPlane": [_entry(spec) for spec in list_models(through_plane=True)],
+    }
 
 
 def dumps(catalog: dict[str, Any]) -> str:
@@ -92,16 +100,21 @@ def dumps(catalog: dict[str, Any]) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _load(path: str) -> tuple[CatalogModel, ...]:
+def _load(path: str, key: str) -> tuple[CatalogModel, ...]:
     catalog = json.loads(Path(path).read_text(encoding="utf-8"))
     if catalog.get("format") != FORMAT:
         raise ValueError(f"{path}: catalog format {catalog.get('format')!r}, expected {FORMAT}")
-    return tuple(CatalogModel(entry) for entry in catalog["models"])
+    return tuple(CatalogModel(entry) for entry in catalog[key])
 
 
 def models(path: Path = CATALOG_FILE) -> tuple[CatalogModel, ...]:
-    """Every catalogued model, in registry order (read once per process)."""
-    return _load(str(path))
+    """Every catalogued in-plane model, in registry order (read once per process)."""
+    return _load(str(path), "models")
+
+
+def throughPlaneModels(path: Path = CATALOG_FILE) -> tuple[CatalogModel, ...]:
+    """Every catalogued through-plane network (``tp-*``; one weights file serves every factor)."""
+    return _load(str(path), "throughPlane")
 
 
 def find(name: str, path: Path = CATALOG_FILE) -> Optional[CatalogModel]:

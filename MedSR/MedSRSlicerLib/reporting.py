@@ -113,3 +113,14 @@ def capturedWarnings(report: Callable[[str], None], loggerName: str = "MedSRLib"
         collected[:] = list(dict.fromkeys(collected))  # the same message warned and logged counts once
         for message in collected:
             report(message)
+
+
+def describeRun(runInfo: Optional[dict]) -> str:
+    """What ran, from the output's ``metadata["medsr"]``: model, the precision that ran and the device,
+    e.g. "mdrn x2 ran in bf16 on cpu." ("" when nothing is recorded)."""
+    if not runInfo:
+        return ""
+    what = f"{runInfo.get('model', '?')} x{runInfo['scale']}" if runInfo.get("scale") else str(runInfo.get("model", "?"))
+    precision = runInfo.get("precision") or "unrecorded precision"
+    device = f" on {runInfo['device']}" if runInfo.get("device") else ""
+    return f"{what} ran in {precision}{device}."

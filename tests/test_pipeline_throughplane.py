@@ -278,3 +278,18 @@ def test_cli_uneven_dicom_slices_are_refused(tmp_path, capsys) -> None:
     assert main(["run", str(copy), str(out), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert "not evenly spaced" in err and "\n" not in err and not out.exists()
+
+
+def test_cli_evaluate_through_plane_scores_network_and_interpolations(tiny_weights, capsys) -> None:
+    from MedSRLib.cli import main
+
+    volume = shared_path("isotropic-mr", "sct-spine", "t2.nii.gz")
+    assert main(["evaluate", str(volume), "--through-plane", "--mm", "4", "--weights", str(tiny_weights), "--json",
+                 "--precision", "fp32"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["mm"] == 4 and row["factor"] == pytest.approx(4.0) and row["model"] == "tp-dridsr"
+    assert set(row["scores"]) == {"bspline3", "linear", "network"} and 0 < row["mask_fraction"] < 1
+    assert row["scores"]["bspline3"]["psnr"] > row["scores"]["linear"]["psnr"]
+    assert row["gain_db"]["network"] == pytest.approx(row["scores"]["network"]["psnr"] - row["scores"]["bspline3"]["psnr"])
+    assert main(["evaluate", str(volume), "--through-plane", "--mm", "0.5", "--weights", str(tiny_weights)]) == 2
+    assert "--mm must give" in capsys.readouterr().err

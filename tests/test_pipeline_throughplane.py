@@ -230,6 +230,8 @@ def test_cli_run_json_and_text_say_plane_axis_factor_model_thickness(tiny_weight
     assert tp["network_factor"] == 5 and tp["thickness_assumed"] and tp["thickness_mm"] == pytest.approx(4.8)
     assert summary["consistency"]["plane"] == "through" and "slice profile" in summary["consistency"]["degradation"]
     assert read_volume(out).shape == tuple(summary["output_shape_zyx"])
+    record = json.loads((tmp_path / "sr.medsr.json").read_text())  # the provenance sidecar
+    assert record["output_grid"]["plane"] == "through" and record["through_plane"]["network_factor"] == 5
     out2 = tmp_path / "sr2.nii.gz"
     assert main(["run", str(small_thick_mr), str(out2), "--weights", str(tiny_weights), "--target-spacing", "1.6",
                  "--quiet", "--precision", "fp32"]) == 0

@@ -295,3 +295,17 @@ def test_cli_evaluate_through_plane_scores_network_and_interpolations(tiny_weigh
     assert row["gain_db"]["network"] == pytest.approx(row["scores"]["network"]["psnr"] - row["scores"]["bspline3"]["psnr"])
     assert main(["evaluate", str(volume), "--through-plane", "--mm", "0.5", "--weights", str(tiny_weights)]) == 2
     assert "--mm must give" in capsys.readouterr().err
+
+
+def test_a_through_plane_predictor_is_reused_across_volumes_and_factors(tiny_weights) -> None:
+    from MedSRLib.engine import EngineOptions, Predictor
+
+    predictor = Predictor("tp-dridsr", 8, weights=tiny_weights, options=EngineOptions(precision="fp32"))
+    volume = _real("mr-volumes", "t1_fl2d_sag_RAS.nii.gz", size=16)
+    a = super_resolve(volume, predictor=predictor, target_spacing=2.4)  # plane from the predictor: through
+    b = super_resolve(volume, predictor=predictor, target_spacing=1.6)
+    assert a.shape[2] == 70 and b.shape[2] == 105 and a.metadata["medsr"]["scale"] == 2 and predictor.scale == 3
+    same = super_resolve(volume, weights=tiny_weights, precision="fp32", target_spacing=2.4)
+    assert np.array_equal(a.array, same.array)
+    with pytest.raises(OptionError, match="through-plane network"):
+        super_resolve(volume, predictor=predictor, plane="in")

@@ -48,7 +48,8 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
         else:
             p.add_argument(meta["flag"], dest=name, type=meta["type"], default=None, metavar=meta["metavar"],
                            choices=meta["choices"], help=meta["help"])
-    p.add_argument("--weights", default=None, help="a weights file (.safetensors with its .json card) instead of the shipped one")
+    p.add_argument("--weights", default=None, help="a weights file (.safetensors with its .json card) instead of the shipped one (--plane both: the "
+                        "through-plane weights)")
 
 
 def _engine_options(args: argparse.Namespace) -> Any:

@@ -341,6 +341,8 @@ def _super_resolve_through_plane(
             raise OptionError("a through-plane run needs a Predictor of a through-plane network (tp-*)")
         if options is not None or engine_keywords or weights is not None or allow_untrained:
             raise OptionError("give either a predictor or options/engine keywords/weights, not both")
+        if adapt_seconds or adapt_iterations:
+            raise OptionError("adaptation trains its own copy of the network; do not pass a predictor with adapt_*")
         spec = predictor.spec
     else:
         spec = default_model(modality, plane="through") if model is None else _resolve_spec(model)

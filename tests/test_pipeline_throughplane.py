@@ -309,3 +309,15 @@ def test_a_through_plane_predictor_is_reused_across_volumes_and_factors(tiny_wei
     assert np.array_equal(a.array, same.array)
     with pytest.raises(OptionError, match="through-plane network"):
         super_resolve(volume, predictor=predictor, plane="in")
+
+
+def test_ct_padding_is_restored_on_the_through_plane_grid() -> None:
+    """NetworkIntensity's padding rule on a non-integer through-plane grid: each output voxel whose
+    nearest input voxel is CT padding keeps the padding value (real CT, a padded corner added)."""
+    ct = _crop(read_volume(shared_path("totalseg-ct", "example_ct_dicom")), 32)
+    array = ct.array.copy()
+    array[:, :8, :8] = -3024
+    volume = ct.with_array(array)
+    result = super_resolve(volume, allow_untrained=True, precision="fp32")  # 20 x 2 mm -> 41 x 0.976 mm
+    assert result.shape[0] == 41
+    assert np.all(result.array[:, :8, :8] == -3024) and result.array[:, 8:, 8:].min() >= -1024

@@ -249,6 +249,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
                                      defaulted=args.model is None)
         if plane == "both":
             through_spec = default_model(modality, plane="through")
+    if plane == "in" and args.plane is None and resolve_plane(volume, axis=args.axis) == "through":
+        notes.append("the slice spacing is >= 2x the in-plane spacing: --plane through super-resolves the slice axis "
+                     "(--scale without --plane stays in-plane)")
     for note in notes:
         warnings.warn(note, UserWarning, stacklevel=1)  # issue 15 (13): which model runs and why
     label = f"{spec.name} through-plane" if plane == "through" else f"{spec.name} x{scale}"

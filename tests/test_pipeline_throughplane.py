@@ -348,3 +348,14 @@ def test_dicom_output_of_a_through_plane_run(tiny_weights, tmp_path, capsys) -> 
     back = read_volume(out)
     assert back.shape[2] == 70 or back.shape[0] == 70
     np.testing.assert_allclose(sorted(back.spacing), sorted((1.015625, 1.015625, 2.4)), rtol=1e-4)
+
+
+def test_cli_scale_on_a_thick_volume_stays_in_plane_and_says_so(small_thick_mr, tmp_path, capsys) -> None:
+    from MedSRLib.cli import main
+
+    out = tmp_path / "x2.nii.gz"
+    assert main(["run", str(small_thick_mr), str(out), "--scale", "2", "--model", "bicubic", "--json"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["plane"] == "in" and summary["factor"] == 2 and summary["output_shape_zyx"] == [64, 64, 35]
+    assert "--plane through super-resolves the slice axis" in captured.err

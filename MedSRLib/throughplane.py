@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import CancelledError, GeometryError, InputSizeError, ScaleError, UnsupportedImageError
+from .errors import GeometryError, InputSizeError, ScaleError, UnsupportedImageError
 from .resize import interpolate_axis, interpolation_matrix, lr_length, slice_profile_degrade
 
 #: Below this factor there is nothing to do (issue 20: "factor below about 1.2").

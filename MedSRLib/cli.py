@@ -1,10 +1,12 @@
 """The ``medsr`` command line.
 
-    medsr run IN OUT [--model M] --scale S [--axis A] [--device D] [--batch-size B] [--tile T] [--ensemble]
-    medsr run -i FOLDER|LIST.txt -o OUT_FOLDER --scale S [--continue] [--num-parts N --part-id I]   (a cohort)
+    medsr run IN OUT [--model M] [--scale S] [--plane auto|in|through|both] [--target-spacing MM]
+                     [--thickness MM] [--adapt SECONDS] [--axis A] [--device D] [--batch-size B] [--tile T] [--ensemble]
+    medsr run -i FOLDER|LIST.txt -o OUT_FOLDER [--scale S] [--continue] [--num-parts N --part-id I]   (a cohort)
     medsr models [--json] [--card NAME[:SCALE]]
     medsr evaluate HR [--model M] --scale S [--convention C] [--json]
-    medsr check IN SR --scale S [--axis A] [--diff OUT] [--json]
+    medsr evaluate VOLUME --through-plane --mm 3 5 7 [--model M] [--adapt SECONDS] [--json]
+    medsr check IN SR [--scale S] [--plane in|through] [--axis A] [--diff OUT] [--json]
     medsr precision [--measure] [--json]
     medsr example [NAME] [--list]
 
@@ -53,7 +55,8 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
         else:
             p.add_argument(meta["flag"], dest=name, type=meta["type"], default=None, metavar=meta["metavar"],
                            choices=meta["choices"], help=meta["help"])
-    p.add_argument("--weights", default=None, help="a weights file (.safetensors with its .json card) instead of the shipped one")
+    p.add_argument("--weights", default=None, help="a weights file (.safetensors with its .json card) instead of the shipped one (--plane both: the "
+                        "through-plane weights)")
 
 
 def _add_cohort_options(p: argparse.ArgumentParser) -> None:
@@ -107,8 +110,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output-format", choices=["auto", "dicom"], default="auto",
                      help="auto (default): from the output's file ending; dicom: write a derived DICOM series into "
                           "the folder OUTPUT (new or empty)")
-    run.add_argument("--model", default=None, help="registered model (see `medsr models`); default: per modality and scale")
-    run.add_argument("--scale", type=int, required=True, help="integer in-plane scale factor")
+    run.add_argument("--model", default=None,
+                     help="registered model (see `medsr models`); default: per modality and scale (in-plane) or "
+                          "tp-dridsr (MR) / tp-dridsr-ct (CT) through-plane; with --plane both: the in-plane model")
+    run.add_argument("--scale", type=int, default=None,
+                     help="integer in-plane scale factor (given without --plane: an in-plane run, as before)")
+    run.add_argument("--plane", choices=["auto", "in", "through", "both"], default=None,
+                     help="auto (default; in-plane when --scale is given): through-plane when the slice spacing is "
+                          ">= 2x the in-plane spacing, else in-plane x2; in: in-plane x --scale; through: the slice "
+                          "axis to --target-spacing; both: in-plane x --scale (default 2), then through-plane")
+    run.add_argument("--target-spacing", type=float, default=None, metavar="MM",
+                     help="through-plane: output slice spacing in mm (default: the in-plane spacing, near-isotropic); "
+                          "any factor up to x8, integer or not")
+    run.add_argument("--thickness", type=float, default=None, metavar="MM",
+                     help="through-plane: slice thickness in mm (default: DICOM SliceThickness, else the slice spacing, "
+                          "said in the summary)")
+    run.add_argument("--adapt", type=float, default=None, metavar="SECONDS",
+                     help="through-plane: fine-tune the network on this volume's own in-plane slices for SECONDS first "
+                          "(seeded; the summary gives the steps to repeat it exactly with --adapt-iterations)")
+    run.add_argument("--adapt-iterations", type=int, default=None, metavar="N",
+                     help="through-plane: adapt for exactly N steps (reproducible to the bit) instead of a time bound")
     run.add_argument("--series-uid", default=None, help="DICOM SeriesInstanceUID when the folder holds several series")
     run.add_argument("--modality", choices=["CT", "MR"], type=str.upper, default=None, help="override the detected modality")
     run.add_argument("--float32", action="store_true", help="write float32 instead of the input's dtype")
@@ -136,7 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="degrade HR images with the project's bicubic, super-resolve, score vs bicubic")
     ev.add_argument("hr", help="a folder of 2D images (PNG/JPEG/DICOM/NIfTI slices) or a volume file/DICOM folder")
     ev.add_argument("--model", default=None, help="registered model; default: per modality and scale")
-    ev.add_argument("--scale", type=int, required=True)
+    ev.add_argument("--scale", type=int, default=None, help="integer in-plane scale (required unless --through-plane)")
+    ev.add_argument("--through-plane", action="store_true",
+                    help="through-plane mode for a near-isotropic volume: simulate thick slices (Gaussian profile, "
+                         "FWHM = --mm, sampled every --mm) along --axis, super-resolve back, score inside a foreground "
+                         "mask beside cubic B-spline and linear interpolation")
+    ev.add_argument("--mm", type=float, nargs="+", default=None, metavar="MM",
+                    help="--through-plane: simulated slice thickness = spacing in mm (default 5)")
+    ev.add_argument("--adapt", type=float, default=None, metavar="SECONDS",
+                    help="--through-plane: also score the network adapted for SECONDS to each simulated volume")
     ev.add_argument("--convention", default="basicsr", help="metric convention: basicsr (default), srda, dridsr_y")
     ev.add_argument("--limit", type=int, default=None, help="evaluate at most this many images")
     ev.add_argument("--series-uid", default=None)
@@ -149,7 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="data-consistency check of any super-resolved volume against its input")
     check.add_argument("input", help="the low-resolution input volume (file or DICOM folder)")
     check.add_argument("sr", help="the super-resolved volume (from MedSR or another tool)")
-    check.add_argument("--scale", type=int, required=True)
+    check.add_argument("--scale", type=int, default=None, help="in-plane scale (in-plane checks)")
+    check.add_argument("--plane", choices=["in", "through"], default=None,
+                       help="in: degrade in-plane with bicubic (needs --scale); through: re-degrade along the slice axis "
+                            "with the slice profile; default: through when only one axis changed size")
+    check.add_argument("--thickness", type=float, default=None, metavar="MM",
+                       help="through: slice thickness in mm (default: DICOM SliceThickness, else the slice spacing)")
     check.add_argument("--axis", type=_axis, default=None, help="slice axis; default: inferred from the shapes")
     check.add_argument("--diff", default=None, metavar="OUT", help="write the difference volume (input grid, input units)")
     check.add_argument("--overwrite", action="store_true", help="replace an existing --diff file (default: refuse)")
@@ -192,9 +226,12 @@ class _Progress:
 def _cmd_run(args: argparse.Namespace) -> int:
     if _run_paths(args):
         return _cmd_run_cohort(args)
+    from .errors import OptionError
+    from .intensity import guess_modality
     from .io import check_output_path, read_volume, write_volume
     from .models import default_model, get_model
-    from .pipeline import super_resolve
+    from .pipeline import resolve_plane, super_resolve
+    from .safety import explain_model_choice
 
     options = _engine_options(args)  # invalid engine flags fail before anything is read
     if args.output_format == "dicom":
@@ -211,26 +248,52 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         check_panel_path(args.panel, [args.input, args.output], window=args.window)
     volume = read_volume(args.input, series_uid=args.series_uid, modality=args.modality)
-    if args.model is None:
-        from .intensity import guess_modality
-
-        spec = default_model(args.modality or volume.modality or guess_modality(volume), args.scale)
+    modality = (args.modality or volume.modality or guess_modality(volume)).upper()
+    plane = resolve_plane(volume, plane=args.plane, scale=args.scale, model=args.model, axis=args.axis)
+    through_flags = [f for f, v in (("--target-spacing", args.target_spacing), ("--thickness", args.thickness),
+                                    ("--adapt", args.adapt), ("--adapt-iterations", args.adapt_iterations)) if v is not None]
+    if plane == "in" and through_flags:
+        raise OptionError(f"{', '.join(through_flags)} apply to through-plane runs; this run is in-plane "
+                          "(add --plane through or --plane both)")
+    if plane == "through" and args.scale is not None:
+        raise OptionError("--scale is the in-plane factor; a through-plane run takes --target-spacing "
+                          "(or use --plane both)")
+    if plane != "in" and args.panel is not None:
+        raise OptionError("--panel pictures in-plane runs only for now; drop --panel or add --plane in")
+    if plane == "both" and (args.check or diff_target is not None):
+        raise OptionError("--check/--diff compare one step with its input; run --plane in and --plane through "
+                          "separately to check each")
+    scale = None if plane == "through" else (2 if args.scale is None else args.scale)
+    through_spec = None
+    if plane == "through":
+        spec = get_model(args.model) if args.model is not None else default_model(modality, plane="through")
+        notes = explain_model_choice(spec, modality=modality, scale=0, weights=args.weights, defaulted=False)
     else:
-        spec = get_model(args.model)
-    spec.check_scale(args.scale)
-    from .intensity import guess_modality as _guess
-    from .safety import explain_model_choice
-
-    for note in explain_model_choice(spec, modality=(args.modality or volume.modality or _guess(volume)).upper(),
-                                     scale=args.scale, weights=args.weights, defaulted=args.model is None):
+        spec = get_model(args.model) if args.model is not None else default_model(modality, scale)
+        spec.check_scale(scale)
+        notes = explain_model_choice(spec, modality=modality, scale=scale, weights=args.weights,
+                                     defaulted=args.model is None)
+        if plane == "both":
+            through_spec = default_model(modality, plane="through")
+    if plane == "in" and args.plane is None and resolve_plane(volume, axis=args.axis) == "through":
+        notes.append("the slice spacing is >= 2x the in-plane spacing: --plane through super-resolves the slice axis "
+                     "(--scale without --plane stays in-plane)")
+    for note in notes:
         warnings.warn(note, UserWarning, stacklevel=1)  # issue 15 (13): which model runs and why
-    bar = _Progress(f"{spec.name} x{args.scale}", quiet=args.quiet or args.json)
+    label = f"{spec.name} through-plane" if plane == "through" else f"{spec.name} x{scale}"
+    bar = _Progress(label, quiet=args.quiet or args.json)
     try:
         result = super_resolve(
             volume,
             model=spec,
-            scale=args.scale,
+            scale=scale,
             axis=args.axis,
+            plane=plane,
+            target_spacing=args.target_spacing,
+            thickness=args.thickness,
+            adapt_seconds=args.adapt,
+            adapt_iterations=args.adapt_iterations,
+            through_model=through_spec,
             options=options,
             output_dtype="float32" if args.float32 else "input",
             modality=args.modality,
@@ -240,20 +303,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
     finally:
         bar.close()
+    run_info = result.metadata["medsr"]
     report = None
     if args.check or diff_target is not None:
         from .consistency import check_consistency
 
         report = check_consistency(
-            volume, result, scale=args.scale, axis=result.metadata["medsr"]["slice_axis"],
-            keep_difference=diff_target is not None,
+            volume, result, scale=scale, axis=run_info["slice_axis"], plane="through" if plane == "through" else "in",
+            thickness=args.thickness, keep_difference=diff_target is not None,
         )
     panel_path = None
     if args.panel is not None:
         from .panel import save_volume_panel
 
         columns = {} if spec.name == "bicubic" else {"bicubic": super_resolve(
-            volume, model="bicubic", scale=args.scale, axis=result.metadata["medsr"]["slice_axis"], modality=args.modality)}
+            volume, model="bicubic", scale=scale, axis=run_info["slice_axis"], modality=args.modality)}
         panel_path = save_volume_panel(volume, {**columns, spec.name: result}, args.panel, window=args.window,
                                        inputs=[args.input])
     from .provenance import build_provenance
@@ -270,12 +334,45 @@ def _cmd_run(args: argparse.Namespace) -> int:
         written = write_volume(result, target, inputs=[args.input], overwrite=args.overwrite, provenance=record)
     if diff_target is not None and report is not None and report.difference is not None:
         write_volume(report.difference, diff_target, inputs=[args.input], overwrite=args.overwrite)
+    summary = run_summary(volume, result, input_path=args.input, output_path=written)
+    if panel_path is not None:
+        summary["panel"] = str(panel_path)
+    if report is not None:
+        summary["consistency"] = report.to_json()
+        if diff_target is not None:
+            summary["difference"] = str(diff_target)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(summary_text(summary))
+        if report is not None:
+            print(report.summary())
+        if diff_target is not None:
+            print(f"wrote difference volume {diff_target}")
+        if panel_path is not None:
+            print(f"wrote panel {panel_path}")
+    return 0
+
+
+def run_summary(volume: Any, result: Any, *, input_path: Any, output_path: Any) -> dict[str, Any]:
+    """The ``medsr run --json`` object of a run (from the result's ``metadata["medsr"]``): input/output,
+    ``plane``, ``model``, ``axis`` (the numpy slice axis, also as ``slice_axis``), ``factor`` (the
+    slice-axis factor through-plane, the in-plane scale otherwise), grids, precision, device; a
+    through-plane run adds ``through_plane`` (network factor, finishing step, thickness used and
+    whether it was assumed, target spacing, adaptation report)."""
     run_info = result.metadata["medsr"]
-    summary = {
-        "input": str(args.input),
-        "output": str(written),
-        "model": spec.name,
-        "scale": args.scale,
+    plane = run_info.get("plane", "in")
+    steps = run_info.get("steps") or [run_info]
+    through = next((s["through_plane"] for s in steps if s.get("plane") == "through"), None)
+    in_step = next((s for s in steps if s.get("plane") == "in"), None)
+    summary: dict[str, Any] = {
+        "input": str(input_path),
+        "output": str(output_path),
+        "plane": plane,
+        "model": run_info["model"],
+        "axis": run_info["slice_axis"],
+        "factor": through["factor"] if through is not None else run_info["scale"],
+        "scale": in_step["scale"] if in_step is not None else None,
         "slice_axis": run_info["slice_axis"],
         "precision": run_info["precision"],
         "device": run_info["device"],
@@ -287,27 +384,35 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "output_origin_lps": list(result.origin),
         "dtype": str(result.array.dtype),
     }
-    if panel_path is not None:
-        summary["panel"] = str(panel_path)
-    if report is not None:
-        summary["consistency"] = report.to_json()
-        if diff_target is not None:
-            summary["difference"] = str(diff_target)
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(
-            f"wrote {written}: {spec.name} x{args.scale} ({run_info['precision']} on {run_info['device']}); "
-            f"array axes (z,y,x): shape {tuple(volume.shape)} -> {tuple(result.shape)}, "
-            f"spacing {tuple(round(s, 4) for s in reversed(result.spacing))} mm"
-        )
-        if report is not None:
-            print(report.summary())
-        if diff_target is not None:
-            print(f"wrote difference volume {diff_target}")
-        if panel_path is not None:
-            print(f"wrote panel {panel_path}")
-    return 0
+    if through is not None:
+        summary["through_plane"] = through
+    return summary
+
+
+def summary_text(summary: dict[str, Any]) -> str:
+    """The human-readable lines of :func:`run_summary` (``medsr run`` without ``--json``)."""
+    shape = f"array axes (z,y,x): shape {tuple(summary['input_shape_zyx'])} -> {tuple(summary['output_shape_zyx'])}"
+    spacing = f"spacing {tuple(round(s, 4) for s in summary['output_spacing_zyx'])} mm"
+    ran = f"({summary['precision']} on {summary['device']})"
+    through = summary.get("through_plane")
+    if through is None:
+        return f"wrote {summary['output']}: {summary['model']} x{summary['factor']} {ran}; {shape}, {spacing}"
+    how = f"network x{through['network_factor']}" + (" + cubic B-spline finish" if through["finish"] else "")
+    prefix = f"in-plane x{summary['scale']}, then " if summary["plane"] == "both" else ""
+    lines = [
+        f"wrote {summary['output']}: {prefix}through-plane {summary['model']} along array axis {summary['axis']}, "
+        f"factor {through['factor']:.3g} ({how}) {ran}; slice spacing {through['spacing_mm']:.4g} -> "
+        f"{through['output_spacing_mm']:.4g} mm; {shape}, {spacing}",
+        f"slice thickness {through['thickness_mm']:.4g} mm ({through['thickness_source']})"
+        + (f", gap {through['gap_mm']:.3g} mm" if through["gap_mm"] > 0 else ""),
+    ]
+    adapt = through.get("adaptation")
+    if adapt:
+        lines.append(f"adapted {adapt['seconds']:.1f} s ({adapt['iterations']} steps, seed {adapt['seed']}; repeat exactly "
+                     f"with --adapt-iterations {adapt['iterations']}): held-back patches {adapt['heldout_psnr_before']:.2f}"
+                     f" -> {adapt['heldout_psnr_after']:.2f} dB ({adapt['heldout_gain_db']:+.2f} dB; cubic B-spline "
+                     f"{adapt['heldout_bspline_psnr']:.2f} dB)")
+    return "\n".join(lines)
 
 
 def _run_paths(args: argparse.Namespace) -> bool:
@@ -405,8 +510,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     volume = read_volume(args.input, series_uid=args.series_uid)
     sr = read_volume(args.sr)
     report = check_consistency(
-        volume, sr, scale=args.scale, axis=args.axis, reference=not args.no_reference,
-        keep_difference=diff_target is not None,
+        volume, sr, scale=args.scale, axis=args.axis, plane=args.plane, thickness=args.thickness,
+        reference=not args.no_reference, keep_difference=diff_target is not None,
     )
     if diff_target is not None and report.difference is not None:
         write_volume(report.difference, diff_target, inputs=[args.input, args.sr], overwrite=args.overwrite)
@@ -488,10 +593,46 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate_through_plane(args: argparse.Namespace, options: Any) -> int:
+    """``medsr evaluate VOLUME --through-plane --mm ...`` (:func:`MedSRLib.evaluate.evaluate_thick_slices`)."""
+    from .errors import OptionError
+    from .evaluate import evaluate_thick_slices
+
+    if args.scale is not None or args.panel is not None or args.limit is not None:
+        raise OptionError("--scale, --panel and --limit are for in-plane evaluation; --through-plane takes --mm")
+    rows = evaluate_thick_slices(args.hr, mm=args.mm or [5.0], model=args.model, weights=args.weights, axis=args.axis,
+                                 series_uid=args.series_uid, adapt_seconds=args.adapt, options=options)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    names = {"bspline3": "cubic B-spline", "linear": "linear", "network": rows[0]["model"], "adapted": "adapted"}
+    print(f"{args.hr}: thick slices simulated along array axis {rows[0]['axis']} (Gaussian profile, FWHM = spacing), "
+          f"{rows[0]['precision']}")
+    print(f"{'mm':>5} {'factor':>7}  {'method':<16}{'PSNR (dB)':>10}{'SSIM':>8}{'vs B-spline':>13}{'s':>7}")
+    for row in rows:
+        for key, score in row["scores"].items():
+            gain = row["gain_db"].get(key)
+            print(f"{row['mm']:5g} {row['factor']:7.2f}  {names.get(key, key):<16}{score['psnr']:10.2f}{score['ssim']:8.4f}"
+                  f"{'' if gain is None else f'{gain:+.2f} dB':>13}{row['seconds'][key]:7.1f}")
+        if row["adaptation"]:
+            ad = row["adaptation"]
+            print(f"{'':14}adapted {ad['seconds']:.1f} s ({ad['iterations']} steps, seed {ad['seed']}): held-back "
+                  f"{ad['heldout_psnr_before']:.2f} -> {ad['heldout_psnr_after']:.2f} dB")
+    print(f"scores: {rows[0]['convention']}; mask: {rows[0]['mask_fraction']:.1%} of the voxels")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .errors import OptionError
     from .evaluate import evaluate
 
     options = _engine_options(args)  # invalid engine flags fail before any work
+    if args.through_plane:
+        return _cmd_evaluate_through_plane(args, options)
+    if args.mm is not None or args.adapt is not None:
+        raise OptionError("--mm and --adapt belong to --through-plane evaluation")
+    if args.scale is None:
+        raise OptionError("--scale is required (or --through-plane for the slice axis)")
     if args.panel is not None:
         from .panel import panel_for_path
 

@@ -28,7 +28,11 @@ CancelCallback = Callable[[], bool]
 
 
 class _Forward:
-    """``N x 1 x h x w`` float32 on the device -> ``N x 1 x (s h) x (s w)`` float32 (autocast, ensemble)."""
+    """``N x 1 x h x w`` float32 on the device -> ``N x 1 x (s h) x (s w)`` float32 (autocast, ensemble).
+
+    One-direction mode (``one_direction=True``, through-plane networks): the module is called as
+    ``module(x, s)`` and returns ``N x 1 x (s h) x w`` (only the rows are upsampled); the self-ensemble
+    then averages the 4 flips (a quarter turn would swap the coarse and the fine direction)."""
 
     def __init__(
         self,
@@ -39,9 +43,13 @@ class _Forward:
         dtype: torch.dtype | None,
         channels_last: bool,
         ensemble: bool,
+        one_direction: bool = False,
     ) -> None:
         self.module, self.scale, self.device, self.dtype = module, scale, device, dtype
         self.channels_last, self.ensemble = channels_last, ensemble
+        self.one_direction = bool(one_direction)
+        #: (row factor, column factor) of the output.
+        self.scale_hw: tuple[int, int] = (scale, 1) if one_direction else (scale, scale)
         self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.compiled_shape: tuple[int, ...] | None = None
 
@@ -51,11 +59,14 @@ class _Forward:
             self.compiled = torch.compile(self.module, dynamic=False)
         self.compiled_shape = tuple(shape)
 
+    def _call(self, fn: Callable[..., torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return fn(x, self.scale) if self.one_direction else fn(x)
+
     def _network(self, x: torch.Tensor) -> torch.Tensor:
         if self.compiled is None or tuple(x.shape) != self.compiled_shape:
-            return self.module(x)
+            return self._call(self.module, x)
         try:
-            return self.compiled(x)
+            return self._call(self.compiled, x)
         except Exception as exc:  # noqa: BLE001 -- compilation problems: continue eagerly
             if _device._is_out_of_memory(exc):
                 raise
@@ -63,12 +74,19 @@ class _Forward:
             warnings.warn(message, RuntimeWarning, stacklevel=2)
             logger.warning(message)
             self.compiled = None
-            return self.module(x)
+            return self._call(self.module, x)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not self.ensemble:
             return self._once(x)
         total: torch.Tensor | None = None
+        if self.one_direction:  # flips only: rows stay the coarse direction
+            for dims in ((), (-1,), (-2,), (-2, -1)):
+                y = self._once(x.flip(dims) if dims else x)
+                y = y.flip(dims) if dims else y
+                total = y.clone() if total is None else total.add_(y)
+            assert total is not None
+            return total.div_(4.0)
         for flip in (False, True):
             for quarter_turns in range(4):
                 xt = torch.rot90(x.flip(-1) if flip else x, quarter_turns, dims=(-2, -1))
@@ -96,13 +114,12 @@ class _Forward:
                 self.dtype = None
                 return self._once(x)
         n, _, h, w = x.shape
-        expected = (n, 1, self.scale * h, self.scale * w)
+        sh, sw = self.scale_hw
+        expected = (n, 1, sh * h, sw * w)
         if not isinstance(y, torch.Tensor) or tuple(y.shape) != expected:
             got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-            raise ModelOutputError(
-                f"the network returned {got} for input {tuple(x.shape)}; expected {expected} "
-                f"(N x 1 x {self.scale}h x {self.scale}w): load the model built for scale x{self.scale}"
-            )
+            what = f"{sh}h x w): a through-plane network" if self.one_direction else f"{sh}h x {sw}w): load the model built for scale x{sh}"
+            raise ModelOutputError(f"the network returned {got} for input {tuple(x.shape)}; expected {expected} (N x 1 x {what}")
         return y.float()
 
 
@@ -120,8 +137,11 @@ class _Runner:
         min_lr_size: int,
         device: torch.device,
         dtype: torch.dtype | None,
+        one_direction: bool = False,
     ) -> None:
         self.module, self.scale, self.options, self.min_lr_size = module, scale, options, min_lr_size
+        self.one_direction = one_direction
+        self.scale_hw = (scale, 1) if one_direction else (scale, scale)
         self.n, self.h, self.w = shape
         self.min_tile = max(2 * options.tile_overlap, min_lr_size, _MIN_AUTO_TILE)
         self._use_device(device, dtype)
@@ -138,6 +158,7 @@ class _Runner:
             dtype=dtype,
             channels_last=channels_last,
             ensemble=self.options.ensemble,
+            one_direction=self.one_direction,
         )
         try:
             per_pixel, constant = _activation_bytes(self.forward, min_lr_size=self.min_lr_size)
@@ -153,7 +174,7 @@ class _Runner:
         self._plan(per_pixel, constant)
 
     def _plan(self, per_pixel: float, constant: float) -> None:
-        opts, s2 = self.options, self.scale * self.scale
+        opts, s2 = self.options, self.scale_hw[0] * self.scale_hw[1]
         if opts.memory_budget_mb is not None:
             budget = opts.memory_budget_mb * _MIB
         else:
@@ -189,8 +210,9 @@ class _Runner:
         overlap = self.options.tile_overlap
         self.starts_y = tile_starts(self.h, self.tile, overlap)
         self.starts_x = tile_starts(self.w, self.tile, overlap)
-        self.weights_y = tile_weights(self.starts_y, tile=self.tile, length=self.h, overlap=overlap, scale=self.scale)
-        self.weights_x = tile_weights(self.starts_x, tile=self.tile, length=self.w, overlap=overlap, scale=self.scale)
+        sh, sw = self.scale_hw
+        self.weights_y = tile_weights(self.starts_y, tile=self.tile, length=self.h, overlap=overlap, scale=sh)
+        self.weights_x = tile_weights(self.starts_x, tile=self.tile, length=self.w, overlap=overlap, scale=sw)
 
     # -- out of memory
     def _can_shrink(self) -> bool:
@@ -229,17 +251,18 @@ class _Runner:
         return _device._move(torch.from_numpy(batch)[:, None], self.device)
 
     def _process(self, x: torch.Tensor) -> np.ndarray:
-        """``(b, s h, s w)`` float32 result of one batch ``x`` (``b x 1 x h x w`` on the device)."""
+        """``(b, s h, s w)`` (one direction: ``(b, s h, w)``) float32 result of one batch ``x``
+        (``b x 1 x h x w`` on the device)."""
         if self.tile is None:
             return self.forward(x)[:, 0].cpu().numpy()
-        s = self.scale
-        result = np.zeros((x.shape[0], s * self.h, s * self.w), dtype=np.float32)
+        sh, sw = self.scale_hw
+        result = np.zeros((x.shape[0], sh * self.h, sw * self.w), dtype=np.float32)
         for y0, wy in zip(self.starts_y, self.weights_y):
             for x0, wx in zip(self.starts_x, self.weights_x):
                 tile = x[:, :, y0 : y0 + self.tile_h, x0 : x0 + self.tile_w]
                 pred = self.forward(tile)[:, 0].cpu().numpy()  # may alias the input: not written
                 weighted = pred * (wy[:, None] * wx[None, :])
-                result[:, s * y0 : s * (y0 + self.tile_h), s * x0 : s * (x0 + self.tile_w)] += weighted
+                result[:, sh * y0 : sh * (y0 + self.tile_h), sw * x0 : sw * (x0 + self.tile_w)] += weighted
         return result
 
     def run(self, slices: Any, out: Any, progress: ProgressCallback | None, cancel: CancelCallback | None) -> None:
@@ -312,9 +335,13 @@ def _run(
     progress: ProgressCallback | None,
     cancel: CancelCallback | None,
     min_lr_size: int,
+    one_direction: bool = False,
 ) -> tuple[Any, str]:
     """:func:`run_slices`, also returning the precision that ran last (``'fp32'``/``'bf16'``/``'fp16'``;
-    fp16 overflow and CPU fallback change it mid-run)."""
+    fp16 overflow and CPU fallback change it mid-run).
+
+    ``one_direction``: a multi-factor one-direction (through-plane) module, called ``module(x, scale)``;
+    the output stack is ``(n, scale h, w)`` (only the rows, the slices' coarse direction, upsampled)."""
     shape = tuple(getattr(slices, "shape", ()))
     if len(shape) != 3 or len(slices) != shape[0]:
         raise UnsupportedImageError(f"slices must be an (n, h, w) stack of 2D slices; got shape {shape}")
@@ -331,9 +358,10 @@ def _run(
         raise InputSizeError(f"tile {options.tile} px is smaller than the model's minimum input of {min_lr_size} px")
     device = _device.resolve_device(options.device)
     dtype = autocast_dtype(options.precision, device)
-    expected = (n, scale * h, scale * w)
+    expected = (n, scale * h, w if one_direction else scale * w)
     if out is not None and tuple(getattr(out, "shape", expected)) != expected:
-        raise OptionError(f"out has shape {tuple(out.shape)}; expected {expected} (n, scale*h, scale*w)")
+        layout = "(n, scale*h, w)" if one_direction else "(n, scale*h, scale*w)"
+        raise OptionError(f"out has shape {tuple(out.shape)}; expected {expected} {layout}")
     if out is None:
         out = np.empty(expected, dtype=np.float32)
     if n == 0:
@@ -349,6 +377,7 @@ def _run(
             min_lr_size=int(min_lr_size),
             device=device,
             dtype=dtype,
+            one_direction=bool(one_direction),
         )
         runner.run(slices, out, progress, cancel)
     return out, precision_name(runner.forward.dtype)

@@ -182,11 +182,14 @@ def test_bad_input_is_refused_with_one_line(volume, kw, error, words) -> None:
     assert words in str(info.value) and "\n" not in str(info.value)
 
 
-def test_missing_weights_are_a_one_line_error_never_a_fallback() -> None:
-    if default_model("MR", plane="through").has_weights(5):
-        pytest.skip("tp-dridsr weights are shipped")
-    with pytest.raises(WeightsError, match="no through-plane weights for MR"):
+def test_missing_weights_are_a_one_line_error_never_a_fallback(tmp_path, monkeypatch) -> None:
+    import MedSRLib.models.base as base
+
+    monkeypatch.setattr(base, "WEIGHTS_DIR", tmp_path)  # an install without through-plane weights
+    assert not default_model("MR", plane="through").has_weights(5)
+    with pytest.raises(WeightsError, match="no through-plane weights for MR") as refused:
         super_resolve(_mr())
+    assert "\n" not in str(refused.value)
 
 
 # -------------------------------------------------------------------------------------------------

@@ -4,8 +4,8 @@ summary as the single-volume command, and cohorts get the through-plane options 
 ``--target-spacing``, ``--thickness``, ``--adapt``) for free. Bad option values are refused by field
 name before any work.
 
-Through-plane networks are untrained here (a tiny tp-dridsr weights file written by the test, as in
-tests/test_pipeline_throughplane.py): these tests check the flow, not learned quality. The thick-slice
+Through-plane networks are untrained here (the tiny tp-dridsr weights file of conftest's
+``tiny_weights``): these tests check the flow, not learned quality. The thick-slice
 MR is ../shared/data/mr-volumes/t1_fl2d_sag_RAS.nii.gz cropped in-plane to keep the runs short."""
 
 from __future__ import annotations
@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from conftest import shared_path
 from MedSRLib.batch import CSV_COLUMNS, plan_cohort, run_cohort
 from MedSRLib.cli import _run_options, build_parser, main
-from MedSRLib.engine import EngineOptions, Predictor
+from MedSRLib.engine import EngineOptions
 from MedSRLib.errors import OptionError
 from MedSRLib.io import read_volume, write_volume
 from MedSRLib.provenance import sidecar_path
@@ -31,21 +30,6 @@ from MedSRLib.run import RunOptions, run_option_fields, run_volume
 #: Summary keys a cohort row shares with ``medsr run --json`` (``plane`` is the row's ``run_plane``).
 SHARED_KEYS = ("model", "scale", "factor", "slice_axis", "factors_zyx", "input_shape_zyx", "output_shape_zyx",
                "precision", "device")
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
-    """A tp-dridsr weights file with small random tails (not a trained network)."""
-    from MedSRLib.models import get_model
-    from MedSRLib.models.weights import save_weights
-
-    torch.manual_seed(0)
-    net = get_model("tp-dridsr").build(8)
-    for p in net.tails.parameters():
-        torch.nn.init.normal_(p, std=0.01)
-    path, _ = save_weights(net, tmp_path_factory.mktemp("w") / "tp-dridsr.safetensors",
-                           card={"name": "tp-dridsr", "scale": 8}, half=False)
-    return path
 
 
 def _thick_mr(folder: Path, name: str = "thick.nii.gz", size: int = 24) -> Path:
@@ -125,27 +109,19 @@ def test_one_volume_cohort_equals_the_single_volume_command_through_plane(tiny_w
     assert row["run_plane"] == "through" and math.isclose(float(row["factor"]), 2.0) and row["scale"] == ""
 
 
-def test_a_cohort_of_thick_slice_mr_runs_through_plane_under_plane_auto(tiny_weights, tmp_path, capsys, monkeypatch) -> None:
+def test_a_cohort_of_thick_slice_mr_runs_through_plane_under_plane_auto(tiny_weights, tmp_path, capsys, builds) -> None:
     """--plane auto sends each thick-slice volume through-plane; one Predictor serves every volume at the
     same network factor; the summary says the run, the factor and the consistency of each volume."""
     folder = tmp_path / "cohort"
     _thick_mr(folder, "a.nii.gz")
     _thick_mr(folder / "sub", "b.nii.gz", size=20)
-    made: list[Predictor] = []
-    original = Predictor.__init__
-
-    def counting(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        original(self, *args, **kwargs)
-        made.append(self)
-
-    monkeypatch.setattr(Predictor, "__init__", counting)
     out = tmp_path / "out"
     code, stdout, err = _cli(capsys, "run", "-i", str(folder), "-o", str(out), "--plane", "auto", "--model", "tp-dridsr",
                              "--weights", str(tiny_weights), "--target-spacing", "1.6", "--precision", "fp32",
                              "--check", "--json")
     assert code == 0, err
     data = json.loads(stdout)
-    assert data["counts"]["done"] == 2 and data["models_loaded"] == ["tp-dridsr x3 through-plane"] and len(made) == 1
+    assert data["counts"]["done"] == 2 and data["models_loaded"] == ["tp-dridsr x3 through-plane"] and len(builds) == 1
     for volume in data["volumes"]:
         assert volume["run_plane"] == "through" and volume["scale"] is None
         assert volume["factor"] == pytest.approx(3.0) and volume["slice_axis"] == 2

@@ -174,14 +174,26 @@ class RunOptions:
                 refuse(name, "True or False")
         if not isinstance(self.engine, EngineOptions):
             raise OptionError(f"engine must be a MedSRLib.engine.EngineOptions; got {type(self.engine).__name__}")
+        self.check_plane(self.plane)
+
+    def check_plane(self, plane: str | None, *, diff: bool = False, panel: bool = False) -> None:
+        """Refuse the options that do not apply to a ``plane`` run (checked on construction for an explicit
+        ``plane``, and by :func:`run_volume` again once ``'auto'`` is decided for a volume).
+
+        Raises:
+            OptionError: through-plane options on an in-plane run, ``scale`` on a through-plane run, the
+                check (or a difference volume) on ``'both'``, a panel on a run that is not in-plane.
+        """
         through = [self.flag(n) for n in THROUGH_FIELDS if getattr(self, n) is not None]
-        if self.plane == "in" and through:
+        if plane == "in" and through:
             raise OptionError(f"{', '.join(through)} apply to through-plane runs; this run is in-plane "
                               "(add --plane through or --plane both)")
-        if self.plane == "through" and self.scale is not None:
+        if plane == "through" and self.scale is not None:
             raise OptionError("--scale is the in-plane factor; a through-plane run takes --target-spacing "
                               "(or use --plane both)")
-        if self.plane == "both" and self.check:
+        if plane in ("through", "both") and panel:
+            raise OptionError("--panel pictures in-plane runs only for now; drop --panel or add --plane in")
+        if plane == "both" and (self.check or diff):
             raise OptionError("--check/--diff compare one step with its input; run --plane in and --plane through "
                               "separately to check each")
 
@@ -414,9 +426,7 @@ def run_volume(
     if output_format not in ("auto", "nifti", "dicom"):
         raise OptionError(f"output_format must be 'auto' (from the output's ending), 'nifti' or 'dicom'; "
                           f"got {output_format!r}")
-    if diff is not None and opts.plane == "both":
-        raise OptionError("--check/--diff compare one step with its input; run --plane in and --plane through "
-                          "separately to check each")
+    opts.check_plane(opts.plane, diff=diff is not None, panel=panel is not None)
     cache = predictors if predictors is not None else PredictorCache(weights=opts.weights, engine=opts.engine)
     target, diff_target = _check_targets(input_path, output, output_format=output_format, overwrite=overwrite,
                                          replace_dicom=replace_dicom, make_parents=make_parents, diff=diff,
@@ -424,18 +434,7 @@ def run_volume(
     volume = read_volume(input_path, series_uid=series_uid, modality=opts.modality)
     modality = (opts.modality or volume.modality or guess_modality(volume)).upper()
     plane = resolve_plane(volume, plane=opts.plane, scale=opts.scale, model=opts.model, axis=opts.axis)
-    through_flags = [opts.flag(n) for n in THROUGH_FIELDS if getattr(opts, n) is not None]
-    if plane == "in" and through_flags:
-        raise OptionError(f"{', '.join(through_flags)} apply to through-plane runs; this run is in-plane "
-                          "(add --plane through or --plane both)")
-    if plane == "through" and opts.scale is not None:
-        raise OptionError("--scale is the in-plane factor; a through-plane run takes --target-spacing "
-                          "(or use --plane both)")
-    if plane != "in" and panel is not None:
-        raise OptionError("--panel pictures in-plane runs only for now; drop --panel or add --plane in")
-    if plane == "both" and (opts.check or diff_target is not None):
-        raise OptionError("--check/--diff compare one step with its input; run --plane in and --plane through "
-                          "separately to check each")
+    opts.check_plane(plane, diff=diff_target is not None, panel=panel is not None)
     scale = None if plane == "through" else (2 if opts.scale is None else opts.scale)
     if plane != "through" and opts.model is not None and get_model(opts.model).multi_scale:
         raise OptionError(f"model '{get_model(opts.model).name}' is a through-plane network; run it with "

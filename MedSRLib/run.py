@@ -143,30 +143,30 @@ class RunOptions:
             raise OptionError(f"{name}{f' ({flag})' if flag else ''} must be {what}; got {getattr(self, name)!r}")
 
         if self.model is not None and (not isinstance(self.model, str) or not self.model.strip()):
-            refuse("model", "a registered model name (see `medsr models`) or None")
+            refuse("model", "a registered model name (see `medsr models`)")
         if self.scale is not None and not (_is_int(self.scale) and self.scale >= 1):
-            refuse("scale", "a positive integer such as 2 or 4, or None")
+            refuse("scale", "a positive integer such as 2 or 4,")
         if self.plane is not None and self.plane not in PLANES:
-            refuse("plane", f"one of {', '.join(PLANES)} or None")
+            refuse("plane", f"one of {', '.join(PLANES)}")
         for name in ("target_spacing", "thickness"):
             value = getattr(self, name)
             if value is not None and not (_is_number(value) and value > 0):
-                refuse(name, "a positive number of mm or None")
+                refuse(name, "a positive number of mm")
         if self.adapt_seconds is not None and not (_is_number(self.adapt_seconds) and self.adapt_seconds >= 0):
-            refuse("adapt_seconds", "a non-negative number of seconds or None")
+            refuse("adapt_seconds", "a non-negative number of seconds")
         if self.adapt_iterations is not None and not (_is_int(self.adapt_iterations) and self.adapt_iterations >= 1):
-            refuse("adapt_iterations", "a positive integer or None")
+            refuse("adapt_iterations", "a positive integer")
         if self.modality is not None:
             if not isinstance(self.modality, str) or self.modality.strip().upper() not in ("CT", "MR"):
-                refuse("modality", "'CT', 'MR' or None")
+                refuse("modality", "'CT', 'MR'")
             object.__setattr__(self, "modality", self.modality.strip().upper())
         if self.axis is not None:
             if isinstance(self.axis, str) and self.axis.strip().lower() in AXIS_NAMES:
                 object.__setattr__(self, "axis", self.axis.strip().lower())
             elif not (_is_int(self.axis) and 0 <= self.axis <= 2):
-                refuse("axis", f"a numpy axis 0-2, one of {', '.join(AXIS_NAMES)}, or None")
+                refuse("axis", f"a numpy axis 0-2, one of {', '.join(AXIS_NAMES)},")
         if self.weights is not None and not isinstance(self.weights, (str, os.PathLike)):
-            refuse("weights", "a path to a .safetensors file or None")
+            refuse("weights", "a path to a .safetensors file")
         if self.output_dtype not in ("input", "float32"):
             refuse("output_dtype", "'input' or 'float32'")
         for name in ("clip_output", "check"):
@@ -431,20 +431,21 @@ def run_volume(
     target, diff_target = _check_targets(input_path, output, output_format=output_format, overwrite=overwrite,
                                          replace_dicom=replace_dicom, make_parents=make_parents, diff=diff,
                                          panel=panel, window=window)
+    chosen = get_model(opts.model) if opts.model is not None else None  # an unknown model fails before reading
     volume = read_volume(input_path, series_uid=series_uid, modality=opts.modality)
     modality = (opts.modality or volume.modality or guess_modality(volume)).upper()
     plane = resolve_plane(volume, plane=opts.plane, scale=opts.scale, model=opts.model, axis=opts.axis)
     opts.check_plane(plane, diff=diff_target is not None, panel=panel is not None)
     scale = None if plane == "through" else (2 if opts.scale is None else opts.scale)
-    if plane != "through" and opts.model is not None and get_model(opts.model).multi_scale:
-        raise OptionError(f"model '{get_model(opts.model).name}' is a through-plane network; run it with "
-                          "plane='through' (--plane through)")
+    if plane != "through" and chosen is not None and chosen.multi_scale:
+        raise OptionError(f"model '{chosen.name}' is a through-plane network; run it with plane='through' "
+                          "(--plane through)")
     through_spec = None
     if plane == "through":
-        spec = get_model(opts.model) if opts.model is not None else default_model(modality, plane="through")
+        spec = chosen if chosen is not None else default_model(modality, plane="through")
         notes = explain_model_choice(spec, modality=modality, scale=0, weights=opts.weights, defaulted=False)
     else:
-        spec = get_model(opts.model) if opts.model is not None else default_model(modality, scale)
+        spec = chosen if chosen is not None else default_model(modality, scale)
         spec.check_scale(scale)
         notes = explain_model_choice(spec, modality=modality, scale=scale, weights=opts.weights,
                                      defaulted=opts.model is None)

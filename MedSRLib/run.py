@@ -145,7 +145,7 @@ class RunOptions:
         if self.model is not None and (not isinstance(self.model, str) or not self.model.strip()):
             refuse("model", "a registered model name (see `medsr models`)")
         if self.scale is not None and not (_is_int(self.scale) and self.scale >= 1):
-            refuse("scale", "a positive integer such as 2 or 4,")
+            refuse("scale", "a positive integer such as 2 or 4")
         if self.plane is not None and self.plane not in PLANES:
             refuse("plane", f"one of {', '.join(PLANES)}")
         for name in ("target_spacing", "thickness"):
@@ -158,13 +158,13 @@ class RunOptions:
             refuse("adapt_iterations", "a positive integer")
         if self.modality is not None:
             if not isinstance(self.modality, str) or self.modality.strip().upper() not in ("CT", "MR"):
-                refuse("modality", "'CT', 'MR'")
+                refuse("modality", "'CT' or 'MR'")
             object.__setattr__(self, "modality", self.modality.strip().upper())
         if self.axis is not None:
             if isinstance(self.axis, str) and self.axis.strip().lower() in AXIS_NAMES:
                 object.__setattr__(self, "axis", self.axis.strip().lower())
             elif not (_is_int(self.axis) and 0 <= self.axis <= 2):
-                refuse("axis", f"a numpy axis 0-2, one of {', '.join(AXIS_NAMES)},")
+                refuse("axis", f"a numpy axis 0-2, or one of {', '.join(AXIS_NAMES)}")
         if self.weights is not None and not isinstance(self.weights, (str, os.PathLike)):
             refuse("weights", "a path to a .safetensors file")
         if self.output_dtype not in ("input", "float32"):

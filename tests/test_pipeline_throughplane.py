@@ -197,21 +197,6 @@ def test_missing_weights_are_a_one_line_error_never_a_fallback(tmp_path, monkeyp
 
 
 @pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
-    """A tp-dridsr weights file with small random tails (not a trained network)."""
-    from MedSRLib.models import get_model
-    from MedSRLib.models.weights import save_weights
-
-    torch.manual_seed(0)
-    net = get_model("tp-dridsr").build(8)
-    for p in net.tails.parameters():
-        torch.nn.init.normal_(p, std=0.01)
-    path, _ = save_weights(net, tmp_path_factory.mktemp("w") / "tp-dridsr.safetensors",
-                           card={"name": "tp-dridsr", "scale": 8}, half=False)
-    return path
-
-
-@pytest.fixture(scope="module")
 def small_thick_mr(tmp_path_factory) -> Path:
     from MedSRLib.io import write_volume
 

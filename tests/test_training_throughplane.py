@@ -115,6 +115,11 @@ def test_resume_equals_an_uninterrupted_run_and_export(tmp_path: Path) -> None:
     assert weights.name == "tp-dridsr.safetensors" and card["scales"] == [2, 3, 4, 5, 6, 7, 8]
     assert set(card["metrics"]["per_factor"]) == {str(r) for r in range(2, 9)}
     assert np.isfinite(card["metrics"]["psnr"]) and np.isfinite(card["metrics"]["bicubic_psnr"])
+    from MedSRLib.models.cards import CARD_VERSION, validate_card
+
+    assert validate_card(card) == [] and card["card_version"] == CARD_VERSION and card["task"] == "through-plane"
+    assert card["training_data"][0]["dataset"].startswith("isotropic-mr") and card["training_data"][0]["n_train"] == 42
+    assert "seg3d-mr" in card["training"]["held_out"]  # what was held out, not the config's description
 
 
 def test_sources_read_real_volumes_in_every_orientation() -> None:

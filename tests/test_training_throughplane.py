@@ -128,3 +128,15 @@ def test_sources_read_real_volumes_in_every_orientation() -> None:
     assert len(store.planes) == 52 + 55 + 60
     assert {p.shape for p in store.planes} == {(55, 60), (52, 60), (52, 55)}
     assert all(0.0 <= float(p.min()) and float(p.max()) <= 1.0 for p in store.planes)
+
+
+def test_results_section_is_replaced_in_place_and_kept_by_training_results() -> None:
+    from training.throughplane import RESULTS_BEGIN, RESULTS_END, kept_results_section, replace_results_section
+
+    section = f"{RESULTS_BEGIN}\n\n### Through-plane\n| a |\n{RESULTS_END}\n"
+    text = replace_results_section("# results\n\n### in-plane\n", section)
+    assert text.endswith(section) and text.startswith("# results")
+    newer = section.replace("| a |", "| b |")
+    again = replace_results_section(text + "\n### later\n", newer)
+    assert again.count(RESULTS_BEGIN) == 1 and "| b |" in again and "| a |" not in again and again.endswith("### later\n")
+    assert kept_results_section(again) == newer and kept_results_section("# none\n") == ""

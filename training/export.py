@@ -174,7 +174,7 @@ DATASETS.update({
                   "af4c7e8, byte-for-byte (../shared/data/isotropic-mr/MANIFEST.md)",
         "note": "The stroke volumes are brain-extracted and co-registered on one oblique 1 mm grid (T1/FLAIR 8-bit), "
                 "so their through-plane detail may be partly interpolated.",
-        "images": "every slice along all three axes of",
+        "images": "every slice of",
         "values": "scanner values (stroke T1/FLAIR stored 8-bit, T2 float32, spine int16) mapped per volume to [0, 1] "
                   "by MR percentiles (MedSRLib.intensity)",
         "split": "whole volumes: seg3d-mr/MR.nii.gz and sct-spine/t1w.nii.gz are held out from training entirely "

@@ -372,7 +372,7 @@ def _parse_card_arg(text: str) -> tuple[str, int | None]:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     """The registry table and the model cards, from the cached table and the JSON cards (no torch, no networks built)."""
-    from .models.cards import WEIGHTS_DIR, card_text, load_card, read_table
+    from .models.cards import WEIGHTS_DIR, card_text, load_card, read_table, weights_file_name
 
     table = read_table()
     if args.card is not None:
@@ -395,8 +395,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
                 "scales": list(row["scales"]),
                 "parameters": dict(row["parameters"]),
                 "macs_per_lr_pixel": dict(row["macs_per_lr_pixel"]),
-                "weights": {f"x{s}": (not row["learned"]) or (WEIGHTS_DIR / f"{row['name']}_x{s}.safetensors").is_file()
-                            for s in row["scales"]},
+                "weights": {f"x{s}": (not row["learned"]) or (WEIGHTS_DIR / weights_file_name(
+                                row["name"], s, multi_scale=bool(row.get("multi_scale")))).is_file() for s in row["scales"]},
             }
         )
     if args.json:
@@ -422,7 +422,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
         if i == 0:
             print("  ".join("-" * w for w in widths))
     print("\nkMACs/LR px: thousands of conv/linear multiply-accumulates per low-resolution input pixel (times the "
-          "pixels of a slice = per slice).\nModel card: medsr models --card NAME[:SCALE], e.g. --card dridsr:2")
+          "pixels of a slice = per slice).\nModel card: medsr models --card NAME[:SCALE], e.g. --card dridsr:2; tp-*: through-plane networks, "
+          "one weights file for every factor (--card tp-dridsr)")
     return 0
 
 

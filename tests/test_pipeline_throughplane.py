@@ -70,15 +70,28 @@ def test_geometry_on_real_orientations_of_the_thick_mr(name: str) -> None:
     assert result.metadata["medsr"]["model"] == "tp-dridsr"
 
 
-def test_ras_and_lps_copies_give_the_same_voxels_flipped() -> None:
-    """Zero-tail (untrained) networks are the cubic B-spline, which commutes with flips: the LPS copy's
+@pytest.fixture(scope="module")
+def zero_tail_weights(tmp_path_factory) -> Path:
+    """A tp-dridsr weights file of the freshly built network (zero tails: exactly the cubic B-spline), so
+    these tests do not depend on the shipped trained weights."""
+    from MedSRLib.models import get_model
+    from MedSRLib.models.weights import save_weights
+
+    torch.manual_seed(0)
+    path, _ = save_weights(get_model("tp-dridsr").build(8), tmp_path_factory.mktemp("w0") / "tp-dridsr.safetensors",
+                           card={"name": "tp-dridsr", "scale": 8}, half=False)
+    return path
+
+
+def test_ras_and_lps_copies_give_the_same_voxels_flipped(zero_tail_weights) -> None:
+    """Zero-tail networks are the cubic B-spline, which commutes with flips: the LPS copy's
     result is the RAS copy's flipped exactly as the inputs are (geometry does not depend on the order)."""
     ras = read_volume(shared_path("mr-volumes", "t1_fl2d_sag_RAS.nii.gz"))
     lps = read_volume(shared_path("mr-volumes", "t1_fl2d_sag_LPS.nii.gz"))
     assert np.array_equal(lps.array, ras.array[:, ::-1, ::-1])  # ITK i (the 4.8 mm axis) and j reversed
-    a = super_resolve(ras.with_array(ras.array[:24, :24].copy()), allow_untrained=True, precision="fp32",
+    a = super_resolve(ras.with_array(ras.array[:24, :24].copy()), weights=zero_tail_weights, precision="fp32",
                       target_spacing=2.4, output_dtype="float32")
-    b = super_resolve(lps.with_array(lps.array[:24, -24:].copy()), allow_untrained=True, precision="fp32",
+    b = super_resolve(lps.with_array(lps.array[:24, -24:].copy()), weights=zero_tail_weights, precision="fp32",
                       target_spacing=2.4, output_dtype="float32")
     np.testing.assert_allclose(b.array, a.array[:, ::-1, ::-1], atol=1e-3)
     for x, y in zip(field_of_view(b), field_of_view(lps.with_array(lps.array[:24, -24:]))):
@@ -311,11 +324,11 @@ def test_ct_padding_is_restored_on_the_through_plane_grid() -> None:
     assert np.all(result.array[:, :8, :8] == -3024) and result.array[:, 8:, 8:].min() >= -1024
 
 
-def test_the_flip_ensemble_keeps_the_coarse_direction() -> None:
+def test_the_flip_ensemble_keeps_the_coarse_direction(zero_tail_weights) -> None:
     """One-direction self-ensemble averages the 4 flips (no quarter turns): on a zero-tail network (the
     cubic B-spline, which commutes with flips) it equals the single pass."""
     volume = _real("mr-volumes", "t1_fl2d_sag_RAS.nii.gz", size=16)
-    kw = dict(plane="through", target_spacing=1.6, allow_untrained=True, precision="fp32", output_dtype="float32")
+    kw = dict(plane="through", target_spacing=1.6, weights=zero_tail_weights, precision="fp32", output_dtype="float32")
     torch.manual_seed(0)
     single = super_resolve(volume, **kw)
     torch.manual_seed(0)

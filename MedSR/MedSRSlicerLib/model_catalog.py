@@ -63,7 +63,9 @@ def _cardSummary(card: Optional[dict[str, Any]], scale: int) -> Optional[dict[st
     return {
         "scale": card.get("scale", scale),
         "trainingData": training.get("data"),
-        "metrics": {k: v for k, v in (card.get("metrics") or {}).items() if k != "convention"},
+        # scalar validation numbers only (a through-plane card's per-factor tables are in its full text)
+        "metrics": {k: v for k, v in (card.get("metrics") or {}).items()
+                    if k != "convention" and isinstance(v, (int, float, str))},
         "intendedUse": card.get("intended_use"),
     }
 

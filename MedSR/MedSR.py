@@ -418,7 +418,8 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class MedSRTest(ScriptedLoadableModuleTest):
-    """Runs in real Slicer (ctest ``py_MedSR`` or "Reload and Test"): SampleData MRHead and CTChest, x2.
+    """Runs in real Slicer (ctest ``py_MedSR`` or "Reload and Test"): SampleData MRHead and CTChest, x2; CTChest
+    through-plane (Auto) when through-plane CT weights are shipped.
 
     Geometry is read from the loaded nodes at run time (SampleData records none). Needs the network
     (SampleData downloads) and torch; without torch the tests are skipped, never installing anything.
@@ -429,7 +430,8 @@ class MedSRTest(ScriptedLoadableModuleTest):
 
     def runTest(self):
         """"Reload and Test" calls this directly: run every test, report skips instead of failing."""
-        for test in (self.test_bicubic_MRHead, self.test_bicubic_CTChest, self.test_network_MRHead, self.test_network_CTChest):
+        for test in (self.test_bicubic_MRHead, self.test_bicubic_CTChest, self.test_network_MRHead, self.test_network_CTChest,
+                     self.test_throughPlane_CTChest):
             self.setUp()
             try:
                 test()
@@ -447,6 +449,21 @@ class MedSRTest(ScriptedLoadableModuleTest):
 
     def test_network_CTChest(self):
         self._superResolveSample("CTChest", self._trainedNetwork("CT"), slices=3)
+
+    def test_throughPlane_CTChest(self):
+        """CTChest's 2.5 mm slices are thick (>= 2x its pixels): Auto goes through-plane with the CT network."""
+        import SampleData
+
+        self._requireTorch()
+        from MedSRLib.models import default_model
+
+        spec = default_model("CT", plane="through")
+        if not spec.has_weights(max(spec.scales)):
+            self.skipTest(f"no through-plane weights for CT ({spec.name}) are shipped")
+        inputVolume = SampleData.downloadSample("CTChest")
+        self.delayDisplay(f"Super-resolving CTChest through-plane with {spec.name} (middle 64 x 64 of each slice)")
+        selftest.throughPlaneAndVerify(self, inputVolume, size=64)
+        self.delayDisplay("CTChest through-plane: grid plan, placement and slice-profile consistency verified")
 
     # -- helpers ---------------------------------------------------------------------------------------
     def _requireTorch(self):

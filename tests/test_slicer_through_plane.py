@@ -10,6 +10,7 @@ choices), not learned quality. Every node is a real MRML node.
 
 from __future__ import annotations
 
+import unittest
 from pathlib import Path
 
 import numpy as np
@@ -247,3 +248,19 @@ def test_batch_script_runs_auto_through_plane_on_a_thick_file_and_writes_what_Me
     np.testing.assert_allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-4)
     np.testing.assert_allclose(a.GetDirection(), b.GetDirection(), atol=1e-6)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
+
+
+class _Case(unittest.TestCase):
+    def runTest(self):  # pragma: no cover - only the assertion methods are used
+        pass
+
+
+def test_MedSRTest_through_plane_checks_pass_on_the_real_thick_T1_whose_slice_axis_is_I(medsr, tp_weights):
+    """``selftest.throughPlaneAndVerify`` (what ``MedSRTest.test_throughPlane_CTChest`` runs in Slicer) on a 32 x 32
+    in-plane crop of the real sagittal T1 loaded by Slicer's reader: 35 slices of 4.8 mm along I."""
+    import slicer
+    from conftest import shared_path
+
+    node = slicer.util.loadVolume(str(shared_path("mr-volumes", "t1_fl2d_sag_LPS.nii.gz")))
+    output = medsr.selftest.throughPlaneAndVerify(_Case(), node, size=32, weights=tp_weights)
+    assert output.GetImageData().GetDimensions() == (int(round(35 * 4.8 / 1.015625)), 32, 32)

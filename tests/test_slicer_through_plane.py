@@ -264,3 +264,14 @@ def test_MedSRTest_through_plane_checks_pass_on_the_real_thick_T1_whose_slice_ax
     node = slicer.util.loadVolume(str(shared_path("mr-volumes", "t1_fl2d_sag_LPS.nii.gz")))
     output = medsr.selftest.throughPlaneAndVerify(_Case(), node, size=32, weights=tp_weights)
     assert output.GetImageData().GetDimensions() == (int(round(35 * 4.8 / 1.015625)), 32, 32)
+
+
+def test_a_through_plane_run_ignores_the_in_plane_models_scale(medsr, tp_weights):
+    """The panel keeps its in-plane Model/Scale while Auto goes through-plane: a scale that model lacks (MDRN
+    has no x3) neither disables Apply nor stops the run."""
+    logic = medsr.MedSRLogic()
+    node = thick_node()
+    problem = logic.problemWith(node, None, "mdrn", 3, plane="auto")
+    assert problem is None or problem.startswith("No through-plane weights for MR")
+    output = logic.process(node, model="mdrn", scale=3, plane="auto", weights=tp_weights, engine=FP32_CPU, check=False)
+    assert logic.lastRunInfo["model"] == "tp-dridsr" and output.GetImageData().GetDimensions() == (24, 20, SLICES_OUT)

@@ -318,34 +318,33 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
         dependencies.checkDependencies()
         from MedSRLib.models import get_model
 
-        spec = get_model(model)
-        scale = spec.check_scale(scale)
         engineOptions = self.engineOptions(engine, device=device, ensemble=ensemble, memory_budget_mb=memoryBudgetMB or None)
         volume = nodes.volumeFromNode(inputVolume)
+        resolved = planes.resolvedPlane(volume, plane, axis=_sliceAxisArgument(axis))
         options = dict(
-            model=spec,
-            scale=scale,
             axis=_sliceAxisArgument(axis),
             options=engineOptions,
             output_dtype=nodes.outputDtypeFor(volume.array),
             progress=progress,
             cancel=cancel,
         )
+        if resolved == "in":  # the in-plane model and scale matter to an in-plane run only
+            spec = get_model(model)
+            scale = spec.check_scale(scale)
+            options.update(model=spec, scale=scale)
         if weights is not None:
             options["weights"] = str(weights)
-        resolved = planes.resolvedPlane(volume, plane, scale=scale, model=spec, axis=_sliceAxisArgument(axis))
-        network = throughModel if throughModel not in (None, "", planes.AUTO_NETWORK) else None
-        options.update(planes.superResolveKeywords(resolved, targetSpacingMM, adaptSeconds, network))
+        options.update(planes.superResolveKeywords(resolved, targetSpacingMM, adaptSeconds, throughModel))
         startTime = time.monotonic()
         logging.info(f"MedSR: super-resolving '{inputVolume.GetName()}' " + (
-            f"with {spec.name} x{scale}" if resolved == "in" else "along its slice axis (through-plane)"))
+            f"with {options['model'].name} x{scale}" if resolved == "in" else "along its slice axis (through-plane)"))
         with reporting.capturedWarnings(onWarning or logging.warning):
             result, report = (runner or _runInline)(lambda: _superResolveAndCheck(volume, options, check))
         if cancel is not None and cancel():
             raise CancelledError("Cancelled after super-resolution: nothing was written.")
         notes = reporting.throughPlaneNotes(result.metadata.get("medsr") or {})
         nodes.checkStillInScene(inputVolume, outputVolume)  # deleted while the job ran: stop, write nothing
-        outputVolume = nodes.prepareOutputNode(outputVolume, inputVolume, *_nameParts(result, spec.name, scale))
+        outputVolume = nodes.prepareOutputNode(outputVolume, inputVolume, *_nameParts(result, model, scale))
         nodes.writeVolumeToNode(result, outputVolume)
         nodes.placeBesideInput(outputVolume, inputVolume)
         if showResult:
@@ -414,7 +413,7 @@ def _nameParts(result, modelName: str, scale: int) -> tuple:
     """``(model, factor)`` for the output's name: the in-plane model and scale, or for a through-plane result
     the model and the slice-axis factor MedSRLib recorded (``metadata["medsr"]``)."""
     if _isInPlaneResult(result):
-        return modelName, scale
+        return (result.metadata.get("medsr") or {}).get("model", modelName), scale
     runInfo = result.metadata.get("medsr") or {}
     return runInfo.get("model", modelName), max(runInfo["grid"]["factors_zyx"])
 

@@ -145,12 +145,12 @@ def throughPlaneProblem(plan: PlanePlan, network: Any, modality: str) -> Optiona
     return None
 
 
-def resolvedPlane(volume: Any, plane: str, *, scale: int, model: Any, axis: Any = None) -> str:
-    """Which run ``plane`` makes on ``volume`` (a MedSRLib ``Volume``): ``"in"`` or ``"through"``
-    (``MedSRLib.pipeline.resolve_plane``)."""
+def resolvedPlane(volume: Any, plane: str, axis: Any = None) -> str:
+    """Which run ``plane`` ("auto", "in" or "through") makes on ``volume`` (a MedSRLib ``Volume``): ``"in"`` or
+    ``"through"``, as ``MedSRLib.pipeline.resolve_plane`` decides (the Auto rule on the volume's spacing)."""
     from MedSRLib.pipeline import resolve_plane
 
-    return resolve_plane(volume, plane=plane, scale=scale, model=model, axis=axis)
+    return resolve_plane(volume, plane=plane, axis=axis)
 
 
 def superResolveKeywords(resolved: str, targetSpacingMM: float, adaptSeconds: float,

@@ -32,10 +32,13 @@ The steps, each a function of its own so a job scheduler or a notebook can use t
    ``I, I + N, I + 2N, ...`` of the sorted list, so every volume is in exactly one part whatever
    machine computes the plan (a SLURM job array or a Kubernetes indexed job: docs/cohorts.md).
 
-4. **Run** (:func:`run_cohort`): one :class:`~MedSRLib.engine.Predictor` per (model, scale), built on
-   first use and reused for every volume (a given ``model`` is built before the first volume, so a
-   bad model, scale or weights file fails the whole run at once); without ``model`` each volume gets
-   its modality's default model. A volume that fails (unreadable, refused by a safety check, ...) is
+4. **Run** (:func:`run_cohort`): every volume goes through :func:`MedSRLib.run.run_volume`, the same
+   flow as ``medsr run IN OUT``, with the same :class:`~MedSRLib.run.RunOptions` (plane, target
+   spacing, thickness, adaptation included: ``plane='auto'`` sends thick-slice volumes through-plane).
+   One :class:`~MedSRLib.engine.Predictor` per (model, plane, factor), built on first use and reused
+   for every volume (a given in-plane ``model`` is built before the first volume, so a bad model,
+   scale or weights file fails the whole run at once); without ``model`` each volume gets its
+   modality's default model. A volume that fails (unreadable, refused by a safety check, ...) is
    recorded with its error and skipped. ``resume`` skips a volume whose output is complete
    (:func:`output_state`).
 
@@ -54,13 +57,13 @@ import io as _io
 import json
 import os
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from .errors import InputFileError, MedSRError, OptionError, OutputPathError
+from .run import DICOM_OUTPUT_FILE, RunOptions
 
 __all__ = [
     "LIST_FILE_ENDINGS",
@@ -92,7 +95,7 @@ NIFTI_ENDING = ".nii.gz"
 #: Volume statuses in the summary.
 STATUSES: tuple[str, ...] = ("done", "skipped", "failed", "interrupted", "not run")
 #: Files :func:`MedSRLib.io.write_dicom_series` writes (a DICOM output folder holding only these may be replaced).
-_DICOM_OUTPUT_FILE = re.compile(r"^IM\d{5}\.dcm$")
+_DICOM_OUTPUT_FILE = re.compile(DICOM_OUTPUT_FILE)
 
 
 def _volume_ending(name: str) -> str | None:
@@ -370,7 +373,7 @@ def plan_cohort(
                       n_total=len(items), num_parts=num_parts, part_id=part_id, ignored=tuple(ignored))
 
 
-def output_state(item: WorkItem, *, scale: int, model: str | None = None) -> tuple[str, str]:
+def output_state(item: WorkItem, *, scale: int | None = None, model: str | None = None) -> tuple[str, str]:
     """Whether ``item``'s output is complete, from its provenance sidecar (``medsr run --continue``).
 
     Returns:
@@ -397,7 +400,7 @@ def output_state(item: WorkItem, *, scale: int, model: str | None = None) -> tup
         return "incomplete", f"no provenance sidecar {sidecar.name}"
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
         return "incomplete", f"partial provenance sidecar {sidecar.name}"
-    if made_scale != scale or (model is not None and made_model != model):
+    if (scale is not None and made_scale != scale) or (model is not None and made_model != model):
         return "conflict", (f"{out} was made with {made_model} x{made_scale}, not "
                             f"{model or 'the default model'} x{scale}; remove it or pass --overwrite")
     if input_path != str(item.source.resolve()):
@@ -427,7 +430,10 @@ class VolumeRecord:
     """One row of the cohort summary (shapes and spacings numpy ``(z, y, x)``, spacing mm).
 
     ``status``: ``done``, ``skipped`` (complete output, ``--continue``), ``failed`` (``error`` says
-    why), ``interrupted`` (Ctrl-C during it; nothing written for it) or ``not run``.
+    why), ``interrupted`` (Ctrl-C during it; nothing written for it) or ``not run``. ``plane`` is the
+    anatomical plane of the slices (axial, coronal, sagittal); ``run_plane`` the run made (``in``,
+    ``through``, ``both``); ``scale`` the in-plane factor (None through-plane) and ``factor`` the
+    slice-axis factor through-plane, else the in-plane scale (as ``medsr run --json``).
     """
 
     file: str
@@ -439,6 +445,8 @@ class VolumeRecord:
     scale: int | None = None
     modality: str | None = None
     plane: str | None = None
+    run_plane: str | None = None
+    factor: float | None = None
     slice_axis: int | None = None
     factors_zyx: list[float] | None = None
     input_shape_zyx: list[int] | None = None
@@ -449,6 +457,24 @@ class VolumeRecord:
     consistency_psnr: float | None = None
     flagged_slices: list[int] | None = None
     error: str | None = None
+
+    def fill(self, run: Any) -> None:
+        """The row of a volume that ran, from its :class:`~MedSRLib.run.VolumeRun` (the same summary
+        ``medsr run --json`` prints for one volume)."""
+        from .geometry import plane_geometry, radiological_view
+
+        made = run.summary()
+        self.model, self.scale, self.factor, self.run_plane = made["model"], made["scale"], made["factor"], made["plane"]
+        self.modality = run.result.metadata["medsr"]["modality"]
+        self.slice_axis = int(made["slice_axis"])
+        self.plane = radiological_view(plane_geometry(run.volume, self.slice_axis)).plane
+        self.factors_zyx = [float(f) for f in made["factors_zyx"]]
+        self.input_shape_zyx, self.output_shape_zyx = made["input_shape_zyx"], made["output_shape_zyx"]
+        self.output_spacing_zyx = [round(float(s), 6) for s in made["output_spacing_zyx"]]
+        self.precision, self.device = made["precision"], made["device"]
+        if run.consistency is not None:
+            self.consistency_psnr = made["consistency"]["psnr"]
+            self.flagged_slices = list(run.consistency.flagged_slices)
 
     def to_json(self) -> dict[str, Any]:
         """The record as a JSON-able dict (the summary JSON's ``volumes`` entries)."""
@@ -466,7 +492,8 @@ class CohortSummary:
     Attributes:
         plan: the plan that ran.
         records: one per volume of the part, in plan order.
-        models_loaded: ``'<model> x<scale>'`` of every Predictor built (each once).
+        models_loaded: ``'<model> x<factor>'`` of every Predictor built (each once; ``' through-plane'``
+            appended for a slice-axis network).
         seconds: wall time of the whole run.
         interrupted: the run was stopped by Ctrl-C / SIGTERM.
         paths: the summary CSV and JSON written (empty before :meth:`write`).
@@ -565,8 +592,12 @@ def _fill_from_sidecar(record: VolumeRecord, output: Path) -> None:
     made = json.loads(sidecar_path(output).read_text(encoding="utf-8"))
     grid = made.get("output_grid") or {}
     plan = grid.get("plan") or {}
-    record.model, record.scale = made["model"].get("model"), made["model"].get("scale")
-    record.modality, record.precision, record.device = made.get("modality"), made.get("precision"), made.get("device")
+    through = made.get("through_plane") or {}
+    record.model, record.modality = made["model"].get("model"), made.get("modality")
+    record.run_plane = grid.get("plane", "in")
+    record.scale = made["model"].get("scale") if record.run_plane == "in" else None
+    record.factor = through.get("factor") if through else made["model"].get("scale")
+    record.precision, record.device = made.get("precision"), made.get("device")
     record.slice_axis = grid.get("slice_axis")
     record.factors_zyx = plan.get("factors_zyx")
     record.input_shape_zyx = (plan.get("input") or {}).get("shape_zyx")
@@ -577,100 +608,74 @@ def _fill_from_sidecar(record: VolumeRecord, output: Path) -> None:
     record.flagged_slices = consistency.get("flagged_slices")
 
 
-def _remove_dicom_output(folder: Path) -> None:
-    """Remove a DICOM output folder of a previous run before it is redone; only a folder holding nothing
-    but ``IM#####.dcm`` files (what :func:`MedSRLib.io.write_dicom_series` writes) is removed."""
-    entries = list(folder.iterdir())
-    if any(not (p.is_file() and _DICOM_OUTPUT_FILE.match(p.name)) for p in entries):
-        raise OutputPathError(f"{folder} holds files MedSR did not write; remove it by hand to redo this volume")
-    shutil.rmtree(folder)
-
-
 def run_cohort(
     plan: CohortPlan,
+    options: RunOptions | None = None,
     *,
-    scale: int,
-    model: str | None = None,
-    axis: int | str | None = None,
-    modality: str | None = None,
-    weights: str | os.PathLike[str] | None = None,
-    options: Any = None,
-    output_dtype: str = "input",
-    clip_output: bool = True,
-    check: bool = False,
     resume: bool = False,
     overwrite: bool = False,
     run_options: Mapping[str, Any] | None = None,
     reporter: CohortReporter | None = None,
+    **changes: Any,
 ) -> CohortSummary:
-    """Super-resolve every volume of ``plan``, each network built once; write outputs and the summary.
+    """Super-resolve every volume of ``plan`` with :func:`MedSRLib.run.run_volume`, each network built once;
+    write outputs and the summary.
 
     Args:
         plan: from :func:`plan_cohort`.
-        scale: integer in-plane factor.
-        model: registry name for every volume; None = each volume's modality default
-            (:func:`MedSRLib.models.default_model`; one Predictor per model that occurs).
-        axis, modality, output_dtype, clip_output: as :func:`MedSRLib.pipeline.super_resolve`, for every volume.
-        weights: a weights file for ``model``.
-        options: :class:`MedSRLib.engine.EngineOptions` (``threads`` etc.) of every Predictor.
-        check: run the data-consistency check; its PSNR and flagged slices go into the summary and sidecar.
+        options: the :class:`~MedSRLib.run.RunOptions` of every volume (model, scale, plane, target spacing,
+            thickness, adaptation, modality, axis, weights, output dtype, clipping, check, engine options);
+            ``model`` None = each volume's modality default (one Predictor per model, plane and factor
+            that occurs); ``plane`` ``'auto'`` decides per volume from its spacing.
         resume: skip volumes whose output is complete (:func:`output_state`), redo incomplete ones.
         overwrite: replace existing outputs.
-        run_options: the options recorded in each output's provenance (e.g. the CLI arguments).
+        run_options: the options recorded in each output's provenance (e.g. the CLI arguments;
+            default: ``options.to_json()``).
         reporter: progress hooks (:class:`CohortReporter`).
+        **changes: :class:`~MedSRLib.run.RunOptions` field names replacing ``options``' values
+            (``run_cohort(plan, scale=2, model='bicubic')``).
 
     Returns:
         The :class:`CohortSummary` (also written to the output folder).
 
     Raises:
-        MedSRError: before any volume is read: a bad ``model``, ``scale``, ``weights`` or ``options``.
+        MedSRError: before any volume is read: a bad option, ``model``, ``scale`` or ``weights``.
         KeyboardInterrupt: after writing the summary (complete outputs stay; nothing partial is left).
     """
-    from .engine import Predictor, engine_options
-    from .models import get_model
+    from .models import default_model, get_model
+    from .run import PredictorCache
     from .safety import explain_model_choice
 
+    opts = options if options is not None else RunOptions()
+    if not isinstance(opts, RunOptions):
+        raise OptionError(f"options must be a MedSRLib.run.RunOptions; got {type(opts).__name__}")
+    if changes:
+        opts = opts.replace(**changes)
     reporter = reporter or CohortReporter()
-    opts = engine_options(options)
-    predictors: dict[tuple[str, int], Any] = {}
-    broken: dict[tuple[str, int], str] = {}
+    cache = PredictorCache(weights=opts.weights, engine=opts.engine)
     summary = CohortSummary(plan=plan, records=[VolumeRecord(file=i.key, input=str(i.source), output=str(i.output))
-                                                for i in plan.items])
-
-    noted: set[tuple[str, str]] = set()
-
-    def predictor_for(spec: Any, volume_modality: str) -> Any:
-        key = (spec.name, scale)
-        if key in broken:
-            raise OptionError(broken[key])
-        if key not in predictors:
-            try:
-                predictors[key] = Predictor(spec, scale, weights=weights, options=opts)
-            except MedSRError as exc:
-                broken[key] = str(exc)
-                raise
-            summary.models_loaded.append(f"{spec.name} x{scale}")
-        if (spec.name, volume_modality) not in noted:  # which model runs and why: once per model and modality
-            noted.add((spec.name, volume_modality))
-            for text in explain_model_choice(spec, modality=volume_modality, scale=scale, weights=weights,
-                                             defaulted=model is None):
-                reporter.note(text)
-        return predictors[key]
-
-    if weights is not None and model is None:
+                                                for i in plan.items], models_loaded=cache.loaded)
+    if opts.weights is not None and opts.model is None:
         raise OptionError("--weights (weights=) needs --model (model=): the weights of one network cannot serve "
                           "every modality's default model")
-    if model is None:  # a scale no default model supports fails once, here, not once per volume
-        from .models import default_model
-
-        for each in ((modality,) if modality else ("CT", "MR")):
+    fixed = opts.fixed_plane
+    scale = 2 if opts.scale is None else opts.scale
+    if opts.model is None and fixed == "in":  # a scale no default model supports fails once, here, not per volume
+        for each in ((opts.modality,) if opts.modality else ("CT", "MR")):
             default_model(each, scale).check_scale(scale)
-    else:  # fail fast, before anything is read or written
-        fixed = get_model(model)
-        fixed.check_scale(scale)
-        explain_model_choice(fixed, modality=fixed.modality.upper(), scale=scale, weights=weights)
-        predictors[(fixed.name, scale)] = Predictor(fixed, scale, weights=weights, options=opts)
-        summary.models_loaded.append(f"{fixed.name} x{scale}")
+    elif opts.model is not None:  # fail fast, before anything is read or written
+        spec = get_model(opts.model)
+        explain_model_choice(spec, modality=spec.modality.upper(), scale=scale, weights=opts.weights)
+        if fixed == "in" and not spec.multi_scale:
+            spec.check_scale(scale)
+            cache.get(spec, scale)
+    noted: set[str] = set()
+
+    def note(text: str) -> None:  # which model runs and why: once per model and modality
+        if text not in noted:
+            noted.add(text)
+            reporter.note(text)
+
     plan.output_folder.mkdir(exist_ok=True)
     started = time.perf_counter()
     total = len(plan.items)
@@ -680,10 +685,8 @@ def run_cohort(
             progress = reporter.start(item, index, total)
             t0 = time.perf_counter()
             try:
-                _run_one(item, record, scale=scale, model=model, axis=axis, modality=modality,
-                         output_dtype=output_dtype, clip_output=clip_output, check=check, resume=resume,
-                         overwrite=overwrite, run_options=run_options, predictor_for=predictor_for,
-                         output_format=plan.output_format, progress=progress)
+                _run_one(item, record, opts, resume=resume, overwrite=overwrite, run_options=run_options,
+                         predictors=cache, note=note, output_format=plan.output_format, progress=progress)
             except MedSRError as exc:
                 record.status, record.error = "failed", str(exc)
             except Exception as exc:  # noqa: BLE001 - one volume's unexpected failure must not stop the cohort
@@ -705,71 +708,31 @@ def run_cohort(
 def _run_one(
     item: WorkItem,
     record: VolumeRecord,
+    options: RunOptions,
     *,
-    scale: int,
-    model: str | None,
-    axis: int | str | None,
-    modality: str | None,
-    output_dtype: str,
-    clip_output: bool,
-    check: bool,
     resume: bool,
     overwrite: bool,
     run_options: Mapping[str, Any] | None,
-    predictor_for: Callable[[Any, str], Any],
+    predictors: Any,
+    note: Callable[[str], None],
     output_format: str,
     progress: Callable[[int, int], None] | None,
 ) -> None:
-    """One volume: skip if complete (``resume``), read, super-resolve, check, write; fills ``record``."""
-    from .geometry import plane_geometry, radiological_view
-    from .intensity import guess_modality
-    from .io import read_volume, write_dicom_series, write_volume
-    from .io.writers import write_sidecar
-    from .models import default_model, get_model
-    from .pipeline import super_resolve
-    from .provenance import build_provenance
+    """One volume: skip if complete (``resume``), else :func:`MedSRLib.run.run_volume`; fills ``record``."""
+    from .run import run_volume
 
     replace_output = overwrite
     if resume and not overwrite:
-        state, reason = output_state(item, scale=scale, model=model)
+        state, reason = output_state(item, scale=options.scale, model=options.model)
         if state == "complete":
             record.status = "skipped"
             _fill_from_sidecar(record, item.output)
             return
         if state == "conflict":
             raise OutputPathError(reason)
-        replace_output = state == "incomplete"
-    volume = read_volume(item.source, modality=modality)
-    chosen = (modality or volume.modality or guess_modality(volume)).upper()
-    spec = get_model(model) if model is not None else default_model(chosen, scale)
-    record.model, record.scale, record.modality = spec.name, scale, chosen
-    predictor = predictor_for(spec, chosen)
-    result = super_resolve(volume, predictor=predictor, axis=axis, output_dtype=output_dtype, modality=modality,
-                           progress=progress, clip_output=clip_output)
-    run = result.metadata["medsr"]
-    record.slice_axis = int(run["slice_axis"])
-    record.plane = radiological_view(plane_geometry(volume, record.slice_axis)).plane
-    record.factors_zyx = [float(f) for f in run["grid"]["factors_zyx"]]
-    record.input_shape_zyx, record.output_shape_zyx = list(volume.shape), list(result.shape)
-    record.output_spacing_zyx = [round(float(s), 6) for s in reversed(result.spacing)]
-    record.precision, record.device = run["precision"], run["device"]
-    consistency = None
-    if check:
-        from .consistency import check_consistency
-
-        report = check_consistency(volume, result, scale=scale, axis=record.slice_axis)
-        consistency = report.to_json()
-        record.consistency_psnr = consistency["psnr"]
-        record.flagged_slices = list(report.flagged_slices)
-    provenance = build_provenance(result, input_path=item.source, options=dict(run_options or {}),
-                                  consistency=consistency)
-    item.output.parent.mkdir(parents=True, exist_ok=True)
-    if output_format == "dicom":
-        if replace_output and item.output.is_dir():
-            _remove_dicom_output(item.output)
-        written = write_dicom_series(result, item.output, inputs=[item.source])
-        write_sidecar(written, provenance, overwrite=True)
-    else:
-        write_volume(result, item.output, inputs=[item.source], overwrite=replace_output, provenance=provenance)
+        replace_output = True  # an incomplete output, or a stale sidecar without output, is redone
+    run = run_volume(item.source, item.output, options, output_format=output_format, overwrite=replace_output,
+                     replace_dicom=replace_output, make_parents=True, predictors=predictors, record_options=run_options, note=note,
+                     progress=lambda label: progress)
+    record.fill(run)
     record.status = "done"
-

@@ -2,7 +2,8 @@
 
     medsr run IN OUT [--model M] [--scale S] [--plane auto|in|through|both] [--target-spacing MM]
                      [--thickness MM] [--adapt SECONDS] [--axis A] [--device D] [--batch-size B] [--tile T] [--ensemble]
-    medsr run -i FOLDER|LIST.txt -o OUT_FOLDER [--scale S] [--continue] [--num-parts N --part-id I]   (a cohort)
+    medsr run -i FOLDER|LIST.txt -o OUT_FOLDER [the options of one volume] [--continue] [--num-parts N --part-id I]
+                                                                                                  (a cohort)
     medsr models [--json] [--card NAME[:SCALE]]
     medsr evaluate HR [--model M] --scale S [--convention C] [--json]
     medsr evaluate VOLUME --through-plane --mm 3 5 7 [--model M] [--adapt SECONDS] [--json]
@@ -31,32 +32,35 @@ from typing import Any, Sequence
 from . import __version__
 from .batch import CohortReporter, VolumeRecord, WorkItem
 from .errors import MedSRError
+from .run import RunOptions, axis_value, run_option_fields, run_summary, summary_text
+
+__all__ = ["build_parser", "interrupt_message", "main", "run_summary", "summary_text"]
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
-def _axis(value: str) -> int | str:
-    """``--axis``: a numpy array axis 0-2 or an anatomical plane name."""
-    return int(value) if value.strip().lstrip("-").isdigit() else value.strip().lower()
-
-
-def _add_engine_options(p: argparse.ArgumentParser) -> None:
-    """``--axis``, ``--weights`` and one flag per offered :class:`~MedSRLib.engine.EngineOptions` field
-    (derived from the field's metadata, so every flag is honoured by every command that offers it)."""
+def _add_engine_options(p: argparse.ArgumentParser, *, axis_and_weights: bool = True) -> None:
+    """One flag per offered :class:`~MedSRLib.engine.EngineOptions` field (derived from the field's
+    metadata, so every flag is honoured by every command that offers it), and ``--axis``/``--weights``
+    (from :class:`~MedSRLib.run.RunOptions`' fields) unless ``medsr run`` adds them with its run options."""
     from .engine.options import option_fields
 
-    p.add_argument("--axis", type=_axis, default=None,
-                   help="slice axis: axial|coronal|sagittal (through the direction matrix) or a numpy axis 0-2 "
-                        "(z,y,x); default: the axis with the largest spacing")
-    for name, meta in option_fields(offered_only=True).items():
+    if axis_and_weights:
+        _add_fields(p, run_option_fields(), only=("axis", "weights"))
+    _add_fields(p, option_fields(offered_only=True))
+
+
+def _add_fields(p: argparse.ArgumentParser, offered: dict[str, dict[str, Any]], *, only: Sequence[str] = ()) -> None:
+    """A flag per field of an options type (``type`` bool: a switch)."""
+    for name, meta in offered.items():
+        if only and name not in only:
+            continue
         if meta["type"] is bool:
             p.add_argument(meta["flag"], dest=name, action="store_true", help=meta["help"])
         else:
             p.add_argument(meta["flag"], dest=name, type=meta["type"], default=None, metavar=meta["metavar"],
                            choices=meta["choices"], help=meta["help"])
-    p.add_argument("--weights", default=None, help="a weights file (.safetensors with its .json card) instead of the shipped one (--plane both: the "
-                        "through-plane weights)")
 
 
 def _add_cohort_options(p: argparse.ArgumentParser) -> None:
@@ -80,6 +84,20 @@ def _engine_options(args: argparse.Namespace) -> Any:
     given = {name: getattr(args, name) for name in option_fields(offered_only=True)
              if getattr(args, name) is not None and getattr(args, name) is not False}
     return engine_options(**given)
+
+
+def _run_options(args: argparse.Namespace) -> RunOptions:
+    """The validated :class:`~MedSRLib.run.RunOptions` of ``medsr run``'s flags (a switch sets its
+    field's ``store`` value); an invalid value raises :class:`~MedSRLib.errors.OptionError` naming the field."""
+    given: dict[str, Any] = {}
+    for name, meta in run_option_fields().items():
+        value = getattr(args, name)
+        if meta["type"] is bool:
+            if value:
+                given[name] = meta["store"]
+        elif value is not None:
+            given[name] = value
+    return RunOptions(**given, engine=_engine_options(args))
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -110,43 +128,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output-format", choices=["auto", "dicom"], default="auto",
                      help="auto (default): from the output's file ending; dicom: write a derived DICOM series into "
                           "the folder OUTPUT (new or empty)")
-    run.add_argument("--model", default=None,
-                     help="registered model (see `medsr models`); default: per modality and scale (in-plane) or "
-                          "tp-dridsr (MR) / tp-dridsr-ct (CT) through-plane; with --plane both: the in-plane model")
-    run.add_argument("--scale", type=int, default=None,
-                     help="integer in-plane scale factor (given without --plane: an in-plane run, as before)")
-    run.add_argument("--plane", choices=["auto", "in", "through", "both"], default=None,
-                     help="auto (default; in-plane when --scale is given): through-plane when the slice spacing is "
-                          ">= 2x the in-plane spacing, else in-plane x2; in: in-plane x --scale; through: the slice "
-                          "axis to --target-spacing; both: in-plane x --scale (default 2), then through-plane")
-    run.add_argument("--target-spacing", type=float, default=None, metavar="MM",
-                     help="through-plane: output slice spacing in mm (default: the in-plane spacing, near-isotropic); "
-                          "any factor up to x8, integer or not")
-    run.add_argument("--thickness", type=float, default=None, metavar="MM",
-                     help="through-plane: slice thickness in mm (default: DICOM SliceThickness, else the slice spacing, "
-                          "said in the summary)")
-    run.add_argument("--adapt", type=float, default=None, metavar="SECONDS",
-                     help="through-plane: fine-tune the network on this volume's own in-plane slices for SECONDS first "
-                          "(seeded; the summary gives the steps to repeat it exactly with --adapt-iterations)")
-    run.add_argument("--adapt-iterations", type=int, default=None, metavar="N",
-                     help="through-plane: adapt for exactly N steps (reproducible to the bit) instead of a time bound")
+    _add_fields(run, run_option_fields())  # model, scale, plane, target spacing, ..., check: RunOptions' fields
     run.add_argument("--series-uid", default=None, help="DICOM SeriesInstanceUID when the folder holds several series")
-    run.add_argument("--modality", choices=["CT", "MR"], type=str.upper, default=None, help="override the detected modality")
-    run.add_argument("--float32", action="store_true", help="write float32 instead of the input's dtype")
     run.add_argument("--overwrite", action="store_true", help="replace an existing output file (default: refuse)")
-    run.add_argument("--keep-raw-values", action="store_true",
-                     help="keep the network's raw values (default: CT >= -1024 HU outside padding, MR >= 0 when the input is)")
     run.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
-    run.add_argument("--check", action="store_true",
-                     help="data-consistency check: degrade the output back and compare with the input")
     run.add_argument("--panel", default=None, metavar="OUT.png",
                      help="also write a PNG picture: input, bicubic and the model, slice + crop + reformat across "
                           "the slice axis, radiological orientation")
     run.add_argument("--window", default=None, help="CT display window of --panel: soft-tissue (default), lung, bone, brain")
     run.add_argument("--diff", default=None, metavar="OUT",
                      help="write the difference volume degrade(SR) - input (input grid, input units); implies --check")
-    _add_engine_options(run)
+    _add_engine_options(run, axis_and_weights=False)
 
     models = sub.add_parser("models", help="list the registered models, or print a model card")
     models.add_argument("--json", action="store_true",
@@ -184,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "with the slice profile; default: through when only one axis changed size")
     check.add_argument("--thickness", type=float, default=None, metavar="MM",
                        help="through: slice thickness in mm (default: DICOM SliceThickness, else the slice spacing)")
-    check.add_argument("--axis", type=_axis, default=None, help="slice axis; default: inferred from the shapes")
+    check.add_argument("--axis", type=axis_value, default=None, help="slice axis; default: inferred from the shapes")
     check.add_argument("--diff", default=None, metavar="OUT", help="write the difference volume (input grid, input units)")
     check.add_argument("--overwrite", action="store_true", help="replace an existing --diff file (default: refuse)")
     check.add_argument("--no-reference", action="store_true", help="skip the bicubic reference scores")
@@ -224,195 +217,38 @@ class _Progress:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    """``medsr run IN OUT``: parse, :func:`MedSRLib.run.run_volume`, print the summary."""
     if _run_paths(args):
         return _cmd_run_cohort(args)
-    from .errors import OptionError
-    from .intensity import guess_modality
-    from .io import check_output_path, read_volume, write_volume
-    from .models import default_model, get_model
-    from .pipeline import resolve_plane, super_resolve
-    from .safety import explain_model_choice
+    from .run import run_volume
 
-    options = _engine_options(args)  # invalid engine flags fail before anything is read
-    if args.output_format == "dicom":
-        from .io.dicom_writer import check_dicom_output_folder
+    options = _run_options(args)  # invalid flags fail before anything is read
+    bars: list[_Progress] = []
 
-        target = check_dicom_output_folder(args.output, inputs=[args.input])
-    else:
-        target = check_output_path(args.output, inputs=[args.input], overwrite=args.overwrite)
-    diff_target = None
-    if args.diff is not None:
-        diff_target = check_output_path(args.diff, inputs=[args.input], others=[args.output], overwrite=args.overwrite)
-    if args.panel is not None:
-        from .panel import check_panel_path
+    def progress(label: str) -> _Progress:
+        bars.append(_Progress(label, quiet=args.quiet or args.json))
+        return bars[-1]
 
-        check_panel_path(args.panel, [args.input, args.output], window=args.window)
-    volume = read_volume(args.input, series_uid=args.series_uid, modality=args.modality)
-    modality = (args.modality or volume.modality or guess_modality(volume)).upper()
-    plane = resolve_plane(volume, plane=args.plane, scale=args.scale, model=args.model, axis=args.axis)
-    through_flags = [f for f, v in (("--target-spacing", args.target_spacing), ("--thickness", args.thickness),
-                                    ("--adapt", args.adapt), ("--adapt-iterations", args.adapt_iterations)) if v is not None]
-    if plane == "in" and through_flags:
-        raise OptionError(f"{', '.join(through_flags)} apply to through-plane runs; this run is in-plane "
-                          "(add --plane through or --plane both)")
-    if plane == "through" and args.scale is not None:
-        raise OptionError("--scale is the in-plane factor; a through-plane run takes --target-spacing "
-                          "(or use --plane both)")
-    if plane != "in" and args.panel is not None:
-        raise OptionError("--panel pictures in-plane runs only for now; drop --panel or add --plane in")
-    if plane == "both" and (args.check or diff_target is not None):
-        raise OptionError("--check/--diff compare one step with its input; run --plane in and --plane through "
-                          "separately to check each")
-    scale = None if plane == "through" else (2 if args.scale is None else args.scale)
-    through_spec = None
-    if plane == "through":
-        spec = get_model(args.model) if args.model is not None else default_model(modality, plane="through")
-        notes = explain_model_choice(spec, modality=modality, scale=0, weights=args.weights, defaulted=False)
-    else:
-        spec = get_model(args.model) if args.model is not None else default_model(modality, scale)
-        spec.check_scale(scale)
-        notes = explain_model_choice(spec, modality=modality, scale=scale, weights=args.weights,
-                                     defaulted=args.model is None)
-        if plane == "both":
-            through_spec = default_model(modality, plane="through")
-    if plane == "in" and args.plane is None and resolve_plane(volume, axis=args.axis) == "through":
-        notes.append("the slice spacing is >= 2x the in-plane spacing: --plane through super-resolves the slice axis "
-                     "(--scale without --plane stays in-plane)")
-    for note in notes:
-        warnings.warn(note, UserWarning, stacklevel=1)  # issue 15 (13): which model runs and why
-    label = f"{spec.name} through-plane" if plane == "through" else f"{spec.name} x{scale}"
-    bar = _Progress(label, quiet=args.quiet or args.json)
     try:
-        result = super_resolve(
-            volume,
-            model=spec,
-            scale=scale,
-            axis=args.axis,
-            plane=plane,
-            target_spacing=args.target_spacing,
-            thickness=args.thickness,
-            adapt_seconds=args.adapt,
-            adapt_iterations=args.adapt_iterations,
-            through_model=through_spec,
-            options=options,
-            output_dtype="float32" if args.float32 else "input",
-            modality=args.modality,
-            weights=args.weights,
-            progress=bar,
-            clip_output=not args.keep_raw_values,
-        )
+        run = run_volume(args.input, args.output, options, output_format=args.output_format,
+                         series_uid=args.series_uid, overwrite=args.overwrite, diff=args.diff, panel=args.panel,
+                         window=args.window, record_options=vars(args), progress=progress,
+                         note=lambda text: warnings.warn(text, UserWarning, stacklevel=1))  # which model and why
     finally:
-        bar.close()
-    run_info = result.metadata["medsr"]
-    report = None
-    if args.check or diff_target is not None:
-        from .consistency import check_consistency
-
-        report = check_consistency(
-            volume, result, scale=scale, axis=run_info["slice_axis"], plane="through" if plane == "through" else "in",
-            thickness=args.thickness, keep_difference=diff_target is not None,
-        )
-    panel_path = None
-    if args.panel is not None:
-        from .panel import save_volume_panel
-
-        columns = {} if spec.name == "bicubic" else {"bicubic": super_resolve(
-            volume, model="bicubic", scale=scale, axis=run_info["slice_axis"], modality=args.modality)}
-        panel_path = save_volume_panel(volume, {**columns, spec.name: result}, args.panel, window=args.window,
-                                       inputs=[args.input])
-    from .provenance import build_provenance
-
-    record = build_provenance(result, input_path=args.input, options=vars(args),
-                              consistency=report.to_json() if report is not None else None)
-    if args.output_format == "dicom":
-        from .io.dicom_writer import write_dicom_series
-        from .io.writers import write_sidecar
-
-        written = write_dicom_series(result, target, inputs=[args.input])
-        write_sidecar(written, record, overwrite=False)
-    else:
-        written = write_volume(result, target, inputs=[args.input], overwrite=args.overwrite, provenance=record)
-    if diff_target is not None and report is not None and report.difference is not None:
-        write_volume(report.difference, diff_target, inputs=[args.input], overwrite=args.overwrite)
-    summary = run_summary(volume, result, input_path=args.input, output_path=written)
-    if panel_path is not None:
-        summary["panel"] = str(panel_path)
-    if report is not None:
-        summary["consistency"] = report.to_json()
-        if diff_target is not None:
-            summary["difference"] = str(diff_target)
+        for bar in bars:
+            bar.close()
+    summary = run.summary()
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         print(summary_text(summary))
-        if report is not None:
-            print(report.summary())
-        if diff_target is not None:
-            print(f"wrote difference volume {diff_target}")
-        if panel_path is not None:
-            print(f"wrote panel {panel_path}")
+        if run.consistency is not None:
+            print(run.consistency.summary())
+        if run.difference is not None:
+            print(f"wrote difference volume {run.difference}")
+        if run.panel is not None:
+            print(f"wrote panel {run.panel}")
     return 0
-
-
-def run_summary(volume: Any, result: Any, *, input_path: Any, output_path: Any) -> dict[str, Any]:
-    """The ``medsr run --json`` object of a run (from the result's ``metadata["medsr"]``): input/output,
-    ``plane``, ``model``, ``axis`` (the numpy slice axis, also as ``slice_axis``), ``factor`` (the
-    slice-axis factor through-plane, the in-plane scale otherwise), grids, precision, device; a
-    through-plane run adds ``through_plane`` (network factor, finishing step, thickness used and
-    whether it was assumed, target spacing, adaptation report)."""
-    run_info = result.metadata["medsr"]
-    plane = run_info.get("plane", "in")
-    steps = run_info.get("steps") or [run_info]
-    through = next((s["through_plane"] for s in steps if s.get("plane") == "through"), None)
-    in_step = next((s for s in steps if s.get("plane") == "in"), None)
-    summary: dict[str, Any] = {
-        "input": str(input_path),
-        "output": str(output_path),
-        "plane": plane,
-        "model": run_info["model"],
-        "axis": run_info["slice_axis"],
-        "factor": through["factor"] if through is not None else run_info["scale"],
-        "scale": in_step["scale"] if in_step is not None else None,
-        "slice_axis": run_info["slice_axis"],
-        "precision": run_info["precision"],
-        "device": run_info["device"],
-        "factors_zyx": run_info["grid"]["factors_zyx"],
-        "input_shape_zyx": list(volume.shape),
-        "output_shape_zyx": list(result.shape),
-        "input_spacing_zyx": list(reversed(volume.spacing)),
-        "output_spacing_zyx": list(reversed(result.spacing)),
-        "output_origin_lps": list(result.origin),
-        "dtype": str(result.array.dtype),
-    }
-    if through is not None:
-        summary["through_plane"] = through
-    return summary
-
-
-def summary_text(summary: dict[str, Any]) -> str:
-    """The human-readable lines of :func:`run_summary` (``medsr run`` without ``--json``)."""
-    shape = f"array axes (z,y,x): shape {tuple(summary['input_shape_zyx'])} -> {tuple(summary['output_shape_zyx'])}"
-    spacing = f"spacing {tuple(round(s, 4) for s in summary['output_spacing_zyx'])} mm"
-    ran = f"({summary['precision']} on {summary['device']})"
-    through = summary.get("through_plane")
-    if through is None:
-        return f"wrote {summary['output']}: {summary['model']} x{summary['factor']} {ran}; {shape}, {spacing}"
-    how = f"network x{through['network_factor']}" + (" + cubic B-spline finish" if through["finish"] else "")
-    prefix = f"in-plane x{summary['scale']}, then " if summary["plane"] == "both" else ""
-    lines = [
-        f"wrote {summary['output']}: {prefix}through-plane {summary['model']} along array axis {summary['axis']}, "
-        f"factor {through['factor']:.3g} ({how}) {ran}; slice spacing {through['spacing_mm']:.4g} -> "
-        f"{through['output_spacing_mm']:.4g} mm; {shape}, {spacing}",
-        f"slice thickness {through['thickness_mm']:.4g} mm ({through['thickness_source']})"
-        + (f", gap {through['gap_mm']:.3g} mm" if through["gap_mm"] > 0 else ""),
-    ]
-    adapt = through.get("adaptation")
-    if adapt:
-        lines.append(f"adapted {adapt['seconds']:.1f} s ({adapt['iterations']} steps, seed {adapt['seed']}; repeat exactly "
-                     f"with --adapt-iterations {adapt['iterations']}): held-back patches {adapt['heldout_psnr_before']:.2f}"
-                     f" -> {adapt['heldout_psnr_after']:.2f} dB ({adapt['heldout_gain_db']:+.2f} dB; cubic B-spline "
-                     f"{adapt['heldout_bspline_psnr']:.2f} dB)")
-    return "\n".join(lines)
 
 
 def _run_paths(args: argparse.Namespace) -> bool:
@@ -454,7 +290,8 @@ class _CohortReporter(CohortReporter):
         if record.status == "failed":
             print(f"medsr: [{index}/{total}] {record.file} failed: {record.error}", file=sys.stderr)
         elif not self._quiet:
-            what = (f"done in {record.seconds:.1f} s ({record.model} x{record.scale}) -> {record.output}"
+            through = " through-plane" if record.run_plane == "through" else ""
+            what = (f"done in {record.seconds:.1f} s ({record.model} x{record.factor:.3g}{through}) -> {record.output}"
                     if record.status == "done" else "skipped (output complete)")
             print(f"medsr: [{index}/{total}] {record.file} {what}", file=sys.stderr)
 
@@ -472,7 +309,7 @@ def _cmd_run_cohort(args: argparse.Namespace) -> int:
         raise OptionError(f"{', '.join(not_here)} apply to one volume; run them on a volume of the cohort")
     if (args.num_parts is None) != (args.part_id is None):
         raise OptionError("--num-parts and --part-id go together (e.g. --num-parts 4 --part-id $SLURM_ARRAY_TASK_ID)")
-    options = _engine_options(args)
+    options = _run_options(args)  # invalid flags fail before the cohort is listed
     plan = plan_cohort(args.input, args.output, output_format="dicom" if args.output_format == "dicom" else "nifti",
                        num_parts=1 if args.num_parts is None else args.num_parts,
                        part_id=0 if args.part_id is None else args.part_id, resume=args.resume,
@@ -482,12 +319,8 @@ def _cmd_run_cohort(args: argparse.Namespace) -> int:
         print(f"medsr: {len(plan.items)} of {plan.n_total} volume(s) in {plan.input}{part} -> {plan.output_folder}"
               + (f" ({len(plan.ignored)} file(s) that are not volumes ignored)" if plan.ignored else ""), file=sys.stderr)
     try:
-        summary = run_cohort(
-            plan, scale=args.scale, model=args.model, axis=args.axis, modality=args.modality, weights=args.weights,
-            options=options, output_dtype="float32" if args.float32 else "input", clip_output=not args.keep_raw_values,
-            check=args.check, resume=args.resume, overwrite=args.overwrite, run_options=vars(args),
-            reporter=_CohortReporter(quiet=args.quiet, bar=not args.json),
-        )
+        summary = run_cohort(plan, options, resume=args.resume, overwrite=args.overwrite, run_options=vars(args),
+                             reporter=_CohortReporter(quiet=args.quiet, bar=not args.json))
     except KeyboardInterrupt:
         print(f"medsr: summary so far in {', '.join(str(p) for p in summary_paths(plan))}", file=sys.stderr)
         raise

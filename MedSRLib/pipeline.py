@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -298,6 +298,64 @@ def _super_resolve_in_plane(
     return plan.to_volume(out, modality=modality, metadata={**volume.metadata, "medsr": run_info})
 
 
+class ThroughPlanePlan(NamedTuple):
+    """What a through-plane run of one volume does (:func:`plan_through_plane`): the slice facts
+    (:func:`MedSRLib.geometry.thick_slices`), the target spacing (mm), the requested factor, the output
+    :class:`~MedSRLib.geometry.GridPlan`, the output slice count, the factor that count gives and the
+    integer network factor ``r`` it runs at (a Predictor of a ``tp-*`` network is cached per ``r``)."""
+
+    facts: Any
+    target_spacing: float
+    requested_factor: float
+    plan: Any
+    n_out: int
+    factor: float
+    network_factor: int
+
+
+def plan_through_plane(volume: Volume, spec: Any, *, axis: int | str | None = None, target_spacing: float | None = None,
+                       thickness: float | None = None, modality: str | None = None, weights: Any = None,
+                       check_weights: bool = True) -> ThroughPlanePlan:
+    """The through-plane plan of ``volume`` with the ``tp-*`` model ``spec`` (no network is built).
+
+    Raises:
+        ScaleError: a factor below :data:`MedSRLib.throughplane.MIN_FACTOR` or above the model's largest,
+            or slices smaller than the model's minimum.
+        WeightsError: ``check_weights`` and the model has no shipped weights at the network factor
+            (and no ``weights`` file is given).
+    """
+    import math
+
+    from .errors import ScaleError, WeightsError
+    from .geometry import plan_output_grid, thick_slices
+    from .throughplane import MIN_FACTOR
+
+    facts = thick_slices(volume, axis=axis, thickness=thickness)
+    target = facts.in_plane if target_spacing is None else float(target_spacing)
+    requested = facts.spacing / target
+    if requested < MIN_FACTOR:
+        raise ScaleError(f"the slice spacing {facts.spacing:.4g} mm is within {MIN_FACTOR}x of the target {target:.4g} mm: "
+                         "nothing to do through-plane (use --plane in, or a smaller --target-spacing)")
+    factors = [1.0, 1.0, 1.0]
+    factors[facts.axis] = requested
+    plan = plan_output_grid(volume, factors)
+    n, n_out = facts.n_slices, plan.output.shape[facts.axis]
+    factor = n_out / n
+    r = int(math.ceil(factor - 1e-9))
+    if r > max(spec.scales):
+        finest = facts.spacing / max(spec.scales)
+        raise ScaleError(f"factor {requested:.3g} ({facts.spacing:.4g} -> {target:.4g} mm) exceeds the x{max(spec.scales)} "
+                         f"of {spec.name}; choose --target-spacing >= {finest:.3g} mm")
+    if check_weights and spec.learned and weights is None and not spec.has_weights(r):
+        raise WeightsError(f"no through-plane weights for {modality} ({spec.name}: {spec.weights_path(r).name} is not "
+                           "shipped yet); pass --weights FILE, or --plane in for in-plane super-resolution")
+    others = [b for b in (0, 1, 2) if b != facts.axis]
+    if min(volume.shape[b] for b in others) < spec.min_lr_size:
+        raise ScaleError(f"the in-plane size {tuple(volume.shape[b] for b in others)} is below {spec.name}'s minimum "
+                         f"of {spec.min_lr_size} px")
+    return ThroughPlanePlan(facts, target, requested, plan, n_out, factor, r)
+
+
 def _super_resolve_through_plane(
     volume: Volume,
     *,
@@ -326,12 +384,10 @@ def _super_resolve_through_plane(
     import time
 
     from .engine import Predictor, engine_options
-    from .errors import ScaleError, WeightsError
-    from .geometry import plan_output_grid, thick_slices
     from .intensity import IntensityMapping, NetworkIntensity, guess_modality
     from .models import default_model
     from .safety import check_memory, check_run_arguments
-    from .throughplane import MIN_FACTOR, adapt_through_plane, super_resolve_through_plane
+    from .throughplane import adapt_through_plane, super_resolve_through_plane
 
     check_run_arguments(volume, scale=1, modality=modality, allow_untrained=allow_untrained)
     units = source_units if source_units is not None else volume
@@ -359,29 +415,12 @@ def _super_resolve_through_plane(
         raise OptionError(f"adapt_iterations must be a positive integer; got {adapt_iterations!r}")
     if output_dtype not in ("input", "float32"):
         raise OptionError(f"output_dtype must be 'input' or 'float32'; got {output_dtype!r}")
-    facts = thick_slices(volume, axis=axis, thickness=thickness)
-    target = facts.in_plane if target_spacing is None else float(target_spacing)
-    requested = facts.spacing / target
-    if requested < MIN_FACTOR:
-        raise ScaleError(f"the slice spacing {facts.spacing:.4g} mm is within {MIN_FACTOR}x of the target {target:.4g} mm: "
-                         "nothing to do through-plane (use --plane in, or a smaller --target-spacing)")
-    factors = [1.0, 1.0, 1.0]
-    factors[facts.axis] = requested
-    plan = plan_output_grid(volume, factors)
-    n, n_out = facts.n_slices, plan.output.shape[facts.axis]
-    factor = n_out / n
-    r = int(math.ceil(factor - 1e-9))
-    if r > max(spec.scales):
-        finest = facts.spacing / max(spec.scales)
-        raise ScaleError(f"factor {requested:.3g} ({facts.spacing:.4g} -> {target:.4g} mm) exceeds the x{max(spec.scales)} "
-                         f"of {spec.name}; choose --target-spacing >= {finest:.3g} mm")
-    if predictor is None and spec.learned and weights is None and not spec.has_weights(r) and not allow_untrained:
-        raise WeightsError(f"no through-plane weights for {modality} ({spec.name}: {spec.weights_path(r).name} is not "
-                           "shipped yet); pass --weights FILE, or --plane in for in-plane super-resolution")
+    tp = plan_through_plane(volume, spec, axis=axis, target_spacing=target_spacing, thickness=thickness,
+                            modality=modality, weights=weights, check_weights=predictor is None and not allow_untrained)
+    facts, target, requested, plan, n_out, factor, r = (tp.facts, tp.target_spacing, tp.requested_factor, tp.plan,
+                                                        tp.n_out, tp.factor, tp.network_factor)
+    n = facts.n_slices
     others = [b for b in (0, 1, 2) if b != facts.axis]
-    if min(volume.shape[b] for b in others) < spec.min_lr_size:
-        raise ScaleError(f"the in-plane size {tuple(volume.shape[b] for b in others)} is below {spec.name}'s minimum "
-                         f"of {spec.min_lr_size} px")
     mapping = IntensityMapping.fit(units.array, modality=modality)
     rules = NetworkIntensity.for_volume(units.array, mapping, clip_output=clip_output)
     dtype = units.array.dtype if output_dtype == "input" else np.dtype(np.float32)

@@ -17,7 +17,6 @@ import pytest
 from conftest import shared_path
 from MedSRLib import batch
 from MedSRLib.cli import main
-from MedSRLib.engine import Predictor
 from MedSRLib.examples import example_path
 from MedSRLib.io import read_volume
 from MedSRLib.provenance import sidecar_path
@@ -38,20 +37,6 @@ def cohort(tmp_path: Path) -> Path:
     (folder / "broken.nii.gz").write_bytes(whole[: len(whole) // 3])
     (folder / "notes.md").write_text("not a volume\n")
     return folder
-
-
-@pytest.fixture
-def builds(monkeypatch) -> list[Predictor]:
-    """Every Predictor constructed during the test, in order."""
-    made: list[Predictor] = []
-    original = Predictor.__init__
-
-    def counting(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        original(self, *args, **kwargs)
-        made.append(self)
-
-    monkeypatch.setattr(Predictor, "__init__", counting)
-    return made
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:

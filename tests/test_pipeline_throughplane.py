@@ -182,30 +182,18 @@ def test_bad_input_is_refused_with_one_line(volume, kw, error, words) -> None:
     assert words in str(info.value) and "\n" not in str(info.value)
 
 
-def test_missing_weights_are_a_one_line_error_never_a_fallback() -> None:
-    if default_model("MR", plane="through").has_weights(5):
-        pytest.skip("tp-dridsr weights are shipped")
-    with pytest.raises(WeightsError, match="no through-plane weights for MR"):
+def test_missing_weights_are_a_one_line_error_never_a_fallback(tmp_path, monkeypatch) -> None:
+    import MedSRLib.models.base as base
+
+    monkeypatch.setattr(base, "WEIGHTS_DIR", tmp_path)  # an install without through-plane weights
+    assert not default_model("MR", plane="through").has_weights(5)
+    with pytest.raises(WeightsError, match="no through-plane weights for MR") as refused:
         super_resolve(_mr())
+    assert "\n" not in str(refused.value)
 
 
 # -------------------------------------------------------------------------------------------------
 # CLI
-
-
-@pytest.fixture(scope="module")
-def tiny_weights(tmp_path_factory) -> Path:
-    """A tp-dridsr weights file with small random tails (not a trained network)."""
-    from MedSRLib.models import get_model
-    from MedSRLib.models.weights import save_weights
-
-    torch.manual_seed(0)
-    net = get_model("tp-dridsr").build(8)
-    for p in net.tails.parameters():
-        torch.nn.init.normal_(p, std=0.01)
-    path, _ = save_weights(net, tmp_path_factory.mktemp("w") / "tp-dridsr.safetensors",
-                           card={"name": "tp-dridsr", "scale": 8}, half=False)
-    return path
 
 
 @pytest.fixture(scope="module")

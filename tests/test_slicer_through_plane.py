@@ -3,8 +3,8 @@
 along its slice axis by the logic, as the panel runs it.
 
 The network is ``tp-dridsr`` with the shipped ``MedSRLib/weights/tp-dridsr.safetensors`` when it exists,
-else a tiny random weights file made here (as ``tests/test_pipeline_throughplane.py`` does), passed as the
-logic's ``weights``: these tests check the module's integration (grid, progress, cancel, consistency,
+else the tiny random weights file of ``tests/conftest.py``'s ``tiny_weights``, passed as the logic's
+``weights``: these tests check the module's integration (grid, progress, cancel, consistency,
 choices), not learned quality. Every node is a real MRML node.
 """
 
@@ -27,23 +27,12 @@ FP32_CPU = {"precision": "fp32", "device": "cpu"}
 
 
 @pytest.fixture(scope="module")
-def tp_weights(tmp_path_factory) -> Path:
-    """The shipped tp-dridsr weights when they exist, else a tiny random tp-dridsr weights file."""
-    import torch
-
+def tp_weights(tiny_weights) -> Path:
+    """The shipped tp-dridsr weights when they exist, else conftest's tiny random tp-dridsr weights file."""
     from MedSRLib.models import get_model
-    from MedSRLib.models.weights import save_weights
 
     spec = get_model("tp-dridsr")
-    if spec.has_weights(max(spec.scales)):
-        return spec.weights_path(max(spec.scales))
-    torch.manual_seed(0)
-    net = spec.build(8)
-    for p in net.tails.parameters():
-        torch.nn.init.normal_(p, std=0.01)
-    path, _ = save_weights(net, tmp_path_factory.mktemp("w") / "tp-dridsr.safetensors",
-                           card={"name": "tp-dridsr", "scale": 8}, half=False)
-    return path
+    return spec.weights_path(max(spec.scales)) if spec.has_weights(max(spec.scales)) else tiny_weights
 
 
 def thick_node(name="Thick", spacing=THICK_SPACING, shape=SHAPE_KJI):

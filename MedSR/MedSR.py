@@ -74,7 +74,8 @@ class MedSR(ScriptedLoadableModule):
             "budget, tiles, ensemble, precision, threads, compile), checked before anything runs; after a run the "
             "status line says which precision ran.<br><br>"
             "After a run, <b>Data consistency</b> shows how well the output, degraded back to the input's resolution, "
-            "matches the input (PSNR, SSIM, |difference|, beside bicubic upsampling), can show the difference as an "
+            "matches the input (PSNR, SSIM, |difference|, beside bicubic upsampling; for a through-plane run the "
+            "slice profile along the slice axis, beside cubic B-spline), can show the difference as an "
             "overlay, and lists the slices that agree worst; good agreement does not prove the added detail is real.<br><br>"
             "Needs the PyTorch extension; the first run offers to install PyTorch and a few Python packages."
         )

@@ -277,3 +277,15 @@ def test_card_of_a_through_plane_run_is_the_networks_card_at_its_factor_or_one_l
         assert shown.modelSummary.startswith(f"<b>{name}</b>")
     parameters.plane = "in"  # the in-plane model's card again
     assert panel(medsr, parameters).cardText == card_text("mdrn", 2).rstrip("\n")
+
+
+@pytest.mark.parametrize("slice_spacing", [3.0, 1.8, 1.8 * (1 - 5e-4), 1.79, 1.2, 0.9])
+def test_panels_auto_verdict_is_MedSRLibs_resolve_plane_at_and_around_the_2x_boundary(medsr, slice_spacing):
+    """The panel plans from the node's grid without importing the pipeline; its Auto verdict is the one the
+    run then takes (``pipeline.resolve_plane`` on the volume the logic passes), ties included."""
+    from MedSRSlicerLib import nodes
+
+    from MedSRLib.pipeline import resolve_plane
+
+    node = volume_node(spacing=(0.9, 0.95, slice_spacing))
+    assert medsr.MedSRLogic().planFor(node, "auto").resolved == resolve_plane(nodes.volumeFromNode(node), plane="auto")

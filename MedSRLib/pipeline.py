@@ -515,31 +515,6 @@ def _combine_steps(volume: Volume, first: Volume, second: Volume) -> Volume:
     return plan.to_volume(second.array, modality=second.modality, metadata={**second.metadata, "medsr": run_info})
 
 
-def super_resolve_file(
-    input_path: str | Path,
-    output_path: str | Path,
-    *,
-    series_uid: str | None = None,
-    overwrite: bool = False,
-    **options: Any,
-) -> tuple[Volume, Path]:
-    """Read ``input_path``, super-resolve (``options`` as :func:`super_resolve`), write ``output_path``.
-
-    The output path is checked (writable, supported extension, not an input, not an existing file
-    unless ``overwrite``) before any work; on any error or cancel nothing is written. The output
-    records its provenance (:mod:`MedSRLib.provenance`).
-    """
-    from .io import check_output_path, read_volume, write_volume
-    from .provenance import build_provenance
-
-    target = check_output_path(output_path, inputs=[input_path], overwrite=overwrite)
-    volume = read_volume(input_path, series_uid=series_uid)
-    result = super_resolve(volume, **options)
-    record = build_provenance(result, input_path=input_path, options=options)  # issue 15: 15
-    written = write_volume(result, target, inputs=[input_path], overwrite=overwrite, provenance=record)
-    return result, written
-
-
 def estimate_seconds(
     volume_shape_zyx: tuple[int, int, int],
     spacing: Any = None,

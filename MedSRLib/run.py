@@ -382,6 +382,7 @@ def run_volume(
     record_options: Mapping[str, Any] | None = None,
     note: Callable[[str], None] | None = None,
     progress: Callable[[str], Callable[[int, int], None] | None] | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> VolumeRun:
     """Super-resolve one volume file or DICOM series folder and write the output with its provenance.
 
@@ -404,6 +405,8 @@ def run_volume(
         record_options: the options recorded in the provenance (default: ``options.to_json()``).
         note: called with each line saying which model runs and why.
         progress: ``progress(label)`` -> a ``(done, total)`` slice callback (or None) for this run.
+        cancel: polled between batches; returning True raises :class:`~MedSRLib.errors.CancelledError`
+            and nothing is written.
 
     Returns:
         The :class:`VolumeRun`.
@@ -459,7 +462,7 @@ def run_volume(
     label = f"{spec.name} through-plane" if plane == "through" else f"{spec.name} x{scale}"
     callback = progress(label) if progress is not None else None
     common = dict(axis=opts.axis, plane=plane, output_dtype=opts.output_dtype, modality=opts.modality,
-                  progress=callback, clip_output=opts.clip_output)
+                  progress=callback, cancel=cancel, clip_output=opts.clip_output)
     adapting = bool(opts.adapt_seconds or opts.adapt_iterations)
     if plane == "in":
         result = super_resolve(volume, predictor=cache.get(spec, scale), **common)

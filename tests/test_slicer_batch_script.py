@@ -26,13 +26,13 @@ def batch(medsr, monkeypatch):
 
 
 def test_batch_script_writes_what_MedSRLib_writes(batch, tmp_path, capsys):
-    from MedSRLib.pipeline import super_resolve_file
+    from MedSRLib.run import RunOptions, run_volume
 
     source = shared_path("mr-volumes", "t1_fl2d_sag_LPS.nii.gz")
     through_slicer, through_medsrlib = tmp_path / "slicer.nrrd", tmp_path / "medsrlib.nrrd"
     assert batch.main(["--", str(source), str(through_slicer), "--model", "bicubic", "--scale", "2"]) == 0
     assert "MedSR: wrote" in capsys.readouterr().out
-    super_resolve_file(source, through_medsrlib, model="bicubic", scale=2)
+    run_volume(source, through_medsrlib, RunOptions(model="bicubic", scale=2))
 
     written, expected = sitk.ReadImage(str(through_slicer)), sitk.ReadImage(str(through_medsrlib))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(expected))

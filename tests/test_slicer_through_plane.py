@@ -219,7 +219,8 @@ def test_batch_script_runs_auto_through_plane_on_a_thick_file_and_writes_what_Me
     from conftest import shared_path
 
     from MedSRLib.io import read_volume, write_volume
-    from MedSRLib.pipeline import super_resolve_file
+    from MedSRLib.engine import EngineOptions
+    from MedSRLib.run import RunOptions, run_volume
 
     full = read_volume(shared_path("mr-volumes", "t1_fl2d_sag_LPS.nii.gz"))
     source = tmp_path / "thick.nii.gz"
@@ -229,8 +230,8 @@ def test_batch_script_runs_auto_through_plane_on_a_thick_file_and_writes_what_Me
                        "--weights", str(tp_weights), "--precision", "fp32", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "tp-dridsr through-plane x2 (network x2) ran in fp32 on cpu." in out
-    super_resolve_file(source, expected, plane="auto", target_spacing=2.4, weights=tp_weights, precision="fp32",
-                       device="cpu")
+    run_volume(source, expected, RunOptions(plane="auto", target_spacing=2.4, weights=str(tp_weights), check=False,
+                                            engine=EngineOptions(**FP32_CPU)))
     a, b = sitk.ReadImage(str(written)), sitk.ReadImage(str(expected))
     assert a.GetSize() == b.GetSize() == (70, 24, 24)  # 35 slices x 4.8 mm -> 70 x 2.4 mm along I
     np.testing.assert_allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-6)

@@ -1,4 +1,4 @@
-"""MedSR: super-resolve a CT or MR volume in-plane with the networks of five papers (3D Slicer module).
+"""MedSR: super-resolve a CT or MR volume in-plane, or along the slice axis of a thick-slice volume (3D Slicer module).
 
 A thin scripted module (as KitwareMedical/SlicerNNUnet arranges it): this file holds only the module
 metadata, the panel's widget glue and the test entry. Everything else is in the ``MedSRSlicerLib``
@@ -27,7 +27,7 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadab
 from slicer.util import VTKObservationMixin
 
 from MedSRSlicerLib import background, consistency_view, dependencies, nodes, reporting, selftest  # makes MedSRLib importable from a checkout
-from MedSRSlicerLib import engine_settings, panel_text, plane
+from MedSRSlicerLib import engine_settings, panel_text
 from MedSRSlicerLib.logic import MedSRLogic  # noqa: F401  (Slicer finds the logic as <module>.MedSRLogic)
 from MedSRSlicerLib.parameters import DEVICE_CHOICES, SCALE_CHOICES, SLICE_AXIS_CHOICES, MedSRParameterNode  # noqa: F401
 from MedSRSlicerLib.plane import PLANE_CHOICES, PLANE_LABELS
@@ -61,8 +61,9 @@ class MedSR(ScriptedLoadableModule):
             "<b>Valid for</b>: single-component CT or MR scalar volumes that resemble the chosen network's training "
             "data (see the model card in the panel); sharper detail within the slice plane. In-plane runs keep the "
             "slice thickness; <b>Direction: Through-plane</b> (chosen by <i>Auto</i> when the slice spacing is at "
-            "least 2x the in-plane spacing) super-resolves along the slice axis to the target spacing, with a "
-            "MedSRLib that provides it (the panel says when it does not).<br>"
+            "least 2x the in-plane spacing) super-resolves along the slice axis to the target spacing (default: the "
+            "in-plane spacing, near-isotropic) with a through-plane network (<i>Auto</i>: MedSRLib's for the "
+            "volume's modality), both orientations containing the slice axis fused.<br>"
             "<b>Not valid for</b>: labelmaps or segmentations, vector/RGB, 4D or tensor volumes; images unlike the "
             "training data (other modality, anatomy or contrast); measurements or diagnosis of details the input "
             "does not resolve. The networks were trained on bicubic-downsampled images, not on real low-resolution "
@@ -73,7 +74,8 @@ class MedSR(ScriptedLoadableModule):
             "budget, tiles, ensemble, precision, threads, compile), checked before anything runs; after a run the "
             "status line says which precision ran.<br><br>"
             "After a run, <b>Data consistency</b> shows how well the output, degraded back to the input's resolution, "
-            "matches the input (PSNR, SSIM, |difference|, beside bicubic upsampling), can show the difference as an "
+            "matches the input (PSNR, SSIM, |difference|, beside bicubic upsampling; for a through-plane run the "
+            "slice profile along the slice axis, beside cubic B-spline), can show the difference as an "
             "overlay, and lists the slices that agree worst; good agreement does not prove the added detail is real.<br><br>"
             "Needs the PyTorch extension; the first run offers to install PyTorch and a few Python packages."
         )
@@ -116,6 +118,7 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.logic = MedSRLogic()
         self._populateModelComboBox()
+        self._populateThroughModelComboBox()
         for choice in PLANE_CHOICES:
             self.ui.planeComboBox.addItem(_(PLANE_LABELS[choice]), choice)
 
@@ -123,6 +126,7 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelSelected)
         self.ui.planeComboBox.connect("currentIndexChanged(int)", self.onPlaneSelected)
+        self.ui.throughModelComboBox.connect("currentIndexChanged(int)", self.onThroughModelSelected)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.applyButton.text = _(APPLY_TEXT)
         self.ui.progressBar.setVisible(False)
@@ -186,6 +190,19 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         combo.enabled = bool(choices)
         combo.blockSignals(wasBlocked)
 
+    def _populateThroughModelComboBox(self) -> None:
+        """Fill the through-plane network list (Auto, then the catalog's tp-* networks; no torch import)."""
+        combo = self.ui.throughModelComboBox
+        wasBlocked = combo.blockSignals(True)
+        combo.clear()
+        for name, label in self.logic.throughPlaneChoices():
+            combo.addItem(label, name)
+        combo.blockSignals(wasBlocked)
+
+    def onThroughModelSelected(self, index: int) -> None:
+        if self._parameterNode and index >= 0:
+            self._parameterNode.throughModel = self.ui.throughModelComboBox.itemData(index)
+
     def onModelSelected(self, index: int) -> None:
         if self._parameterNode and index >= 0 and self.ui.modelComboBox.enabled:
             self._parameterNode.model = self.ui.modelComboBox.itemData(index)
@@ -207,6 +224,7 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         parameters = self._parameterNode
         self._selectData(self.ui.modelComboBox, parameters.model)
         self._selectData(self.ui.planeComboBox, parameters.plane)
+        self._selectData(self.ui.throughModelComboBox, parameters.throughModel)
         text = panel_text.panelText(self.logic, parameters)
         self.ui.modelCardLabel.text = text.modelSummary
         if self.ui.modelCardTextEdit.plainText != text.cardText:
@@ -226,15 +244,13 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if parameters.inputVolume is None:
             self.ui.estimateLabel.text = _("Select an input volume.")
             return
-        resolved = self._resolvedPlane()
-        if resolved == "through" and self.logic.libraryRunsThroughPlane() and not self.logic.libraryEstimatesThroughPlane():
-            self.ui.estimateLabel.text = _("No time estimate for through-plane runs from this MedSRLib yet.")
+        if self._resolvedPlane() == "through":
+            self.ui.estimateLabel.text = _("No time estimate for through-plane runs (MedSRLib estimates in-plane runs).")
             return
         try:
             self._estimateCall = self.logic.estimateInBackground(
                 parameters.inputVolume, parameters.model, parameters.scale, device=parameters.device,
                 ensemble=parameters.ensemble, precision=parameters.precision,
-                planeKeywords=plane.superResolveKeywords(resolved, parameters.targetSpacingMM, parameters.adaptSeconds),
             )
         except MedSRError as error:
             self.ui.estimateLabel.text = _("No estimate: {reason}").format(reason=error)
@@ -272,7 +288,7 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         parameters = self._parameterNode
         problem = self.logic.problemWith(parameters.inputVolume, parameters.outputVolume, parameters.model, parameters.scale,
                                          engine_settings.readValues(parameters), parameters.plane,
-                                         parameters.targetSpacingMM, parameters.sliceAxis)
+                                         parameters.targetSpacingMM, parameters.sliceAxis, parameters.throughModel)
         self.ui.applyButton.enabled = problem is None
         self.ui.applyButton.toolTip = problem or _("Super-resolve the input volume (Cancel stops a running job).")
 
@@ -309,6 +325,7 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     plane=parameters.plane,
                     targetSpacingMM=parameters.targetSpacingMM,
                     adaptSeconds=parameters.adaptSeconds,
+                    throughModel=parameters.throughModel,
                     progress=self._tracker,
                     cancel=lambda: self._cancelRequested,
                     runner=self._runKeepingGuiResponsive,
@@ -402,7 +419,8 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class MedSRTest(ScriptedLoadableModuleTest):
-    """Runs in real Slicer (ctest ``py_MedSR`` or "Reload and Test"): SampleData MRHead and CTChest, x2.
+    """Runs in real Slicer (ctest ``py_MedSR`` or "Reload and Test"): SampleData MRHead and CTChest, x2; CTChest
+    through-plane (Auto) when through-plane CT weights are shipped.
 
     Geometry is read from the loaded nodes at run time (SampleData records none). Needs the network
     (SampleData downloads) and torch; without torch the tests are skipped, never installing anything.
@@ -413,7 +431,8 @@ class MedSRTest(ScriptedLoadableModuleTest):
 
     def runTest(self):
         """"Reload and Test" calls this directly: run every test, report skips instead of failing."""
-        for test in (self.test_bicubic_MRHead, self.test_bicubic_CTChest, self.test_network_MRHead, self.test_network_CTChest):
+        for test in (self.test_bicubic_MRHead, self.test_bicubic_CTChest, self.test_network_MRHead, self.test_network_CTChest,
+                     self.test_throughPlane_CTChest):
             self.setUp()
             try:
                 test()
@@ -431,6 +450,21 @@ class MedSRTest(ScriptedLoadableModuleTest):
 
     def test_network_CTChest(self):
         self._superResolveSample("CTChest", self._trainedNetwork("CT"), slices=3)
+
+    def test_throughPlane_CTChest(self):
+        """CTChest's 2.5 mm slices are thick (>= 2x its pixels): Auto goes through-plane with the CT network."""
+        import SampleData
+
+        self._requireTorch()
+        from MedSRLib.models import default_model
+
+        spec = default_model("CT", plane="through")
+        if not spec.has_weights(max(spec.scales)):
+            self.skipTest(f"no through-plane weights for CT ({spec.name}) are shipped")
+        inputVolume = SampleData.downloadSample("CTChest")
+        self.delayDisplay(f"Super-resolving CTChest through-plane with {spec.name} (middle 64 x 64 of each slice)")
+        selftest.throughPlaneAndVerify(self, inputVolume, size=64)
+        self.delayDisplay("CTChest through-plane: grid plan, placement and slice-profile consistency verified")
 
     # -- helpers ---------------------------------------------------------------------------------------
     def _requireTorch(self):

@@ -2,13 +2,15 @@
 
     Slicer --no-main-window --python-script Testing/MedSRBatch.py -- IN OUT --model M --scale S
         [--axis auto|axial|coronal|sagittal|0|1|2] [--plane in|auto|through] [--target-spacing MM]
-        [--adapt SECONDS] [engine flags] [--install-dependencies]
+        [--adapt SECONDS] [--through-model auto|tp-NAME] [--weights FILE] [engine flags] [--install-dependencies]
 
 The engine flags are ``medsr``'s own (``--device --batch-size --memory-budget --tile --tile-overlap
 --ensemble --precision --threads --compile``), derived from ``MedSRLib.engine.EngineOptions`` through the
 module's ``engine_settings`` (the panel's Advanced settings), and validated the same way. ``--plane``
-defaults to ``in`` (today's meaning of ``--scale``); ``auto``/``through`` need a MedSRLib whose
-``super_resolve`` runs through-plane, else the run is in-plane and says so.
+defaults to ``in`` (today's meaning of ``--scale``); ``auto`` goes through-plane when the slice spacing is
+at least 2x the in-plane spacing (MedSRLib's ``pipeline.resolve_plane``), ``through`` always; a
+through-plane run uses ``--through-model`` (``auto``: MedSRLib's network for the volume's modality) and
+ignores ``--model``/``--scale``. ``--weights`` is ``medsr run``'s: a weights file instead of the shipped one.
 
 IN is read with Slicer's own reader (``slicer.util.loadVolume``: ITK LPS -> Slicer RAS), OUT is
 written with ``slicer.util.saveNode`` (any format Slicer writes: .nrrd, .nii.gz, .mha, ...). The
@@ -52,6 +54,10 @@ def parseArguments(argv):
                         help="through-plane output slice spacing, mm (default: the in-plane spacing)")
     parser.add_argument("--adapt", type=float, default=0.0, metavar="SECONDS",
                         help="through-plane per-volume adaptation time, s (default: none)")
+    parser.add_argument("--through-model", default="auto", metavar="NAME",
+                        help="through-plane network: auto (MedSRLib's for the volume's modality) or a tp-* name")
+    parser.add_argument("--weights", default=None, metavar="FILE",
+                        help="a weights file (.safetensors with its .json card) instead of the shipped one")
     for setting in _engineSettings():  # medsr's engine flags, stored as the panel stores them
         if setting.kind == "bool":
             parser.add_argument(setting.flag, dest=setting.field, action="store_true", help=setting.help)
@@ -106,6 +112,8 @@ def run(arguments) -> int:
         plane=arguments.plane,
         targetSpacingMM=arguments.target_spacing,
         adaptSeconds=arguments.adapt,
+        throughModel=arguments.through_model,
+        weights=arguments.weights,
         progress=progress,
         showResult=False,
         onWarning=lambda message: print(f"MedSR: warning: {message}", file=sys.stderr),

@@ -5,8 +5,8 @@ parameter node and volume node, and what the logic runs with it.
 * the advanced settings are EngineOptions' fields, stored in the parameter node, validated by
   constructing EngineOptions: a bad value is one line in the panel and nothing runs;
 * the precision that ran is read from the output's metadata and shown after the run;
-* the plane choice: the auto rule from the volume's own spacing, and through-plane keywords reach
-  ``super_resolve`` only when it takes them (else in-plane with a one-line note).
+* the plane choice: the auto rule from the volume's own spacing, the plan, the through-plane network and
+  its card, and why Apply is disabled (the runs themselves: ``test_slicer_through_plane.py``).
 """
 
 
@@ -185,145 +185,107 @@ def test_panel_shows_the_rule_and_the_plan_for_the_selected_volume(medsr):
     parameters.inputVolume = volume_node(spacing=(0.9, 0.9, 3.0))
     shown = panel(medsr, parameters).planeText
     assert "Auto is through-plane when the slice spacing is at least 2x the in-plane spacing: through-plane." in shown
-    assert "Through-plane networks: tp-" in shown
+    assert "-> 20 x 0.9 mm (x3.33), two orientations fused." in shown
+    assert ("Through-plane network: tp-dridsr (Auto: MedSRLib's network for MR), run at x4" in shown
+            or "No through-plane weights for MR are shipped in this MedSR (tp-dridsr): choose Direction: In-plane." in shown)
     parameters.plane = "in"
     assert "In-plane x2; the slice spacing (3 mm) is kept." in panel(medsr, parameters).planeText
 
 
-def test_min_factor_and_keywords_agree_with_MedSRLib():
+def test_min_factor_ratio_and_keywords_agree_with_MedSRLib():
     from MedSRSlicerLib import plane
 
-    from MedSRLib import throughplane
+    from MedSRLib import geometry, throughplane
+    from MedSRLib.models import default_model
 
     assert plane.MIN_THROUGH_PLANE_FACTOR == throughplane.MIN_FACTOR
+    assert plane.AUTO_THROUGH_PLANE_RATIO == geometry.THICK_SLICE_RATIO
+    for modality in ("MR", "CT"):  # Auto = the library's default through-plane network for the modality
+        assert plane.throughPlaneNetworkName("auto", modality) == default_model(modality, plane="through").name
+    assert plane.throughPlaneNetworkName("tp-dridsr-ct", "MR") == "tp-dridsr-ct"
     # an in-plane run gets no through-plane keywords (MedSRLib refuses them there); a through-plane run lets
-    # MedSRLib pick its through-plane network for the volume's modality (model=None)
-    assert plane.superResolveKeywords("in", 1.5, 30) == {"plane": "in"}
+    # MedSRLib pick its through-plane network for the volume's modality (model=None) unless one is chosen
+    assert plane.superResolveKeywords("in", 1.5, 30, "tp-dridsr") == {"plane": "in"}
     assert plane.superResolveKeywords("through", 0.0, 0) == {"plane": "through", "model": None}
-    assert plane.superResolveKeywords("through", 1.5, 30) == {
-        "plane": "through", "model": None, "target_spacing": 1.5, "adapt_seconds": 30.0}
-
-    def takes_them(volume, *, plane="auto", target_spacing=None, adapt_seconds=None, **engine_keywords): ...
-
-    def catch_all_only(volume, **engine_keywords): ...
-
-    assert plane.libraryRunsThroughPlane(takes_them) and not plane.libraryRunsThroughPlane(catch_all_only)
+    assert plane.superResolveKeywords("through", 1.5, 30, "tp-dridsr-ct") == {
+        "plane": "through", "model": "tp-dridsr-ct", "target_spacing": 1.5, "adapt_seconds": 30.0}
 
 
-def test_through_plane_with_the_installed_library_runs_in_plane_with_a_one_line_note(medsr):
-    from MedSRSlicerLib import plane
-
-    logic = medsr.MedSRLogic()
-    if plane.libraryRunsThroughPlane():
-        pytest.skip("the installed MedSRLib runs through-plane: see the keyword test below")
-    output = logic.process(volume_node(), model="bicubic", scale=2, plane="auto", check=False)
-    assert output.GetImageData().GetDimensions() == (48, 40, 6)  # in-plane x2, slices kept
-    assert logic.lastNotes == [plane.NEEDS_NEWER_LIBRARY] and "\n" not in plane.NEEDS_NEWER_LIBRARY
-    logic.process(volume_node(spacing=(0.9, 0.9, 1.2), name="Thin"), model="bicubic", scale=2, plane="auto", check=False)
-    assert logic.lastNotes == []  # auto chose in-plane: nothing to say
-
-
-def test_through_plane_choices_reach_a_super_resolve_that_takes_them(medsr, monkeypatch):
-    """When MedSRLib's super_resolve names plane/target_spacing/adapt_seconds, the panel's values reach it, with
-    the same progress and cancel callbacks, and its through-plane result is written on MedSRLib's grid plan.
-    (A stand-in for the coming library function: it records the keywords and returns a volume on the
-    through-plane grid plan, voxels repeated along the slice axis.)"""
-    import slicer
-
-    import MedSRLib.pipeline as pipeline
-    from MedSRLib.geometry import ijk_to_ras_matrix, plan_output_grid
-    from MedSRSlicerLib import logic as logic_module
-
-    received = {}
-
-    def super_resolve(volume, *, plane="auto", target_spacing=None, adapt_seconds=None, progress=None, cancel=None,
-                      **keywords):
-        received.update(plane=plane, target_spacing=target_spacing, adapt_seconds=adapt_seconds, cancel=cancel,
-                        model=keywords["model"])
-        plan = plan_output_grid(volume, [2.0, 1.0, 1.0])
-        progress(1, 2), progress(2, 2)  # both orientations
-        info = {"model": "tp-dridsr", "precision": "fp32", "device": "cpu", "grid": plan.to_json()}
-        return plan.to_volume(np.repeat(volume.array, 2, axis=0), metadata={"medsr": info})
-
-    monkeypatch.setattr(pipeline, "super_resolve", super_resolve)
-    logic = medsr.MedSRLogic()
-    progress, cancel, warned = [], (lambda: False), []
-    input_node = volume_node()
-    output = logic.process(input_node, model="bicubic", scale=2, plane="through", targetSpacingMM=1.5,
-                           adaptSeconds=30, progress=lambda done, total: progress.append((done, total)), cancel=cancel,
-                           onWarning=warned.append)
-    assert received == {"plane": "through", "target_spacing": 1.5, "adapt_seconds": 30.0, "cancel": cancel, "model": None}
-    assert progress == [(1, 2), (2, 2)]
-    assert output.GetName() == "Input_tp-dridsr_x2" and output.GetImageData().GetDimensions() == (24, 20, 12)
-    expected = ijk_to_ras_matrix(plan_output_grid(medsr_grid(input_node), [2.0, 1.0, 1.0]).to_volume(np.zeros((12, 20, 24))))
-    np.testing.assert_allclose(slicer.util.arrayFromVTKMatrix(ijk_matrix(output)), expected, atol=1e-9)
-    assert logic.lastRunInfo["precision"] == "fp32" and logic.lastConsistency is None
-    # the in-plane check is not applied to it: a note in the status line, not a warning dialog
-    assert logic.lastNotes == [logic_module.CHECK_IN_PLANE_ONLY] and warned == []
-
-
-def test_auto_on_thin_slices_passes_an_in_plane_run_without_through_plane_keywords(medsr, monkeypatch):
-    import MedSRLib.pipeline as pipeline
-
-    in_plane, received = pipeline.super_resolve, {}
-
-    def super_resolve(volume, *, plane="auto", target_spacing=None, adapt_seconds=None, **keywords):
-        received.update(plane=plane, target_spacing=target_spacing, adapt_seconds=adapt_seconds, model=keywords["model"].name)
-        return in_plane(volume, **keywords)
-
-    monkeypatch.setattr(pipeline, "super_resolve", super_resolve)
-    logic = medsr.MedSRLogic()
-    output = logic.process(volume_node(spacing=(0.9, 0.9, 1.2)), model="bicubic", scale=2, plane="auto",
-                           targetSpacingMM=0.5, adaptSeconds=30)
-    assert received == {"plane": "in", "target_spacing": None, "adapt_seconds": None, "model": "bicubic"}
-    assert output.GetImageData().GetDimensions() == (48, 40, 6) and logic.lastConsistency is not None
-
-
-def medsr_grid(node):
-    from MedSRSlicerLib import nodes
-
-    return nodes.gridFromNode(node)
-
-
-def ijk_matrix(node):
-    import vtk
-
-    matrix = vtk.vtkMatrix4x4()
-    node.GetIJKToRASMatrix(matrix)
-    return matrix
-
-
-def test_estimate_gets_the_plane_keywords_its_library_function_names():
-    from MedSRSlicerLib import plane
-
-    from MedSRLib.pipeline import estimate_seconds
-
-    keywords = plane.superResolveKeywords("through", 1.5, 30)
-
-    def newer(shape, spacing=None, *, model, scale, plane="auto", target_spacing=None, **rest): ...
-
-    assert plane.keywordsTakenBy(newer, keywords, exclude=("model",)) == {"plane": "through", "target_spacing": 1.5}
-    assert plane.keywordsTakenBy(estimate_seconds, keywords, exclude=("model",)) == {}  # today's estimate: in-plane only
-    assert plane.libraryEstimatesThroughPlane(newer) and not plane.libraryEstimatesThroughPlane(estimate_seconds)
-
-
-def test_apply_is_disabled_with_the_reason_when_a_through_plane_run_cannot_start(medsr, monkeypatch):
-    """With a MedSRLib that runs through-plane: no shipped through-plane weights, or nothing to do, is one line
-    before Apply (the run would refuse it); with today's MedSRLib the choice runs in-plane, so no problem."""
-    import MedSRLib.pipeline as pipeline
+def test_apply_is_disabled_with_the_reason_when_a_through_plane_run_cannot_start(medsr):
+    """No shipped through-plane weights for the volume's modality, or nothing to do, is one line before Apply
+    (the run would refuse it); the in-plane model's own problems do not matter to a through-plane run."""
     from MedSRSlicerLib import model_catalog
 
     logic = medsr.MedSRLogic()
-    node = volume_node(spacing=(0.9, 0.9, 3.0))
-    if not logic.libraryRunsThroughPlane():
-        assert logic.problemWith(node, None, "bicubic", 2, plane="through") is None
-        in_plane = pipeline.super_resolve
-        monkeypatch.setattr(pipeline, "super_resolve", lambda volume, *, plane="auto", target_spacing=None,
-                            adapt_seconds=None, **keywords: in_plane(volume, **keywords))
-    shipped = any(n.hasWeights(max(n.scales)) for n in model_catalog.throughPlaneModels())
+    node = volume_node(spacing=(0.9, 0.9, 3.0))  # MR values
+    shipped = model_catalog.findThroughPlane("tp-dridsr").hasWeights(4)
     problem = logic.problemWith(node, None, "bicubic", 2, plane="through")
-    assert (problem is None) if shipped else ("No through-plane weights" in problem)
+    assert (problem is None) if shipped else (
+        problem == "No through-plane weights for MR are shipped in this MedSR (tp-dridsr): choose Direction: In-plane.")
+    assert logic.problemWith(node, None, "mdrn", 3, plane="auto") == problem  # mdrn has no x3; not used here
     assert "nothing to do" in logic.problemWith(node, None, "bicubic", 2, plane="through", targetSpacingMM=2.8)
+    assert "\n" not in logic.problemWith(node, None, "bicubic", 2, plane="through", targetSpacingMM=2.8)
     assert logic.problemWith(node, None, "bicubic", 2, plane="in", targetSpacingMM=2.8) is None
+    assert "x8" in logic.problemWith(node, None, "bicubic", 2, plane="through", targetSpacingMM=0.3)  # x10 > x8
     thin = volume_node(spacing=(0.9, 0.9, 1.2), name="Thin")
     assert logic.problemWith(thin, None, "bicubic", 2, plane="auto") is None  # auto = in-plane here
+    assert "Unknown through-plane network" in logic.problemWith(node, None, "bicubic", 2, plane="through",
+                                                                 throughModel="tp-none")
+
+
+def test_through_plane_network_choice_lists_auto_and_the_catalogs_networks_and_follows_the_modality(medsr):
+    import slicer
+
+    from MedSRLib.models import list_models
+
+    logic = medsr.MedSRLogic()
+    choices = logic.throughPlaneChoices()
+    assert [value for value, _label in choices] == ["auto", *(s.name for s in list_models(through_plane=True))]
+    assert {"tp-dridsr", "tp-dridsr-ct"} <= {value for value, _label in choices}
+    mr = volume_node(spacing=(0.9, 0.9, 3.0), name="MR")
+    ct_voxels = np.full((6, 20, 24), -1000, dtype=np.int16)
+    ct_voxels[:, 5:15, 5:19] = 40
+    ct = slicer.util.addVolumeFromArray(ct_voxels, ijkToRAS=np.diag([-0.9, -0.9, 3.0, 1.0]), name="CT")
+    assert logic.throughPlaneNetwork(mr, "auto")[0::2] == ("tp-dridsr", "MR")
+    assert logic.throughPlaneNetwork(ct, "auto")[0::2] == ("tp-dridsr-ct", "CT")
+    name, network, modality = logic.throughPlaneNetwork(mr, "tp-dridsr-ct")
+    assert (name, network.name, modality) == ("tp-dridsr-ct", "tp-dridsr-ct", "MR")
+    parameters = logic.getParameterNode()
+    assert parameters.throughModel == "auto"
+    parameters.throughModel = "tp-dridsr-ct"
+    assert parameters.parameterNode.GetParameter("throughModel") == "tp-dridsr-ct"
+
+
+def test_card_of_a_through_plane_run_is_the_networks_card_at_its_factor_or_one_line_without_weights(medsr):
+    """The summary and card under the model choice follow the run: for a through-plane run, the network's
+    (``card_text`` at the network factor) when its weights are shipped, else one line saying none are."""
+    from MedSRSlicerLib import model_catalog
+
+    from MedSRLib.models.cards import card_text
+
+    parameters = medsr.MedSRLogic().getParameterNode()
+    parameters.model, parameters.scale = "mdrn", 2
+    parameters.inputVolume = volume_node(spacing=(0.9, 0.9, 3.0))  # x3.33: the network runs at x4
+    for choice, name in (("auto", "tp-dridsr"), ("tp-dridsr-ct", "tp-dridsr-ct")):
+        parameters.throughModel = choice
+        shown = panel(medsr, parameters)
+        if model_catalog.findThroughPlane(name).hasWeights(4):
+            assert shown.cardText == card_text(name, 4).rstrip("\n")
+        else:
+            assert shown.cardText == (f"No through-plane weights for {model_catalog.findThroughPlane(name).modality} "
+                                      f"are shipped in this MedSR ({name}): choose Direction: In-plane.")
+        assert shown.modelSummary.startswith(f"<b>{name}</b>")
+    parameters.plane = "in"  # the in-plane model's card again
+    assert panel(medsr, parameters).cardText == card_text("mdrn", 2).rstrip("\n")
+
+
+@pytest.mark.parametrize("slice_spacing", [3.0, 1.8, 1.8 * (1 - 5e-4), 1.79, 1.2, 0.9])
+def test_panels_auto_verdict_is_MedSRLibs_resolve_plane_at_and_around_the_2x_boundary(medsr, slice_spacing):
+    """The panel plans from the node's grid without importing the pipeline; its Auto verdict is the one the
+    run then takes (``pipeline.resolve_plane`` on the volume the logic passes), ties included."""
+    from MedSRSlicerLib import nodes
+
+    from MedSRLib.pipeline import resolve_plane
+
+    node = volume_node(spacing=(0.9, 0.95, slice_spacing))
+    assert medsr.MedSRLogic().planFor(node, "auto").resolved == resolve_plane(nodes.volumeFromNode(node), plane="auto")

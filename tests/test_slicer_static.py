@@ -125,9 +125,10 @@ def test_every_widget_the_module_uses_exists_in_the_ui():
 def test_ui_parameter_bindings_match_the_parameter_node_fields(medsr):
     hints = typing.get_type_hints(medsr.MedSRParameterNode, include_extras=True)
     bindings = ui_parameter_bindings()
-    # model is filled from MedSRLib's registry at run time, plane with its labels (PLANE_LABELS)
-    assert set(bindings) == set(hints) - {"model", "plane"}
+    # model and throughModel are filled from the cached catalog at run time, plane with its labels (PLANE_LABELS)
+    assert set(bindings) == set(hints) - {"model", "plane", "throughModel"}
     assert widget_property(ui_widgets()["modelComboBox"], "SlicerParameterName") is None
+    assert widget_property(ui_widgets()["throughModelComboBox"], "SlicerParameterName") is None
     assert widget_property(ui_widgets()["planeComboBox"], "SlicerParameterName") is None
     for name, widget in bindings.items():
         base, *annotations = typing.get_args(hints[name]) or (hints[name],)

@@ -24,10 +24,6 @@ from . import plane as planes
 from .parameters import MedSRParameterNode
 
 
-#: The note of a through-plane run asked for the data-consistency check (its slice-profile form is MedSRLib's next step).
-CHECK_IN_PLANE_ONLY = "The data-consistency check covers in-plane runs only: none for this through-plane run."
-
-
 def _runInline(function):
     return function()
 
@@ -46,7 +42,7 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
             (None when it ran with ``check=False``, the check failed, or no run finished yet).
         lastRunInfo: the output's ``metadata["medsr"]`` of the last successful ``process`` (model, scale,
             the precision that ran, device, grid plan, ...), or None.
-        lastNotes: one-line notes of the last ``process`` (e.g. through-plane needs a newer MedSRLib).
+        lastNotes: one-line notes of the last ``process`` (e.g. the slice thickness a through-plane run assumed).
     """
 
     def __init__(self, parent=None) -> None:
@@ -65,9 +61,43 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
         return [(m.name, f"{m.name}: {m.network} {m.config} ({m.modality})") for m in model_catalog.models()]
 
     @staticmethod
+    def throughPlaneChoices() -> list:
+        """``[(value, label)]`` of the through-plane network choice: Auto (MedSRLib's default for the volume's
+        modality), then every catalogued ``tp-*`` network and whether its weights are shipped (cached catalog)."""
+        choices = [(planes.AUTO_NETWORK, _("Auto (MedSRLib's network for the volume's modality)"))]
+        for m in model_catalog.throughPlaneModels():
+            shipped = _("weights shipped") if m.hasWeights(max(m.scales)) else _("no weights shipped")
+            choices.append((m.name, f"{m.name}: {m.network} {m.config} ({m.modality}; {shipped})"))
+        return choices
+
+    @staticmethod
+    def throughPlaneNetwork(inputVolume, choice: str = planes.AUTO_NETWORK) -> tuple:
+        """``(network name, catalog model or None, modality)`` a through-plane run of ``inputVolume`` uses for
+        the network ``choice`` ("auto" = MedSRLib's default for the volume's modality, as MedSRLib guesses it
+        from the voxels: ``intensity.guess_modality``). Torch-free.
+
+        Raises:
+            NodeError: not a usable scalar volume.
+        """
+        nodes.checkInputVolume(inputVolume)
+        modality = nodes.modalityOf(inputVolume)
+        name = planes.throughPlaneNetworkName(choice, modality)
+        return name, model_catalog.findThroughPlane(name), modality
+
+    @staticmethod
+    def throughPlaneCardText(networkName: str, factor: int) -> str:
+        """The through-plane network's card at its network ``factor`` (``MedSRLib.models.cards.card_text``), or
+        the one line saying that no weights (so no card) are shipped for it."""
+        network = model_catalog.findThroughPlane(networkName)
+        if network is not None and not network.hasWeights(factor):
+            return planes.noWeightsMessage(network, network.modality)
+        return _cardText(str(networkName), int(factor))
+
+    @staticmethod
     def describeModel(modelName: str, scale: int) -> str:
-        """The model card as HTML: paper, modality, scales, training data, metrics, intended use (cached catalog)."""
-        spec = model_catalog.find(modelName)
+        """The model card as HTML: paper, modality, scales, training data, metrics, intended use (cached catalog;
+        in-plane models and through-plane networks)."""
+        spec = model_catalog.find(modelName) or model_catalog.findThroughPlane(modelName)
         if spec is None:
             return _("Unknown model '{model}'.").format(model=modelName)
         lines = [
@@ -122,13 +152,11 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def estimateInBackground(inputVolume, model: str, scale: int, axis="auto", device: str = "auto",
-                             ensemble: bool = False, precision: str = "auto",
-                             planeKeywords: Optional[Mapping[str, Any]] = None) -> background.BackgroundCall:
+                             ensemble: bool = False, precision: str = "auto") -> background.BackgroundCall:
         """:meth:`estimateSeconds` off the calling thread: the node is read here (MRML stays on the main thread),
         MedSRLib runs in the thread. ``result()`` of the returned call is the estimate in seconds or re-raises
         MedSRLib's error (e.g. ``ScaleError``). Raises ``NodeError``/``MissingDependencyError`` at once.
-        ``planeKeywords`` (``plane.superResolveKeywords``) reach ``estimate_seconds`` for those it names (a
-        MedSRLib that estimates through-plane runs); an older one estimates the in-plane run."""
+        In-plane runs only: ``MedSRLib.pipeline.estimate_seconds`` does not estimate through-plane runs."""
         nodes.checkInputVolume(inputVolume)
         dependencies.checkDependencies()
         shapeKJI = tuple(reversed(inputVolume.GetImageData().GetDimensions()))
@@ -138,8 +166,7 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
             from MedSRLib.pipeline import estimate_seconds
 
             return estimate_seconds(shapeKJI, spacing, model=model, scale=int(scale), axis=_sliceAxisArgument(axis),
-                                    device=device, ensemble=ensemble, precision=precision,
-                                    **planes.keywordsTakenBy(estimate_seconds, planeKeywords or {}, exclude=("model",)))
+                                    device=device, ensemble=ensemble, precision=precision)
 
         return background.BackgroundCall(estimate, name="MedSR estimate")
 
@@ -160,16 +187,6 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
         """
         nodes.checkInputVolume(inputVolume)
         return planes.planFor(nodes.gridFromNode(inputVolume), plane, targetSpacingMM, _sliceAxisArgument(axis))
-
-    @staticmethod
-    def libraryRunsThroughPlane() -> bool:
-        """True when the installed MedSRLib's ``super_resolve`` takes ``plane``/``target_spacing``/``adapt_seconds``."""
-        return planes.libraryRunsThroughPlane()
-
-    @staticmethod
-    def libraryEstimatesThroughPlane() -> bool:
-        """True when the installed MedSRLib's ``estimate_seconds`` estimates through-plane runs (takes ``plane``)."""
-        return planes.libraryEstimatesThroughPlane()
 
     @staticmethod
     def engineOptions(engine: Union[None, Mapping[str, Any], Any] = None, **overrides: Any):
@@ -195,15 +212,28 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def problemWith(inputVolume, outputVolume, model: str, scale: int,
                     engineValues: Optional[Mapping[str, Any]] = None, plane: str = "in",
-                    targetSpacingMM: float = 0.0, axis="auto") -> Optional[str]:
+                    targetSpacingMM: float = 0.0, axis="auto", throughModel: str = planes.AUTO_NETWORK) -> Optional[str]:
         """Why ``process`` would refuse these choices (one line), or None. Never installs, computes or imports
         torch; ``engineValues`` (the panel's engine settings) are checked with :meth:`engineSettingsProblem`;
-        a through-plane choice (with a MedSRLib that runs it) with ``plane.throughPlaneProblem``."""
+        a run that resolves to through-plane with ``plane.throughPlaneProblem`` (factor, network, shipped
+        weights for the volume's modality); the in-plane model and scale are then not used."""
         try:
             nodes.checkInputVolume(inputVolume)
             nodes.checkOutputVolume(outputVolume, inputVolume)
         except MedSRError as error:
             return str(error)
+        if plane != "in":
+            try:
+                plan = MedSRLogic.planFor(inputVolume, plane, targetSpacingMM, axis)
+            except MedSRError as error:
+                return str(error)
+            if plan.resolved == "through":
+                _name, network, modality = MedSRLogic.throughPlaneNetwork(inputVolume, throughModel)
+                problem = planes.throughPlaneProblem(plan, network, modality)
+                if problem or engineValues is None:
+                    return problem
+                problem = engine_settings.problem(engineValues, importTorch=False)
+                return _("Advanced settings: {problem}").format(problem=problem) if problem else None
         spec = model_catalog.find(model)
         if spec is None:
             return _("Unknown model '{model}': choose one from the list.").format(model=model)
@@ -218,12 +248,6 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
             problem = engine_settings.problem(engineValues, importTorch=False)
             if problem:
                 return _("Advanced settings: {problem}").format(problem=problem)
-        if plane != "in" and planes.libraryRunsThroughPlane():
-            try:
-                plan = MedSRLogic.planFor(inputVolume, plane, targetSpacingMM, axis)
-            except MedSRError as error:
-                return str(error)
-            return planes.throughPlaneProblem(plan, model_catalog.throughPlaneModels())
         return None
 
     # -- processing ----------------------------------------------------------------------------------
@@ -247,6 +271,8 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
         plane: str = "in",
         targetSpacingMM: float = 0.0,
         adaptSeconds: float = 0.0,
+        throughModel: str = planes.AUTO_NETWORK,
+        weights=None,
     ):
         """Super-resolve ``inputVolume`` (in-plane by ``scale``, or along its slice axis) and return the output node.
 
@@ -269,9 +295,13 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
                 the report is :attr:`lastConsistency`. A check that fails is reported through ``onWarning``.
             plane: "in" (default here, as before), "auto" (through-plane when the slice spacing is at least
                 2x the in-plane spacing) or "through"; targetSpacingMM: through-plane output slice spacing
-                (0 = the in-plane spacing); adaptSeconds: through-plane per-volume adaptation (0 = none).
-                Passed to MedSRLib only when its ``super_resolve`` takes them; otherwise a through-plane
-                choice runs in-plane and :attr:`lastNotes` says that it needs a newer MedSRLib.
+                (0 = the in-plane spacing); adaptSeconds: through-plane per-volume adaptation (0 = none);
+                throughModel: the through-plane network ("auto" = MedSRLib's for the volume's modality,
+                or a ``tp-*`` name). MedSRLib's ``pipeline.resolve_plane`` decides what "auto" runs; a
+                through-plane run ignores ``model`` and ``scale`` and writes MedSRLib's grid plan, named
+                ``<input>_<tp network>_x<factor>``; its check is the slice-profile form.
+            weights: a weights file for the network that runs (MedSRLib's ``weights``: overrides the
+                shipped one; e.g. a through-plane network's own file); None = the shipped weights.
 
         Raises:
             NodeError, UnsupportedImageError: bad input/output node. MissingDependencyError: torch or a
@@ -288,35 +318,33 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
         dependencies.checkDependencies()
         from MedSRLib.models import get_model
 
-        spec = get_model(model)
-        scale = spec.check_scale(scale)
         engineOptions = self.engineOptions(engine, device=device, ensemble=ensemble, memory_budget_mb=memoryBudgetMB or None)
         volume = nodes.volumeFromNode(inputVolume)
+        resolved = planes.resolvedPlane(volume, plane, axis=_sliceAxisArgument(axis))
         options = dict(
-            model=spec,
-            scale=scale,
             axis=_sliceAxisArgument(axis),
             options=engineOptions,
             output_dtype=nodes.outputDtypeFor(volume.array),
             progress=progress,
             cancel=cancel,
         )
-        notes = []
-        if planes.libraryRunsThroughPlane():
-            resolved = planes.resolvedPlane(volume, plane, scale=scale, model=spec, axis=_sliceAxisArgument(axis))
-            options.update(planes.superResolveKeywords(resolved, targetSpacingMM, adaptSeconds))
-        elif plane != "in" and self.planFor(inputVolume, plane, targetSpacingMM, axis).resolved == "through":
-            notes.append(planes.NEEDS_NEWER_LIBRARY)
+        if resolved == "in":  # the in-plane model and scale matter to an in-plane run only
+            spec = get_model(model)
+            scale = spec.check_scale(scale)
+            options.update(model=spec, scale=scale)
+        if weights is not None:
+            options["weights"] = str(weights)
+        options.update(planes.superResolveKeywords(resolved, targetSpacingMM, adaptSeconds, throughModel))
         startTime = time.monotonic()
-        logging.info(f"MedSR: super-resolving '{inputVolume.GetName()}' with {spec.name} x{scale}")
+        logging.info(f"MedSR: super-resolving '{inputVolume.GetName()}' " + (
+            f"with {options['model'].name} x{scale}" if resolved == "in" else "along its slice axis (through-plane)"))
         with reporting.capturedWarnings(onWarning or logging.warning):
             result, report = (runner or _runInline)(lambda: _superResolveAndCheck(volume, options, check))
         if cancel is not None and cancel():
             raise CancelledError("Cancelled after super-resolution: nothing was written.")
-        if check and not _isInPlaneResult(result):
-            notes.append(CHECK_IN_PLANE_ONLY)
+        notes = reporting.throughPlaneNotes(result.metadata.get("medsr") or {})
         nodes.checkStillInScene(inputVolume, outputVolume)  # deleted while the job ran: stop, write nothing
-        outputVolume = nodes.prepareOutputNode(outputVolume, inputVolume, *_nameParts(result, spec.name, scale))
+        outputVolume = nodes.prepareOutputNode(outputVolume, inputVolume, *_nameParts(result, model, scale))
         nodes.writeVolumeToNode(result, outputVolume)
         nodes.placeBesideInput(outputVolume, inputVolume)
         if showResult:
@@ -385,7 +413,7 @@ def _nameParts(result, modelName: str, scale: int) -> tuple:
     """``(model, factor)`` for the output's name: the in-plane model and scale, or for a through-plane result
     the model and the slice-axis factor MedSRLib recorded (``metadata["medsr"]``)."""
     if _isInPlaneResult(result):
-        return modelName, scale
+        return (result.metadata.get("medsr") or {}).get("model", modelName), scale
     runInfo = result.metadata.get("medsr") or {}
     return runInfo.get("model", modelName), max(runInfo["grid"]["factors_zyx"])
 
@@ -398,10 +426,12 @@ def _superResolveAndCheck(volume, options, check: bool):
     result = super_resolve(volume, **options)
     if not check:
         return result, None
-    if not _isInPlaneResult(result):  # through-plane: the check's slice-profile form comes with the library API
-        return result, None
     try:
-        return result, check_consistency(volume, result, scale=options["scale"], axis=options["axis"])
+        if _isInPlaneResult(result):
+            return result, check_consistency(volume, result, scale=options["scale"], axis=options["axis"])
+        # through-plane: re-degrade along the slice axis with the slice profile MedSRLib recorded for the run
+        run = result.metadata["medsr"]
+        return result, check_consistency(volume, result, plane="through", axis=run["slice_axis"])
     except MedSRError as error:  # the output itself is fine to keep; say why there are no numbers
         logging.getLogger("MedSRLib.consistency").warning(f"MedSR: the data-consistency check failed: {error}")
         return result, None

@@ -11,8 +11,9 @@ MedSRLib's registry by::
 weights file or card changed), so the cache cannot go stale unnoticed. Running a model still goes
 through MedSRLib (the cache is never used to compute anything).
 
-Catalog format (JSON object): ``{"format": 2, "models": [model, ...], "throughPlane": [model, ...]}``,
-each list in registry order (``list_models()`` and ``list_models(through_plane=True)``), each model
+Catalog format (JSON object): ``{"format": 3, "models": [model, ...], "throughPlane": [model, ...],
+"throughPlaneDefaults": {"MR": name, "CT": name}}``, each list in registry order (``list_models()`` and
+``list_models(through_plane=True)``), the defaults ``default_model(modality, plane="through")``, each model
 ``{"name", "network", "config", "paper", "modality", "scales": [int], "learned": bool, "description",
 "weights": {"<scale>": bool}, "cards": {"<scale>": card or null}}`` where a card holds what the panel
 shows: ``{"scale", "trainingData", "metrics": {name: value}, "intendedUse"}`` (a through-plane network
@@ -29,7 +30,9 @@ from typing import Any, Optional
 
 #: The cached catalog (a module resource, packaged by MedSR/CMakeLists.txt).
 CATALOG_FILE = Path(__file__).resolve().parent.parent / "Resources" / "models.json"
-FORMAT = 2
+FORMAT = 3
+#: The modalities whose default through-plane network the catalog records.
+MODALITIES = ("MR", "CT")
 
 
 class CatalogModel:
@@ -87,12 +90,13 @@ def _entry(spec: Any) -> dict[str, Any]:
 
 def build() -> dict[str, Any]:
     """The catalog from MedSRLib's registry (imports torch and every network; run offline, not in the GUI)."""
-    from MedSRLib.models import list_models
+    from MedSRLib.models import default_model, list_models
 
     return {
         "format": FORMAT,
         "models": [_entry(spec) for spec in list_models()],
         "throughPlane": [_entry(spec) for spec in list_models(through_plane=True)],
+        "throughPlaneDefaults": {m: default_model(m, plane="through").name for m in MODALITIES},
     }
 
 
@@ -102,11 +106,16 @@ def dumps(catalog: dict[str, Any]) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _load(path: str, key: str) -> tuple[CatalogModel, ...]:
+def _read(path: str) -> dict[str, Any]:
     catalog = json.loads(Path(path).read_text(encoding="utf-8"))
     if catalog.get("format") != FORMAT:
         raise ValueError(f"{path}: catalog format {catalog.get('format')!r}, expected {FORMAT}")
-    return tuple(CatalogModel(entry) for entry in catalog[key])
+    return catalog
+
+
+@functools.lru_cache(maxsize=None)
+def _load(path: str, key: str) -> tuple[CatalogModel, ...]:
+    return tuple(CatalogModel(entry) for entry in _read(path)[key])
 
 
 def models(path: Path = CATALOG_FILE) -> tuple[CatalogModel, ...]:
@@ -122,6 +131,21 @@ def throughPlaneModels(path: Path = CATALOG_FILE) -> tuple[CatalogModel, ...]:
 def find(name: str, path: Path = CATALOG_FILE) -> Optional[CatalogModel]:
     """The catalogued model called ``name`` (case-insensitive), or None."""
     for model in models(path):
+        if model.name == str(name).lower():
+            return model
+    return None
+
+
+def defaultThroughPlane(modality: str, path: Path = CATALOG_FILE) -> str:
+    """MedSRLib's through-plane network for ``modality`` (``default_model(modality, plane="through")``;
+    an unknown modality gets MR's, as MedSRLib does)."""
+    defaults = _read(str(path))["throughPlaneDefaults"]
+    return defaults.get(str(modality or "MR").upper(), defaults["MR"])
+
+
+def findThroughPlane(name: str, path: Path = CATALOG_FILE) -> Optional[CatalogModel]:
+    """The catalogued through-plane network called ``name`` (case-insensitive), or None."""
+    for model in throughPlaneModels(path):
         if model.name == str(name).lower():
             return model
     return None

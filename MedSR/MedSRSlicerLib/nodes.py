@@ -129,6 +129,16 @@ def volumeFromNode(volumeNode):
     return volume_from_slicer_arrays(voxels, ijkToRasArray(volumeNode), metadata={"slicer_node": volumeNode.GetName()})
 
 
+def modalityOf(volumeNode) -> str:
+    """"CT" or "MR" as MedSRLib guesses it for this node's voxels (``intensity.guess_modality``: the volume
+    MedSRLib receives carries no modality, so this is what a run decides); reads the voxels, no copy."""
+    from MedSRLib.geometry import volume_from_slicer_arrays
+    from MedSRLib.intensity import guess_modality
+
+    voxels = slicer.util.arrayFromVolume(volumeNode)
+    return guess_modality(volume_from_slicer_arrays(voxels, ijkToRasArray(volumeNode)))
+
+
 def gridFromNode(volumeNode):
     """The node's voxel grid as a ``MedSRLib.geometry.Grid`` (shape (k, j, i), spacing, LPS origin and
     direction), without reading its voxels: what the panel needs to plan a run."""

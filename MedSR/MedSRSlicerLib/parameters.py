@@ -13,7 +13,7 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 
 from . import engine_settings
 from .engine_settings import DEVICE_CHOICES  # noqa: F401  (re-exported for MedSR.py and the tests)
-from .plane import PLANE_CHOICES
+from .plane import AUTO_NETWORK, PLANE_CHOICES
 
 #: Choices offered in the panel (every model checks its own scales; bicubic/nearest take any of them).
 SCALE_CHOICES = [2, 3, 4, 8]
@@ -33,6 +33,8 @@ class MedSRParameterNode:
     scale - in-plane factor (the model must support it).
     sliceAxis - which slices are super-resolved: "auto" (largest spacing) or a plane.
     plane - "auto" (through-plane when slice spacing >= 2x in-plane spacing), "in" or "through".
+    throughModel - the through-plane network: "auto" (MedSRLib's for the volume's modality) or a tp-* name;
+        the panel lists the cached catalog's through-plane networks.
     targetSpacingMM - through-plane output slice spacing, mm; 0 = the in-plane spacing (near-isotropic).
     adaptSeconds - through-plane per-volume adaptation time, s; 0 = none.
     checkConsistency - after the run, degrade the output back and compare it with the input (MedSRLib.consistency).
@@ -46,6 +48,7 @@ class MedSRParameterNode:
     scale: Annotated[int, Choice(SCALE_CHOICES)] = 2
     sliceAxis: Annotated[str, Choice(SLICE_AXIS_CHOICES)] = "auto"
     plane: Annotated[str, Choice(list(PLANE_CHOICES))] = "auto"
+    throughModel: str = AUTO_NETWORK
     targetSpacingMM: Annotated[float, WithinRange(0.0, MAX_TARGET_SPACING_MM)] = 0.0
     adaptSeconds: Annotated[int, WithinRange(0, MAX_ADAPT_SECONDS)] = 0
     checkConsistency: bool = True

@@ -1,65 +1,53 @@
 """Which direction the panel super-resolves: in-plane, or along the slice axis (issues 19 item 3, 20 item 7).
 
-The panel offers Auto / In-plane / Through-plane (slice axis), a target slice spacing and an adaptation
-time, and shows the rule Auto follows, computed from the selected volume's geometry: **through-plane
-when the slice spacing is at least** :data:`AUTO_THROUGH_PLANE_RATIO` **times the in-plane spacing**
-(issue 20 item 1), else in-plane. The slice axis is MedSRLib's (:func:`MedSRLib.geometry.resolve_slice_axis`)
-and the output grid MedSRLib's plan (:func:`MedSRLib.geometry.plan_output_grid`); this module only compares
-the two spacings and words the result.
-
-Through-plane runs need a MedSRLib whose :func:`MedSRLib.pipeline.super_resolve` accepts the keywords in
-:data:`THROUGH_PLANE_KEYWORDS`; :func:`libraryRunsThroughPlane` looks at the installed signature (no torch
-import), and with an older MedSRLib the module runs in-plane and says so in one line (:data:`NEEDS_NEWER_LIBRARY`).
+The panel offers Auto / In-plane / Through-plane (slice axis), the through-plane network (Auto = MedSRLib's
+default for the volume's modality), a target slice spacing and an adaptation time, and shows the rule Auto
+follows, computed from the selected volume's geometry: **through-plane when the slice spacing is at least**
+:data:`AUTO_THROUGH_PLANE_RATIO` **times the in-plane spacing** (``MedSRLib.geometry.THICK_SLICE_RATIO``),
+else in-plane. The slice axis is MedSRLib's (:func:`MedSRLib.geometry.resolve_slice_axis`), the output grid
+MedSRLib's plan (:func:`MedSRLib.geometry.plan_output_grid`) and a run's direction MedSRLib's
+(:func:`MedSRLib.pipeline.resolve_plane`); this module only compares the two spacings and words the result.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
-from typing import Any, Callable, Mapping, Optional
+import math
+from typing import Any, Optional
 
 from MedSRLib import geometry as _geometry  # numpy only
+
+from . import model_catalog
 
 #: The parameter-node values of the plane choice, and what the panel's combo box shows for each.
 PLANE_CHOICES: tuple[str, ...] = ("auto", "in", "through")
 PLANE_LABELS: dict[str, str] = {"auto": "Auto", "in": "In-plane", "through": "Through-plane (slice axis)"}
-#: Auto chooses through-plane when slice spacing >= this x the finest in-plane spacing (issue 20 item 1):
-#: MedSRLib's ``geometry.THICK_SLICE_RATIO`` where the installed MedSRLib defines it.
-AUTO_THROUGH_PLANE_RATIO = float(getattr(_geometry, "THICK_SLICE_RATIO", 2.0))
+#: Auto chooses through-plane when slice spacing >= this x the finest in-plane spacing (issue 20 item 1).
+AUTO_THROUGH_PLANE_RATIO = float(_geometry.THICK_SLICE_RATIO)
 #: Below this factor a through-plane run has nothing to do (``MedSRLib.throughplane.MIN_FACTOR``; a test
 #: checks they agree; not imported here because that module imports torch).
 MIN_THROUGH_PLANE_FACTOR = 1.2
-#: The ``super_resolve`` keywords a through-plane run passes (issue 20's integration API).
-THROUGH_PLANE_KEYWORDS: tuple[str, ...] = ("plane", "target_spacing", "adapt_seconds")
-#: The one-line note when the installed MedSRLib cannot run through-plane.
-NEEDS_NEWER_LIBRARY = "Through-plane super-resolution needs a newer MedSRLib; this run is in-plane."
+#: The through-plane network choice that means "MedSRLib's default for the volume's modality".
+AUTO_NETWORK = "auto"
 AXIS_NAMES = ("K", "J", "I")  # numpy (k, j, i) axis -> Slicer's IJK letter
 
 
-def libraryRunsThroughPlane(superResolve: Optional[Callable[..., Any]] = None) -> bool:
-    """True when ``superResolve`` (default: the installed ``MedSRLib.pipeline.super_resolve``) names every
-    keyword of :data:`THROUGH_PLANE_KEYWORDS` (a ``**keywords`` catch-all does not count: it would refuse them)."""
-    if superResolve is None:
-        from MedSRLib.pipeline import super_resolve as superResolve  # numpy only, no torch
-    parameters = inspect.signature(superResolve).parameters
-    return all(name in parameters and parameters[name].kind is not inspect.Parameter.VAR_KEYWORD
-               for name in THROUGH_PLANE_KEYWORDS)
+def defaultThroughPlaneNetwork(modality: str) -> str:
+    """MedSRLib's through-plane network for ``modality`` ("CT"/"MR"): ``models.default_model(modality,
+    plane="through")`` as the cached catalog records it (no registry import on the GUI thread)."""
+    return model_catalog.defaultThroughPlane(modality)
 
 
-def libraryEstimatesThroughPlane(estimateSeconds: Optional[Callable[..., Any]] = None) -> bool:
-    """True when ``estimateSeconds`` (default: the installed ``MedSRLib.pipeline.estimate_seconds``) takes
-    ``plane``, so that its number is the through-plane run's; else the panel shows no estimate for one."""
-    if estimateSeconds is None:
-        from MedSRLib.pipeline import estimate_seconds as estimateSeconds  # numpy only, no torch
-    return "plane" in keywordsTakenBy(estimateSeconds, {"plane": "through"})
+def throughPlaneNetworkName(choice: str, modality: str) -> str:
+    """The through-plane network a run uses: ``choice`` (a ``tp-*`` name), or for :data:`AUTO_NETWORK` the
+    library's default for ``modality``."""
+    return defaultThroughPlaneNetwork(modality) if choice in (None, "", AUTO_NETWORK) else str(choice)
 
 
-def keywordsTakenBy(function: Callable[..., Any], keywords: Mapping[str, Any], exclude: tuple = ()) -> dict[str, Any]:
-    """The items of ``keywords`` (less ``exclude``) that ``function`` names as parameters (for estimates: a
-    missing one only makes the estimate coarser; a run requires all of them, :func:`libraryRunsThroughPlane`)."""
-    parameters = inspect.signature(function).parameters
-    return {k: v for k, v in keywords.items() if k not in exclude
-            and k in parameters and parameters[k].kind is not inspect.Parameter.VAR_KEYWORD}
+def noWeightsMessage(network: Any, modality: str) -> str:
+    """The one line shown when ``network`` (a catalog model) has no shipped weights."""
+    return (f"No through-plane weights for {modality} are shipped in this MedSR ({network.name}): "
+            "choose Direction: In-plane.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,12 +82,16 @@ class PlanePlan:
                 f"{self.inPlaneSpacing:.3g} mm (ratio {self.ratio:.2f}); Auto is through-plane when the slice spacing "
                 f"is at least {AUTO_THROUGH_PLANE_RATIO:g}x the in-plane spacing: {verdict}.")
 
-    def planText(self, scale: int, runsThroughPlane: bool) -> str:
-        """What the run will do, one line (with the note when the library cannot run through-plane)."""
+    @property
+    def networkFactor(self) -> int:
+        """The integer factor the through-plane network runs at (MedSRLib: ``ceil(n_out / n)``; a non-integer
+        factor is finished by the cubic B-spline); its card is the card at this factor."""
+        return int(math.ceil(self.outputSlices / self.slices - 1e-9))
+
+    def planText(self, scale: int) -> str:
+        """What the run will do, one line."""
         if self.resolved == "in":
             return f"In-plane x{int(scale)}; the slice spacing ({self.sliceSpacing:.3g} mm) is kept."
-        if not runsThroughPlane:
-            return NEEDS_NEWER_LIBRARY + f" (in-plane x{int(scale)})"
         if self.factor < MIN_THROUGH_PLANE_FACTOR:
             return (f"Through-plane: {self.sliceSpacing:.3g} mm to {self.targetSpacing:.3g} mm is x{self.factor:.2f}, "
                     f"below x{MIN_THROUGH_PLANE_FACTOR:g}: nothing to do.")
@@ -134,40 +126,44 @@ def planFor(grid: Any, plane: str = "auto", targetSpacingMM: float = 0.0, sliceA
     )
 
 
-def throughPlaneProblem(plan: PlanePlan, networks: Any) -> Optional[str]:
-    """Why a through-plane run of ``plan`` would be refused before it starts (one line), or None: nothing to do
-    (factor below :data:`MIN_THROUGH_PLANE_FACTOR`), or no through-plane network of ``networks`` (the cached
-    catalog's) has shipped weights. An in-plane plan has none."""
+def throughPlaneProblem(plan: PlanePlan, network: Any, modality: str) -> Optional[str]:
+    """Why a through-plane run of ``plan`` with ``network`` (the cached catalog's model, or None when the
+    name is unknown) would be refused before it starts (one line), or None: nothing to do (factor below
+    :data:`MIN_THROUGH_PLANE_FACTOR`), an unknown network, or no shipped weights. An in-plane plan has none."""
     if plan.resolved != "through":
         return None
     if plan.factor < MIN_THROUGH_PLANE_FACTOR:
         return (f"Through-plane: {plan.sliceSpacing:.3g} mm to {plan.targetSpacing:.3g} mm is x{plan.factor:.2f}, below "
                 f"x{MIN_THROUGH_PLANE_FACTOR:g}: nothing to do (choose a smaller target spacing, or In-plane).")
-    if not any(n.hasWeights(max(n.scales)) for n in networks):
-        return "No through-plane weights are shipped in this MedSR yet: choose Direction: In-plane."
+    if network is None:
+        return "Unknown through-plane network: choose one from the list."
+    if plan.networkFactor not in network.scales:
+        return (f"Through-plane x{plan.factor:.2f} needs {network.name} at x{plan.networkFactor}; it runs up to "
+                f"x{max(network.scales)}: choose a larger target spacing.")
+    if not network.hasWeights(plan.networkFactor):
+        return noWeightsMessage(network, modality)
     return None
 
 
-def resolvedPlane(volume: Any, plane: str, *, scale: int, model: Any, axis: Any = None) -> str:
-    """Which run ``plane`` makes on ``volume`` (a MedSRLib ``Volume``): ``"in"`` or ``"through"``. MedSRLib's
-    ``pipeline.resolve_plane`` decides where the installed MedSRLib has it; else this module's rule."""
-    from MedSRLib import pipeline
+def resolvedPlane(volume: Any, plane: str, axis: Any = None) -> str:
+    """Which run ``plane`` ("auto", "in" or "through") makes on ``volume`` (a MedSRLib ``Volume``): ``"in"`` or
+    ``"through"``, as ``MedSRLib.pipeline.resolve_plane`` decides (the Auto rule on the volume's spacing)."""
+    from MedSRLib.pipeline import resolve_plane
 
-    resolve = getattr(pipeline, "resolve_plane", None)
-    if resolve is not None:
-        return resolve(volume, plane=plane, scale=scale, model=model, axis=axis)
-    return planFor(volume, plane, 0.0, axis).resolved
+    return resolve_plane(volume, plane=plane, axis=axis)
 
 
-def superResolveKeywords(resolved: str, targetSpacingMM: float, adaptSeconds: float) -> dict[str, Any]:
+def superResolveKeywords(resolved: str, targetSpacingMM: float, adaptSeconds: float,
+                         network: Optional[str] = None) -> dict[str, Any]:
     """The through-plane keywords for ``super_resolve`` of a run that resolved to ``resolved``: ``plane``
-    always; for a through-plane run also ``model=None`` (MedSRLib's through-plane network for the volume's
-    modality), ``target_spacing`` and ``adapt_seconds`` when positive (0 in the panel = the library's
-    default: near-isotropic, no adaptation). An in-plane run gets none of them (MedSRLib refuses them there)."""
+    always; for a through-plane run also ``model`` (``network``: a ``tp-*`` name, or None = MedSRLib's
+    through-plane network for the volume's modality), ``target_spacing`` and ``adapt_seconds`` when positive
+    (0 in the panel = the library's default: near-isotropic, no adaptation). An in-plane run gets none of
+    them (MedSRLib refuses them there)."""
     keywords: dict[str, Any] = {"plane": resolved}
     if resolved != "through":
         return keywords
-    keywords["model"] = None
+    keywords["model"] = None if network in (None, "", AUTO_NETWORK) else str(network)
     if targetSpacingMM and targetSpacingMM > 0:
         keywords["target_spacing"] = float(targetSpacingMM)
     if adaptSeconds and adaptSeconds > 0:

@@ -244,13 +244,11 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if parameters.inputVolume is None:
             self.ui.estimateLabel.text = _("Select an input volume.")
             return
-        if self._resolvedPlane() == "through":
-            self.ui.estimateLabel.text = _("No time estimate for through-plane runs (MedSRLib estimates in-plane runs).")
-            return
         try:
             self._estimateCall = self.logic.estimateInBackground(
                 parameters.inputVolume, parameters.model, parameters.scale, device=parameters.device,
-                ensemble=parameters.ensemble, precision=parameters.precision,
+                ensemble=parameters.ensemble, precision=parameters.precision, plane=self._resolvedPlane(),
+                targetSpacingMM=parameters.targetSpacingMM, throughModel=parameters.throughModel,
             )
         except MedSRError as error:
             self.ui.estimateLabel.text = _("No estimate: {reason}").format(reason=error)

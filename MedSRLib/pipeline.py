@@ -525,23 +525,47 @@ def estimate_seconds(
     device: str = "auto",
     ensemble: bool = False,
     precision: str = "auto",
+    plane: str = "in",
+    target_spacing: float | None = None,
 ) -> float:
     """Rough run time in seconds before starting, from the model's MACs per LR pixel, the device and
     the precision (``'auto'`` resolved as the run would: :func:`MedSRLib.engine.resolve_precision`).
 
-    Every voxel belongs to exactly one slice whatever the axis, so the LR pixel count is the voxel
-    count; ``spacing`` and ``axis`` are accepted for API symmetry and do not change the estimate.
+    In-plane (``plane='in'``): every voxel belongs to exactly one slice whatever the axis, so the LR
+    pixel count is the voxel count; ``spacing`` and ``axis`` do not change the estimate.
+    Through-plane (``plane='through'``, ``model`` a ``tp-*`` network, ``scale`` ignored): ``spacing`` is
+    the voxel size in mm in ITK order ``(x, y, z)`` (required); the slice axis is ``axis`` (numpy index
+    0..2 of ``volume_shape_zyx``) or the one with the largest spacing; the network runs at
+    ``r = ceil(slice spacing / target)`` (target: ``target_spacing``, else the finest other spacing) on
+    the slices of both in-plane orientations, so the LR pixel count is twice the voxel count (the
+    multi-factor network's MACs are counted with every tail built: an upper bound at small factors).
     """
+    import math
+
     from .engine import estimate_seconds as engine_estimate
     from .engine import resolve_device
 
     spec = _resolve_spec(model)
-    scale = spec.check_scale(scale)
-    n_pixels = int(np.prod([int(n) for n in volume_shape_zyx]))
+    n_voxels = int(np.prod([int(n) for n in volume_shape_zyx]))
+    if plane == "through":
+        if spacing is None or len(tuple(spacing)) != 3:
+            raise OptionError("a through-plane estimate needs the voxel spacing (x, y, z) in mm")
+        zyx = [float(v) for v in reversed(tuple(spacing))]
+        slice_axis = int(axis) if isinstance(axis, (int, np.integer)) else int(np.argmax(zyx))
+        others = [zyx[a] for a in range(3) if a != slice_axis]
+        target = float(target_spacing) if target_spacing else min(others)
+        r = int(math.ceil(zyx[slice_axis] / target - 1e-9))
+        scale = spec.check_scale(min(max(r, min(spec.scales)), max(spec.scales)))
+        lr_pixels = 2 * n_voxels
+    elif plane == "in":
+        scale = spec.check_scale(scale)
+        lr_pixels = n_voxels
+    else:
+        raise OptionError(f"plane must be 'in' or 'through' for an estimate; got {plane!r}")
     return float(
         engine_estimate(
             macs_per_lr_pixel=spec.macs_per_lr_pixel(scale),
-            lr_pixels_total=n_pixels,
+            lr_pixels_total=lr_pixels,
             device=resolve_device(device),
             ensemble=ensemble,
             precision=precision,

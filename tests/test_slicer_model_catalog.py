@@ -95,3 +95,18 @@ def test_estimate_runs_off_the_calling_thread_and_gives_MedSRLibs_number(medsr):
 
     with pytest.raises(ScaleError):
         failing.result()  # MedSRLib's error reaches the caller's thread
+
+
+def test_through_plane_estimate_is_MedSRLibs_for_the_network_the_run_would_use(medsr):
+    """A 3 mm-slice volume of 1 mm pixels: the estimate is MedSRLib's through-plane estimate for the
+    network "auto" picks (MR here: zero voxels are not CT), at the target spacing the panel gives."""
+    import slicer
+    from MedSRLib.pipeline import estimate_seconds
+
+    node = slicer.util.addVolumeFromArray(np.zeros((5, 64, 48), np.int16), ijkToRAS=np.diag([-1.0, -1.0, 3.0, 1.0]))
+    name = medsr.MedSRLogic.throughPlaneNetwork(node)[0]
+    call = medsr.MedSRLogic.estimateInBackground(node, "mdrn", 2, device="cpu", plane="through", targetSpacingMM=1.5)
+    assert call.wait(120)
+    expected = estimate_seconds((5, 64, 48), node.GetSpacing(), model=name, scale=2, device="cpu", plane="through",
+                                target_spacing=1.5)
+    assert name.startswith("tp-") and call.result() == pytest.approx(expected, rel=1e-9) and expected > 0

@@ -152,21 +152,29 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def estimateInBackground(inputVolume, model: str, scale: int, axis="auto", device: str = "auto",
-                             ensemble: bool = False, precision: str = "auto") -> background.BackgroundCall:
+                             ensemble: bool = False, precision: str = "auto", plane: str = "in",
+                             targetSpacingMM: float = 0.0,
+                             throughModel: str = planes.AUTO_NETWORK) -> background.BackgroundCall:
         """:meth:`estimateSeconds` off the calling thread: the node is read here (MRML stays on the main thread),
         MedSRLib runs in the thread. ``result()`` of the returned call is the estimate in seconds or re-raises
         MedSRLib's error (e.g. ``ScaleError``). Raises ``NodeError``/``MissingDependencyError`` at once.
-        In-plane runs only: ``MedSRLib.pipeline.estimate_seconds`` does not estimate through-plane runs."""
+        ``plane="through"`` estimates the through-plane run (``throughModel``, ``targetSpacingMM``; 0 = the
+        in-plane spacing) instead of ``model`` x ``scale``."""
         nodes.checkInputVolume(inputVolume)
         dependencies.checkDependencies()
         shapeKJI = tuple(reversed(inputVolume.GetImageData().GetDimensions()))
         spacing = tuple(inputVolume.GetSpacing())
 
+        if plane == "through":
+            model = MedSRLogic.throughPlaneNetwork(inputVolume, throughModel)[0]
+
         def estimate() -> float:
             from MedSRLib.pipeline import estimate_seconds
 
             return estimate_seconds(shapeKJI, spacing, model=model, scale=int(scale), axis=_sliceAxisArgument(axis),
-                                    device=device, ensemble=ensemble, precision=precision)
+                                    device=device, ensemble=ensemble, precision=precision,
+                                    plane="through" if plane == "through" else "in",
+                                    target_spacing=targetSpacingMM or None)
 
         return background.BackgroundCall(estimate, name="MedSR estimate")
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.rewrites import reduced_precision_copy
 from ..errors import CancelledError, InputSizeError, ModelOutputError, OptionError, ScaleError, UnsupportedImageError
 from . import device as _device
 from .memory import _CPU_BATCH_PIXELS, _MEMORY_SAFETY, _MIB, _MIN_AUTO_TILE, _activation_bytes, _num_threads, default_memory_budget_bytes
@@ -28,7 +29,9 @@ CancelCallback = Callable[[], bool]
 
 
 class _Forward:
-    """``N x 1 x h x w`` float32 on the device -> ``N x 1 x (s h) x (s w)`` float32 (autocast, ensemble)."""
+    """``N x 1 x h x w`` float32 on the device -> ``N x 1 x (s h) x (s w)`` float32 (ensemble; reduced
+    precision either native -- ``module`` is a :func:`~MedSRLib.models.rewrites.reduced_precision_copy`
+    that casts once at its body's boundary, no autocast -- or under autocast)."""
 
     def __init__(
         self,
@@ -39,9 +42,10 @@ class _Forward:
         dtype: torch.dtype | None,
         channels_last: bool,
         ensemble: bool,
+        native: bool = False,
     ) -> None:
         self.module, self.scale, self.device, self.dtype = module, scale, device, dtype
-        self.channels_last, self.ensemble = channels_last, ensemble
+        self.channels_last, self.ensemble, self.native = channels_last, ensemble, native
         self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.compiled_shape: tuple[int, ...] | None = None
 
@@ -83,7 +87,7 @@ class _Forward:
             x = x.contiguous(memory_format=torch.channels_last)
         context = (
             torch.autocast(device_type=self.device.type, dtype=self.dtype)
-            if self.dtype is not None
+            if self.dtype is not None and not self.native
             else contextlib.nullcontext()
         )
         with context:
@@ -121,7 +125,7 @@ class _Runner:
         device: torch.device,
         dtype: torch.dtype | None,
     ) -> None:
-        self.module, self.scale, self.options, self.min_lr_size = module, scale, options, min_lr_size
+        self.base_module, self.scale, self.options, self.min_lr_size = module, scale, options, min_lr_size
         self.n, self.h, self.w = shape
         self.min_tile = max(2 * options.tile_overlap, min_lr_size, _MIN_AUTO_TILE)
         self._use_device(device, dtype)
@@ -130,7 +134,9 @@ class _Runner:
     def _use_device(self, device: torch.device, dtype: torch.dtype | None) -> None:
         channels_last = self.options.channels_last and device.type in ("cpu", "cuda")
         self.device = device
-        self.module = _device._move(self.module.eval(), device, channels_last=channels_last)
+        native = dtype is not None and device.type == "cpu"  # bf16 on a CPU: weights cast once, no autocast
+        module = reduced_precision_copy(self.base_module, dtype) if native else self.base_module
+        self.module = _device._move(module.eval(), device, channels_last=channels_last)
         self.forward = _Forward(
             self.module,
             scale=self.scale,
@@ -138,6 +144,7 @@ class _Runner:
             dtype=dtype,
             channels_last=channels_last,
             ensemble=self.options.ensemble,
+            native=native,
         )
         try:
             per_pixel, constant = _activation_bytes(self.forward, min_lr_size=self.min_lr_size)

@@ -22,6 +22,7 @@ from .base import ModelSpec, register
 from .blocks import PixelShuffleHead, ResBlock, conv1x1, conv3x3
 from .idman import MIN_LR_SIZE
 from .checks import check_lr_input, choice, positive_int
+from .rewrites import add_, register_swap, to_body
 
 PAPER = ("Chen et al., Double paths network with residual information distillation for improving "
          "lung CT image super resolution (COVID-CT)")
@@ -197,3 +198,44 @@ register(ModelSpec(
     factory=DRIDSR, options=dict(channels=48), min_lr_size=MIN_LR_SIZE,
     description="DRIDSR: low/high-frequency paths, residual distillation, Sobel edges (CT; x2 is an extension); 0.52M params",
 ))
+
+
+# ------------------------------------------------------------------------------ inference rewrites
+# Exact, registered with :mod:`.rewrites` (applied by ``prepare_for_inference``; never for training).
+
+
+class _InferenceRIDM(RIDM):
+    """:class:`RIDM` whose body runs in the reduced dtype of a ``reduced_precision_copy`` (its input
+    cast once; the skip ``+ F0`` added in fp32, in place)."""
+
+    def forward(self, f0: torch.Tensor) -> torch.Tensor:
+        kept = []
+        f = carry = to_body(self, f0)
+        for i, rb in enumerate(self.res_blocks):
+            f = rb(f)
+            if i < len(self.idbs):
+                carry, r = self.idbs[i](carry, f)
+                kept.append(r)
+        kept.append(f)
+        del carry, f
+        return self.fusion(torch.cat(kept, dim=1)).float().add_(f0)
+
+
+class _InferenceHighFrequencyPath(HighFrequencyPath):
+    """:class:`HighFrequencyPath` with the two branches summed in place."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.f3(add_(self.ridm(self.f1(x)), self.f2(self.sobel(x))))
+
+
+class _InferenceDRIDSR(DRIDSR):
+    """:class:`DRIDSR` with the two paths summed in place."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_lr_input(x, model="DRIDSR", min_size=self.min_size)
+        return self.tail(self.upsample(add_(self.low(x), self.high(x))))
+
+
+register_swap(RIDM, _InferenceRIDM)
+register_swap(HighFrequencyPath, _InferenceHighFrequencyPath)
+register_swap(DRIDSR, _InferenceDRIDSR)

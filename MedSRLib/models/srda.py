@@ -28,6 +28,7 @@ from .base import ModelSpec, get_model, register
 from .blocks import EDSRUpsampler, ResBlock, SpatialAttention7, conv3x3
 from .deform import DeformConv2dV1
 from .checks import check_lr_input, positive_int
+from .rewrites import register_swap, to_body
 
 __all__ = [
     "DIAGNOSIS_OPTIONS",
@@ -284,6 +285,20 @@ def _srda(*, scale: int, **options: Any) -> SRDA:
 
 
 _COMMON: dict[str, Any] = dict(network="SRDA", paper=PAPER, modality="MR", scales=(4,), factory=_srda)
+
+
+class _InferenceSRDA(SRDA):
+    """:class:`SRDA` whose residual body runs in the reduced dtype of a ``reduced_precision_copy``
+    (input cast once, global skip added in fp32); fp32 unchanged."""
+
+    def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_lr_input(x, model="SRDA")
+        features, w_sr = self.attention(self.dconv(x))
+        features = self.body(to_body(self, features)).float().add_(features)
+        return self.tail(self.upsampler(features)), w_sr
+
+
+register_swap(SRDA, _InferenceSRDA)
 
 register(
     ModelSpec(

@@ -13,6 +13,7 @@ bytes. Default budget: CPU / MPS ``min(2048 MiB, 25 % of the available RAM)``; C
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -160,3 +161,64 @@ def _num_threads(threads: int | str | None) -> Iterator[None]:
     finally:
         torch.set_num_threads(previous)
 
+
+
+# ------------------------------------------------------------------------------ freed memory kept
+#: glibc ``mallopt`` parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+#: glibc defaults the run restores (mmap for large blocks, trim above 128 KiB of free top).
+_GLIBC_MMAP_MAX, _GLIBC_TRIM_THRESHOLD = 65536, 128 * 1024
+#: Set to ``0`` to leave the C allocator alone.
+KEEP_MEMORY_ENV = "MEDSR_KEEP_FREED_MEMORY"
+_keep_depth = 0
+_keep_lock = __import__("threading").Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def _glibc() -> Any:
+    """The C library when it is glibc on Linux (with ``mallopt`` and ``malloc_trim``), else None."""
+    import ctypes
+    import platform
+    import sys
+
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+@contextlib.contextmanager
+def keep_freed_memory() -> Iterator[bool]:
+    """During a CPU run, freed activations stay with the process instead of going back to the OS.
+
+    glibc serves every block above 32 MiB (a 512 x 512 x 64 fp32 activation is 64 MiB) with its own
+    ``mmap`` and unmaps it on free, so every slice faults its activations in again (measured: ~38,000
+    page faults per 512^2 slice, a quarter of the CPU time in the kernel). Inside this context mmap
+    is off (``M_MMAP_MAX = 0``) and the heap top is never trimmed, so the second slice reuses the
+    first one's memory (the peak is unchanged: the same blocks are live at once). On exit the glibc
+    defaults come back and ``malloc_trim(0)`` returns the kept memory. Yields True when applied: glibc
+    on Linux only, and not with ``MEDSR_KEEP_FREED_MEMORY=0``; reentrant."""
+    global _keep_depth
+    libc = _glibc()
+    if libc is None or os.environ.get(KEEP_MEMORY_ENV, "1") == "0":
+        yield False
+        return
+    with _keep_lock:
+        _keep_depth += 1
+        if _keep_depth == 1:
+            libc.mallopt(_M_MMAP_MAX, 0)
+            libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    try:
+        yield True
+    finally:
+        with _keep_lock:
+            _keep_depth -= 1
+            if _keep_depth == 0:
+                libc.mallopt(_M_MMAP_MAX, _GLIBC_MMAP_MAX)
+                libc.mallopt(_M_TRIM_THRESHOLD, _GLIBC_TRIM_THRESHOLD)
+                libc.malloc_trim(0)

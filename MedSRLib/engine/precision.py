@@ -186,23 +186,47 @@ def measure_cpu_precision(*, rounds: int = 3, save: bool = True) -> dict[str, An
     return {**entry, "key": info.key, "path": str(path)}
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
+#: Largest max-abs difference (HU) from fp32 that ``'auto'`` accepts for bf16 on a CPU.
+BF16_MAX_HU = 8.0
+#: Measured max-abs bf16 - fp32 difference (HU) of the shipped networks on real CT (two 512-px-wide
+#: crops of the TotalSegmentator example CT, window [-1024, 3071]; ``tests/test_engine_bf16_native.py``
+#: re-measures them). ``'auto'`` runs a (model, scale) above :data:`BF16_MAX_HU` in fp32 on a CPU.
+BF16_MEASURED_MAX_HU: dict[tuple[str, int], float] = {
+    ("dridsr", 2): 4.7, ("dridsr", 3): 4.1, ("dridsr", 4): 4.8,
+    ("mdrn", 2): 4.6, ("mdrn", 4): 7.0, ("mdrn", 8): 13.4,
+    ("idman-small", 2): 7.0, ("idman-small", 4): 9.0,
+    ("srda-small", 4): 2.5,
+    ("w2amsn-small", 2): 7.2, ("w2amsn-s", 2): 5.6, ("w2amsn-s", 4): 5.9,
+}
+
+
+def bf16_allowed(model: str | None, scale: int | None) -> bool:
+    """False for a shipped (model, scale) whose measured bf16 error exceeds :data:`BF16_MAX_HU`."""
+    return BF16_MEASURED_MAX_HU.get((str(model), int(scale or 0)), 0.0) <= BF16_MAX_HU
+
+
+def resolve_precision(precision: str, device: torch.device, *, model: str | None = None, scale: int | None = None) -> str:
     """The precision that runs for ``precision`` on ``device``: ``'fp32'``, ``'bf16'`` or ``'fp16'``
-    (deterministic; :class:`OptionError` for ``'fp16'`` on a CPU or an unknown name)."""
+    (deterministic; :class:`OptionError` for ``'fp16'`` on a CPU or an unknown name). With ``model``
+    and ``scale``, ``'auto'`` on a CPU keeps fp32 for a network whose bf16 error exceeds :data:`BF16_MAX_HU`."""
     if precision not in PRECISIONS:
         raise OptionError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     if precision == "auto":
         if device.type == "cuda":
             return "fp16"
-        return auto_cpu_precision()[0] if device.type == "cpu" else "fp32"
+        if device.type != "cpu":
+            return "fp32"
+        choice = auto_cpu_precision()[0]
+        return "fp32" if choice == "bf16" and model is not None and not bf16_allowed(model, scale) else choice
     if precision == "fp16" and device.type == "cpu":
         raise OptionError("precision 'fp16' needs a GPU; on CPU use 'bf16' (fast with AVX512-BF16/AMX) or 'fp32'")
     return precision
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for ``precision`` on ``device`` (None = plain fp32)."""
-    return _AUTOCAST_DTYPES[resolve_precision(precision, device)]
+def autocast_dtype(precision: str, device: torch.device, *, model: str | None = None, scale: int | None = None) -> torch.dtype | None:
+    """Reduced dtype for ``precision`` on ``device`` (None = plain fp32); ``model``, ``scale`` as for
+    :func:`resolve_precision`."""
+    return _AUTOCAST_DTYPES[resolve_precision(precision, device, model=model, scale=scale)]
 
 
 def precision_name(dtype: torch.dtype | None) -> str:

@@ -17,7 +17,10 @@ from torch import nn
 from ..models.rewrites import reduced_precision_copy
 from ..errors import CancelledError, InputSizeError, ModelOutputError, OptionError, ScaleError, UnsupportedImageError
 from . import device as _device
-from .memory import _CPU_BATCH_PIXELS, _MEMORY_SAFETY, _MIB, _MIN_AUTO_TILE, _activation_bytes, _num_threads, default_memory_budget_bytes
+from .memory import (
+    _CPU_BATCH_PIXELS, _MEMORY_SAFETY, _MIB, _MIN_AUTO_TILE, _activation_bytes, _num_threads, default_memory_budget_bytes,
+    keep_freed_memory,
+)
 from .options import EngineOptions, _is_int
 from .precision import autocast_dtype, precision_name
 from .tiling import balanced_tile, tile_starts, tile_weights
@@ -124,9 +127,11 @@ class _Runner:
         min_lr_size: int,
         device: torch.device,
         dtype: torch.dtype | None,
+        model_name: str | None = None,
     ) -> None:
         self.base_module, self.scale, self.options, self.min_lr_size = module, scale, options, min_lr_size
         self.n, self.h, self.w = shape
+        self.model_name = model_name
         self.min_tile = max(2 * options.tile_overlap, min_lr_size, _MIN_AUTO_TILE)
         self._use_device(device, dtype)
 
@@ -222,7 +227,8 @@ class _Runner:
         logger.warning(message)
         _device._empty_cache(self.device)
         cpu = torch.device("cpu")
-        self._use_device(cpu, autocast_dtype("auto" if self.options.precision == "fp16" else self.options.precision, cpu))
+        precision = "auto" if self.options.precision == "fp16" else self.options.precision
+        self._use_device(cpu, autocast_dtype(precision, cpu, model=self.model_name, scale=self.scale))
 
     # -- processing
     def _read(self, slices: Any, start: int, stop: int) -> torch.Tensor:
@@ -319,9 +325,11 @@ def _run(
     progress: ProgressCallback | None,
     cancel: CancelCallback | None,
     min_lr_size: int,
+    model_name: str | None = None,
 ) -> tuple[Any, str]:
     """:func:`run_slices`, also returning the precision that ran last (``'fp32'``/``'bf16'``/``'fp16'``;
-    fp16 overflow and CPU fallback change it mid-run)."""
+    fp16 overflow and CPU fallback change it mid-run); ``model_name`` lets ``'auto'`` apply the
+    per-network bf16 rule (:func:`~.precision.resolve_precision`)."""
     shape = tuple(getattr(slices, "shape", ()))
     if len(shape) != 3 or len(slices) != shape[0]:
         raise UnsupportedImageError(f"slices must be an (n, h, w) stack of 2D slices; got shape {shape}")
@@ -337,7 +345,7 @@ def _run(
     if options.tile is not None and options.tile < min_lr_size:
         raise InputSizeError(f"tile {options.tile} px is smaller than the model's minimum input of {min_lr_size} px")
     device = _device.resolve_device(options.device)
-    dtype = autocast_dtype(options.precision, device)
+    dtype = autocast_dtype(options.precision, device, model=model_name, scale=int(scale))
     expected = (n, scale * h, scale * w)
     if out is not None and tuple(getattr(out, "shape", expected)) != expected:
         raise OptionError(f"out has shape {tuple(out.shape)}; expected {expected} (n, scale*h, scale*w)")
@@ -347,7 +355,8 @@ def _run(
         if progress is not None:
             progress(0, 0)
         return out, precision_name(dtype)
-    with _num_threads(options.threads), torch.inference_mode():
+    keep = keep_freed_memory() if device.type == "cpu" else contextlib.nullcontext()
+    with _num_threads(options.threads), torch.inference_mode(), keep:
         runner = _Runner(
             module,
             scale=int(scale),
@@ -356,6 +365,7 @@ def _run(
             min_lr_size=int(min_lr_size),
             device=device,
             dtype=dtype,
+            model_name=model_name,
         )
         runner.run(slices, out, progress, cancel)
     return out, precision_name(runner.forward.dtype)

@@ -218,7 +218,7 @@ class _InferenceRIDM(RIDM):
                 kept.append(r)
         kept.append(f)
         del carry, f
-        return self.fusion(torch.cat(kept, dim=1)).float().add_(f0)
+        return self.fusion(torch.cat(kept, dim=1)).to(f0.dtype).add_(f0)
 
 
 class _InferenceHighFrequencyPath(HighFrequencyPath):

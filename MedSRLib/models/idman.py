@@ -309,7 +309,7 @@ class _InferenceIDMAN(IDMAN):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_lr_input(x, model="IDMAN", min_size=self.min_size)
         f0 = self.head(x)
-        u = self.upsample(self.body_conv(self.body(to_body(self, f0))).float().add_(f0))
+        u = self.upsample(self.body_conv(self.body(to_body(self, f0))).to(f0.dtype).add_(f0))
         y = self.rec(u)
         for _ in range(self.feedback_steps):
             y = self.rec(u + y)

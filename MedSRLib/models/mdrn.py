@@ -226,7 +226,7 @@ def reduced_block_chain(blocks: nn.ModuleList, f0: torch.Tensor, dtype: torch.dt
     f, fb = f0, f0.to(dtype)
     for block in blocks:
         out = block.branch(fb)
-        f = out.float().add_(f) if block.block_residual else out.float()
+        f = out.to(f0.dtype).add_(f) if block.block_residual else out.to(f0.dtype)
         del out
         fb = f.to(dtype)
         yield f, fb
@@ -243,7 +243,7 @@ class _InferenceMDRN(MDRN):
         width = fuse.in_channels // len(self.blocks)
         f0 = self.head(x)
         dtype = body_dtype(self)
-        if dtype == torch.float32 or not all(type(b) is _InferenceFMDRB for b in self.blocks):
+        if dtype is None or not all(type(b) is _InferenceFMDRB for b in self.blocks):
             chain = ((f, f) for f in _chain(self.blocks, to_body(self, f0)))
         else:  # a reduced_precision_copy: blocks in bf16, residual stream in fp32
             chain = reduced_block_chain(self.blocks, f0, dtype)
@@ -252,7 +252,7 @@ class _InferenceMDRN(MDRN):
             part = pointwise_conv(fb, fuse.weight[:, i * width : (i + 1) * width], fuse.bias if i == 0 else None)
             total = part if total is None else add_(total, part)
         assert total is not None
-        return self.upsample(self.aggregate[2](self.aggregate[1](total)).float().add_(f0))
+        return self.upsample(self.aggregate[2](self.aggregate[1](total)).to(f0.dtype).add_(f0))
 
 
 def _chain(blocks: nn.ModuleList, f: torch.Tensor):

@@ -103,10 +103,10 @@ _REDUCED = (torch.bfloat16, torch.float16)
 _REDUCED_COPIES: "weakref.WeakKeyDictionary[nn.Module, dict[torch.dtype, tuple[tuple, nn.Module]]]" = weakref.WeakKeyDictionary()
 
 
-def body_dtype(module: nn.Module) -> torch.dtype:
+def body_dtype(module: nn.Module) -> torch.dtype | None:
     """The dtype ``module``'s body runs in: the reduced dtype inside a :func:`reduced_precision_copy`,
-    else float32 (then casting to it is a no-op returning the same tensor)."""
-    return getattr(module, "_medsr_body_dtype", torch.float32)
+    else None (the body runs in its input's dtype)."""
+    return getattr(module, "_medsr_body_dtype", None)
 
 
 def _cast_inputs_to_weights(m: nn.Module, args: tuple) -> tuple | None:
@@ -161,8 +161,9 @@ def _version(t: torch.Tensor) -> int:
 
 
 def to_body(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``x`` cast once to the dtype ``module``'s body runs in (the same tensor in fp32)."""
-    return x.to(body_dtype(module))
+    """``x`` cast once to the dtype ``module``'s body runs in (``x`` itself outside a reduced copy)."""
+    dtype = body_dtype(module)
+    return x if dtype is None else x.to(dtype)
 
 
 def _run_in_full_precision(m: nn.Module) -> None:

@@ -294,7 +294,7 @@ class _InferenceSRDA(SRDA):
     def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         check_lr_input(x, model="SRDA")
         features, w_sr = self.attention(self.dconv(x))
-        features = self.body(to_body(self, features)).float().add_(features)
+        features = self.body(to_body(self, features)).to(features.dtype).add_(features)
         return self.tail(self.upsampler(features)), w_sr
 
 

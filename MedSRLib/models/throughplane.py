@@ -146,10 +146,10 @@ class _InferenceMDRNBody(MDRNBody):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f0 = self.head(x)
         dtype = body_dtype(self)
-        if dtype == torch.float32 or not all(type(b) is _InferenceFMDRB for b in self.blocks):
+        if dtype is None or not all(type(b) is _InferenceFMDRB for b in self.blocks):
             return super().forward(x)
         outs = [fb for _, fb in reduced_block_chain(self.blocks, f0, dtype)]  # blocks in bf16, stream in fp32
-        return self.aggregate(torch.cat(outs, dim=1)).float().add_(f0)
+        return self.aggregate(torch.cat(outs, dim=1)).to(f0.dtype).add_(f0)
 
 
 class _InferenceDRIDSRBody(DRIDSRBody):

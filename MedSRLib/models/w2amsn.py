@@ -268,7 +268,7 @@ class _InferenceW2AMSN(W2AMSN):
         del h
         x_a = self.global_attention(torch.cat(features, dim=1))
         del features
-        return self.tail(self.upsampler(self.global_fuse(x_a).float().add_(x_s)))
+        return self.tail(self.upsampler(self.global_fuse(x_a).to(x_s.dtype).add_(x_s)))
 
 
 register_swap(W2AMSN, _InferenceW2AMSN)

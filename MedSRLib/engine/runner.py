@@ -139,7 +139,9 @@ class _Runner:
     def _use_device(self, device: torch.device, dtype: torch.dtype | None) -> None:
         channels_last = self.options.channels_last and device.type in ("cpu", "cuda")
         self.device = device
-        native = dtype is not None and device.type == "cpu"  # bf16 on a CPU: weights cast once, no autocast
+        # bf16 on a CPU for a MedSR network (it names its fp32 image path and casts at its body's
+        # boundary): weights cast once, no autocast. Other modules run under autocast.
+        native = dtype is not None and device.type == "cpu" and hasattr(self.base_module, "full_precision_layers")
         module = reduced_precision_copy(self.base_module, dtype) if native else self.base_module
         self.module = _device._move(module.eval(), device, channels_last=channels_last)
         self.forward = _Forward(

@@ -118,3 +118,30 @@ def test_bf16_error_on_real_ct_is_within_the_bound_or_auto_runs_fp32(model, scal
     assert float(diff_hu.max()) <= measured + 0.5, (model, scale, float(diff_hu.max()))  # the table is current
     if precision_module.bf16_allowed(model, scale):
         assert float(diff_hu.max()) <= precision_module.BF16_MAX_HU
+
+
+def test_memory_probe_is_cached_per_architecture_on_disk(monkeypatch, tmp_path):
+    from MedSRLib.engine import memory
+    from MedSRLib.engine.runner import _Forward
+
+    monkeypatch.setenv("MEDSR_CACHE_DIR", str(tmp_path))
+    calls = []
+    real = memory._peak_forward_bytes
+    monkeypatch.setattr(memory, "_peak_forward_bytes", lambda f, side: calls.append(side) or real(f, side))
+
+    def probe(channels: int) -> tuple[float, float]:
+        torch.manual_seed(channels)  # weights differ between builds; the architecture decides
+        net = prepare_for_inference(torch.nn.Sequential(torch.nn.Conv2d(1, channels, 3, padding=1), torch.nn.PixelShuffle(1),
+                                                        torch.nn.Conv2d(channels, 4, 3, padding=1), torch.nn.PixelShuffle(2)))
+        forward = _Forward(net, scale=2, device=torch.device("cpu"), dtype=None, channels_last=True, ensemble=False)
+        with torch.inference_mode():
+            return memory._activation_bytes(forward, min_lr_size=1)
+
+    first = probe(8)
+    assert len(calls) == 2 and (tmp_path / "memory_probe.json").is_file()
+    assert probe(8) == first and len(calls) == 2  # a new process/module of the same architecture: no probe
+    probe(16)
+    assert len(calls) == 4  # another architecture is probed
+    monkeypatch.setenv("MEDSR_MEMORY_PROBE_CACHE", "0")
+    probe(8)
+    assert len(calls) == 6

@@ -13,9 +13,11 @@ same precision, whatever the load):
   AMX -> fp32 (an Intel Xeon VM ran them at 0.5x fp32); everything else fp32 (emulated bf16 is
   slower than fp32).
 
-The layers on each network's image path stay in fp32 under autocast (the models' inference
-rewrites), so bf16's error on the shipped networks is small beside the networks' own error
-(``tests/test_engine_bf16_accuracy.py``). Use ``'fp32'`` for outputs that must not depend on the
+The layers on each network's image path stay in fp32 (the models' inference rewrites; on a CPU bf16
+runs without autocast, see :func:`MedSRLib.models.rewrites.reduced_precision_copy`), so bf16's error
+on the shipped networks is small beside the networks' own error. Given the network (``model``,
+``scale``), ``'auto'`` also keeps fp32 for a shipped network whose measured bf16 error on real CT
+exceeds :data:`BF16_MAX_HU` (:data:`BF16_MEASURED_MAX_HU`; ``tests/test_engine_bf16_native.py``). Use ``'fp32'`` for outputs that must not depend on the
 CPU model. The precision that ran is recorded by :class:`MedSRLib.engine.Predictor`.
 """
 

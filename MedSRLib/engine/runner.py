@@ -1,5 +1,6 @@
-"""The forward runner: one network over a stack of slices, batch by batch (autocast, self-ensemble,
-tiles, out-of-memory fallback, progress and cancel)."""
+"""The forward runner: one network over a stack of slices, batch by batch (reduced precision: native
+bf16 on a CPU for MedSR networks, autocast otherwise; self-ensemble, tiles, out-of-memory fallback,
+progress and cancel; freed memory kept during a CPU run)."""
 
 from __future__ import annotations
 

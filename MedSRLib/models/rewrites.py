@@ -16,7 +16,7 @@ Generic rewrites (this file; any network):
   layers (the ones that read the image, and those after the global skip that carry it to the
   output) run with autocast disabled on float32 inputs. A no-op in fp32; under bf16/fp16 autocast
   only the residual branch is rounded (bf16 vs fp32 on real CT, HU: RMSE 3.1-3.8 -> 0.2-1.1, max
-  15-27 -> 1.4-5; ``tests/test_engine_bf16_accuracy.py``).
+  15-27 -> 1.4-5 under autocast; ``tests/test_engine_bf16_accuracy.py``).
 
 Block- and paper-specific rewrites live beside the code they rewrite and register here:
 :func:`register_swap` (an exact inference subclass, with an optional weight rewrite before the swap)
@@ -28,11 +28,15 @@ generic rewrites.
 
 **Reduced precision without autocast** (:func:`reduced_precision_copy`, used by the engine for bf16 on
 a CPU): a copy of the prepared network whose body weights are cast once to bf16 while the
-``full_precision_layers`` keep fp32 weights and cast their inputs to fp32 explicitly. Each network's
-inference forward casts the body's input once (:func:`body_dtype`), keeps the global skip in fp32
-(``body(x).float().add_(f0)``) and, where an exact rewrite exists, uses cheaper glue in the reduced
-body only (so fp32 results stay bit-identical). A body layer that still receives another dtype casts
-its input to its weights' dtype (a safety net; the networks' forwards avoid it). The result is in eval mode. Not for training: use a fresh ``ModelSpec.load``.
+``full_precision_layers`` keep fp32 weights and cast their inputs to fp32. Each network's inference
+forward (``_Inference*`` classes in its file) casts the body's input once (:func:`to_body`) and adds
+the global skip in fp32 (``body(x).to(f0.dtype).add_(f0)``); MDRN keeps its block-to-block residual
+stream in fp32 (``mdrn.reduced_block_chain``). Cheaper glue in the reduced body only (MDRN's
+contrast-aware attention from one ``var_mean``, applied in place), so fp32 results stay bit-identical.
+A body layer that still receives another dtype casts its input to its weights' dtype (a safety net;
+``tests/test_engine_bf16_native.py`` checks that no op of the shipped networks mixes dtypes). The copy
+is cached per module and dtype and rebuilt when the module's weights change. The result is in eval
+mode. Not for training: use a fresh ``ModelSpec.load``.
 :class:`MedSRLib.engine.Predictor` calls :func:`prepare_for_inference` once per loaded network.
 """
 

@@ -60,10 +60,12 @@ def test_reduced_copy_runs_the_body_in_bf16_without_mixed_dtype_ops(name):
         y = reduced(x, scale) if getattr(reduced, "multi_scale", False) else reduced(x)
     assert y.dtype == torch.float32
     assert rec.mixed == []
-    # casts only into and out of the bf16 segments (at most two per network: DRIDSR's low path and
-    # residual module, SRDA's body and upsampler; MDRN: each block, its residual stream is fp32)
+    # full-size casts only into and out of the bf16 segments (at most two per network: DRIDSR's low
+    # path and residual module, SRDA's body and upsampler); MDRN: three per block (into it, out of it
+    # into the fp32 residual stream, and the fp32 copy its attention statistic is accumulated in)
     n_blocks = len(getattr(getattr(reduced, "body", reduced), "blocks", ())) if "mdrn" in name else 0
-    assert len(rec.casts) <= 4 + 2 * n_blocks, rec.casts
+    full_size = [c for c in rec.casts if c[-2:] != (1, 1)]
+    assert len(full_size) <= 4 + 3 * n_blocks, rec.casts
     with torch.inference_mode():
         reference = module(x, scale) if getattr(module, "multi_scale", False) else module(x)
     assert float((y - reference).abs().max()) < 0.05

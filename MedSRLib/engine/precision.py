@@ -195,7 +195,7 @@ BF16_MAX_HU = 8.0
 #: re-measures them). ``'auto'`` runs a (model, scale) above :data:`BF16_MAX_HU` in fp32 on a CPU.
 BF16_MEASURED_MAX_HU: dict[tuple[str, int], float] = {
     ("dridsr", 2): 4.6, ("dridsr", 3): 4.3, ("dridsr", 4): 5.0,
-    ("mdrn", 2): 4.6, ("mdrn", 4): 7.0, ("mdrn", 8): 13.4,
+    ("mdrn", 2): 4.5, ("mdrn", 4): 7.0, ("mdrn", 8): 12.0,
     ("idman-small", 2): 7.0, ("idman-small", 4): 9.0,
     ("srda-small", 4): 3.1,
     ("w2amsn-small", 2): 7.2, ("w2amsn-s", 2): 5.6, ("w2amsn-s", 4): 5.9,

@@ -196,7 +196,7 @@ class _InferenceBSRB(BSRB):
 class _InferenceFMDRB(FMDRB):
     """:class:`FMDRB` with the block residual added in place; :meth:`branch` is the block without its
     residual, run in a reduced dtype by :class:`_InferenceMDRN` (the contrast-aware attention's
-    statistics from one fused ``var_mean`` pass, the attention applied in place)."""
+    statistic by :func:`_contrast`, the attention applied in place)."""
 
     def _add_residual(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return add_(out, x)
@@ -214,8 +214,24 @@ class _InferenceFMDRB(FMDRB):
         del kept
         if type(self.cca) is not CCA:
             return self.cca(out)
-        var, mean = torch.var_mean(out, dim=(2, 3), keepdim=True, correction=0)
-        return out.mul_(self.cca.fc(var.add_(self.cca.eps).sqrt_().add_(mean)))
+        return out.mul_(self.cca.fc(_contrast(out, self.cca.eps).to(out.dtype)))
+
+
+def _contrast(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """CCA's statistic ``std + mean`` over H x W (``N x C x 1 x 1``), accumulated in fp32 from one fp32
+    copy updated in place. On a bf16 channels_last map this is ~18x faster than ``torch.var_mean``
+    (Welford, not vectorised over the channels) and ~2.5x faster than CCA's own bf16 chain, whose
+    bf16 variance alone moved MDRN x4 from 7.0 to 8.1 HU max against fp32."""
+    n, c, h, w = x.shape
+    if x.is_contiguous(memory_format=torch.channels_last):
+        x32 = x.permute(0, 2, 3, 1).reshape(n, h * w, c).float()  # a view of the NHWC memory, then one copy
+        mean = x32.mean(1, keepdim=True)
+        var = x32.sub_(mean).square_().mean(1, keepdim=True)
+        return var.add_(eps).sqrt_().add_(mean).reshape(n, 1, 1, c).permute(0, 3, 1, 2)
+    x32 = x.float()
+    mean = x32.mean(dim=(2, 3), keepdim=True)
+    var = x32.sub_(mean).square_().mean(dim=(2, 3), keepdim=True)
+    return var.add_(eps).sqrt_().add_(mean)
 
 
 def reduced_block_chain(blocks: nn.ModuleList, f0: torch.Tensor, dtype: torch.dtype):

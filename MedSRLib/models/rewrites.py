@@ -32,7 +32,8 @@ a CPU): a copy of the prepared network whose body weights are cast once to bf16 
 forward (``_Inference*`` classes in its file) casts the body's input once (:func:`to_body`) and adds
 the global skip in fp32 (``body(x).to(f0.dtype).add_(f0)``); MDRN keeps its block-to-block residual
 stream in fp32 (``mdrn.reduced_block_chain``). Cheaper glue in the reduced body only (MDRN's
-contrast-aware attention from one ``var_mean``, applied in place), so fp32 results stay bit-identical.
+contrast-aware statistic accumulated in fp32 from one copy, the attention applied in place), so fp32
+results stay bit-identical.
 A body layer that still receives another dtype casts its input to its weights' dtype (a safety net;
 ``tests/test_engine_bf16_native.py`` checks that no op of the shipped networks mixes dtypes). The copy
 is cached per module and dtype and rebuilt when the module's weights change. The result is in eval

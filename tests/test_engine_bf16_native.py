@@ -148,3 +148,23 @@ def test_memory_probe_is_cached_per_architecture_on_disk(monkeypatch, tmp_path):
     monkeypatch.setenv("MEDSR_MEMORY_PROBE_CACHE", "0")
     probe(8)
     assert len(calls) == 6
+
+
+def test_two_cpu_streams_give_the_same_output_progress_and_cancel(monkeypatch):
+    from MedSRLib.engine import runner as runner_module
+    from MedSRLib.errors import CancelledError
+
+    torch.set_num_threads(2)
+    slices = np.random.default_rng(0).random((6, 40, 36), dtype=np.float32)
+    predictor = Predictor("dridsr", 2, options=EngineOptions(device="cpu", precision="fp32", threads=2, batch_size=1))
+    monkeypatch.setenv(runner_module.CPU_STREAMS_ENV, "1")
+    single = predictor.run(slices)
+    monkeypatch.setenv(runner_module.CPU_STREAMS_ENV, "2")
+    seen: list[tuple[int, int]] = []
+    streamed = predictor.run(slices, progress=lambda d, t: seen.append((d, t)))
+    np.testing.assert_allclose(streamed, single, rtol=0, atol=1e-6)
+    assert seen[-1] == (6, 6) and all(b[0] >= a[0] for a, b in zip(seen, seen[1:]))
+    assert torch.get_num_threads() == 2  # restored
+    calls = []
+    with pytest.raises(CancelledError):
+        predictor.run(slices, cancel=lambda: calls.append(1) or len(calls) > 1)

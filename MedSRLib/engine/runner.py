@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -129,7 +130,9 @@ class _Runner:
         device: torch.device,
         dtype: torch.dtype | None,
         model_name: str | None = None,
+        budget_share: float = 1.0,
     ) -> None:
+        self.budget_share = budget_share
         self.base_module, self.scale, self.options, self.min_lr_size = module, scale, options, min_lr_size
         self.n, self.h, self.w = shape
         self.model_name = model_name
@@ -173,6 +176,7 @@ class _Runner:
             budget = opts.memory_budget_mb * _MIB
         else:
             budget = default_memory_budget_bytes(self.device)
+        budget *= self.budget_share
         # activations + host copies of the input (4 B) and output (4 s^2 B, twice when tiled)
         per_pixel = _MEMORY_SAFETY * per_pixel + 4.0 + 8.0 * s2
         available = max(budget - constant, per_pixel)
@@ -360,16 +364,111 @@ def _run(
         return out, precision_name(dtype)
     keep = keep_freed_memory() if device.type == "cpu" else contextlib.nullcontext()
     with _num_threads(options.threads), torch.inference_mode(), keep:
-        runner = _Runner(
-            module,
-            scale=int(scale),
-            shape=(n, h, w),
-            options=options,
-            min_lr_size=int(min_lr_size),
-            device=device,
-            dtype=dtype,
-            model_name=model_name,
-        )
+        def make(rows: int, share: float = 1.0) -> _Runner:
+            return _Runner(module, scale=int(scale), shape=(rows, h, w), options=options,
+                           min_lr_size=int(min_lr_size), device=device, dtype=dtype, model_name=model_name,
+                           budget_share=share)
+
+        runner = make(n)
+        streams = _cpu_streams(runner, n)
+        if streams > 1:
+            bounds = [n * i // streams for i in range(streams + 1)]
+            runners = [make(b - a, 1.0 / streams) for a, b in zip(bounds, bounds[1:])]
+            if all(r.tile == runner.tile for r in runners):  # the memory budget holds every stream untiled
+                _run_streams(runners, bounds, slices, out, progress, cancel)
+                return out, precision_name(runners[0].forward.dtype)
         runner.run(slices, out, progress, cancel)
     return out, precision_name(runner.forward.dtype)
+
+
+#: Concurrent slice streams on a CPU with at least two threads (``MEDSR_CPU_STREAMS`` overrides: 1 =
+#: one stream using every thread). Each stream runs its share of the slices on
+#: ``threads // streams`` threads in a thread of this process (shared weights, no process start).
+DEFAULT_CPU_STREAMS = 1
+CPU_STREAMS_ENV = "MEDSR_CPU_STREAMS"
+
+
+def _cpu_streams(runner: "_Runner", n: int) -> int:
+    if runner.device.type != "cpu" or runner.forward.compiled is not None:
+        return 1
+    wanted = os.environ.get(CPU_STREAMS_ENV, "")
+    streams = int(wanted) if wanted.isdigit() and int(wanted) > 0 else DEFAULT_CPU_STREAMS
+    threads = torch.get_num_threads()
+    return max(1, min(streams, threads, n // max(1, runner.batch)))
+
+
+class _Range:
+    """Rows ``start:stop`` of a slice stack or an output (``len``, ``shape``, ``[a:b]`` read and write)."""
+
+    def __init__(self, data: Any, start: int, stop: int) -> None:
+        self.data, self.start, self.stop = data, start, stop
+        self.shape = (stop - start, *tuple(data.shape)[1:])
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, item: slice) -> Any:
+        return self.data[self.start + item.start : self.start + item.stop]
+
+    def __setitem__(self, item: slice, value: Any) -> None:
+        self.data[self.start + item.start : self.start + item.stop] = value
+
+
+def _run_streams(runners: list["_Runner"], bounds: list[int], slices: Any, out: Any,
+                 progress: ProgressCallback | None, cancel: CancelCallback | None) -> None:
+    """Run each runner on its row range in a worker thread at ``threads // len(runners)`` torch threads;
+    progress and cancel are called from this (the calling) thread only."""
+    import queue
+    import threading
+
+    total = bounds[-1]
+    events: "queue.Queue[tuple[int, int, BaseException | None]]" = queue.Queue()
+    stop = threading.Event()
+    done = [0] * len(runners)
+
+    def work(i: int) -> None:
+        error: BaseException | None = None
+        try:
+            with torch.inference_mode():
+                runners[i].run(_Range(slices, bounds[i], bounds[i + 1]), _Range(out, bounds[i], bounds[i + 1]),
+                               lambda d, _t: events.put((i, d, None)), lambda: stop.is_set())
+        except BaseException as exc:  # noqa: BLE001 -- handed to the calling thread
+            error = exc
+        events.put((i, -1, error))
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, previous // len(runners)))
+    workers = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(len(runners))]
+    try:
+        for t in workers:
+            t.start()
+        finished, errors = 0, []
+        while finished < len(workers):
+            try:
+                i, value, error = events.get(timeout=0.1)
+            except queue.Empty:
+                i, value, error = -1, 0, None
+            if cancel is not None and not stop.is_set() and cancel():  # polled after every batch, and 10/s
+                stop.set()
+            if i < 0:
+                continue
+            if value < 0:
+                finished += 1
+                if error is not None:
+                    errors.append(error)
+                    stop.set()
+                continue
+            done[i] = value
+            if progress is not None:
+                progress(sum(done), total)
+        for t in workers:
+            t.join()
+    finally:
+        stop.set()
+        torch.set_num_threads(previous)
+    if errors:
+        cancelled = [e for e in errors if not isinstance(e, CancelledError)]
+        if cancelled:
+            raise cancelled[0]
+        raise CancelledError(f"run cancelled after {sum(done)} of {total} slices")
 

@@ -168,3 +168,14 @@ def test_two_cpu_streams_give_the_same_output_progress_and_cancel(monkeypatch):
     calls = []
     with pytest.raises(CancelledError):
         predictor.run(slices, cancel=lambda: calls.append(1) or len(calls) > 1)
+
+
+def test_an_unprepared_network_runs_bf16_under_autocast():
+    torch.manual_seed(0)
+    module = get_model("dridsr").build(2).eval()  # not prepared: no fp32 image-path wrappers
+    slices = np.random.default_rng(1).random((1, 24, 24), dtype=np.float32)
+    predictor = Predictor("dridsr", 2, module=module, prepare=False,
+                          options=EngineOptions(device="cpu", precision="bf16", threads=1))
+    with torch.inference_mode():
+        reference = module(torch.from_numpy(slices)[:, None])[:, 0].numpy()
+    assert float(np.abs(predictor.run(slices) - reference).max()) < 0.05

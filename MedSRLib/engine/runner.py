@@ -116,6 +116,17 @@ class _Forward:
 
 
 
+def _native_ready(module: nn.Module) -> bool:
+    """True for a network prepared by ``prepare_for_inference`` that names its fp32 image path."""
+    names = getattr(module, "full_precision_layers", None)
+    if not names:
+        return False
+    try:
+        return all(getattr(type(module.get_submodule(n)), "_medsr_full_precision", False) for n in names)
+    except AttributeError:
+        return False
+
+
 class _Runner:
     """State of one :func:`run_slices` call: device, batch, tile (all may change on out-of-memory)."""
 
@@ -143,9 +154,9 @@ class _Runner:
     def _use_device(self, device: torch.device, dtype: torch.dtype | None) -> None:
         channels_last = self.options.channels_last and device.type in ("cpu", "cuda")
         self.device = device
-        # bf16 on a CPU for a MedSR network (it names its fp32 image path and casts at its body's
-        # boundary): weights cast once, no autocast. Other modules run under autocast.
-        native = dtype is not None and device.type == "cpu" and hasattr(self.base_module, "full_precision_layers")
+        # bf16 on a CPU for a prepared MedSR network (it names its fp32 image path and casts at its
+        # body's boundary): weights cast once, no autocast. Other modules run under autocast.
+        native = dtype is not None and device.type == "cpu" and _native_ready(self.base_module)
         module = reduced_precision_copy(self.base_module, dtype) if native else self.base_module
         self.module = _device._move(module.eval(), device, channels_last=channels_last)
         self.forward = _Forward(

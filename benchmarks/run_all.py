@@ -58,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
                          "python benchmarks/bench_compare.py " + " ".join(extra), _run("bench_compare.py", extra)))
         sections.append(("Start-up", "python benchmarks/bench_startup.py " + " ".join(extra),
                          _run("bench_startup.py", extra)))
+        sections.append(("Slice streams (threads of one process) vs one stream",
+                         "python benchmarks/bench_workers.py " + " ".join(extra), _run("bench_workers.py", extra)))
     if not args.no_networks:
         sections.append(("Networks: fast path vs plain loop vs machine limit",
                          f"python benchmarks/bench_networks.py --threads {args.threads}",

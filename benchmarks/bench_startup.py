@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import ct_volume, loadavg, md_table
+from _common import emit, ct_volume, loadavg, md_table
 
 
 def _best(command: list[str], repeats: int) -> float:
@@ -71,10 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"* `medsr models` < 2 s: {'met' if models < 2 else 'NOT met'}; fixed cost of a run < 3 s: {'met' if fixed < 3 else 'NOT met'}.",
     ])
-    print(text)
-    if args.markdown:
-        args.markdown.write_text(text + "\n")
-    return 0
+    return emit(text, args.markdown)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import ct_slices, loadavg, md_table, peak_rss_mib, reset_peak_rss
+from _common import emit, ct_slices, loadavg, md_table, peak_rss_mib, reset_peak_rss
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,10 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         f"load average {loadavg():.2f}.", "",
         md_table(["model", "precision", *modes, "throughput gain of the streams"], rows),
     ])
-    print(text)
-    if args.markdown:
-        args.markdown.write_text(text + "\n")
-    return 0
+    return emit(text, args.markdown)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""MedSR: super-resolve a CT or MR volume in-plane with the networks of five papers (3D Slicer module).
+"""MedSR: super-resolve a CT or MR volume in-plane, or along the slice axis of a thick-slice volume (3D Slicer module).
 
 A thin scripted module (as KitwareMedical/SlicerNNUnet arranges it): this file holds only the module
 metadata, the panel's widget glue and the test entry. Everything else is in the ``MedSRSlicerLib``
@@ -27,8 +27,10 @@ from slicer.ScriptedLoadableModule import ScriptedLoadableModule, ScriptedLoadab
 from slicer.util import VTKObservationMixin
 
 from MedSRSlicerLib import background, consistency_view, dependencies, nodes, reporting, selftest  # makes MedSRLib importable from a checkout
+from MedSRSlicerLib import engine_settings, panel_text
 from MedSRSlicerLib.logic import MedSRLogic  # noqa: F401  (Slicer finds the logic as <module>.MedSRLogic)
 from MedSRSlicerLib.parameters import DEVICE_CHOICES, SCALE_CHOICES, SLICE_AXIS_CHOICES, MedSRParameterNode  # noqa: F401
+from MedSRSlicerLib.plane import PLANE_CHOICES, PLANE_LABELS
 from MedSRLib.errors import CancelledError, MedSRError  # no torch needed
 
 APPLY_TEXT = "Super-resolve volume"
@@ -57,16 +59,23 @@ class MedSR(ScriptedLoadableModule):
             "of view, keeps its units and data type, its parent transform and its place in the subject hierarchy; "
             "the input is never modified.<br><br>"
             "<b>Valid for</b>: single-component CT or MR scalar volumes that resemble the chosen network's training "
-            "data (see the model card in the panel); sharper detail within the slice plane. The slice thickness "
-            "(through-plane resolution) is not changed.<br>"
+            "data (see the model card in the panel); sharper detail within the slice plane. In-plane runs keep the "
+            "slice thickness; <b>Direction: Through-plane</b> (chosen by <i>Auto</i> when the slice spacing is at "
+            "least 2x the in-plane spacing) super-resolves along the slice axis to the target spacing (default: the "
+            "in-plane spacing, near-isotropic) with a through-plane network (<i>Auto</i>: MedSRLib's for the "
+            "volume's modality), both orientations containing the slice axis fused.<br>"
             "<b>Not valid for</b>: labelmaps or segmentations, vector/RGB, 4D or tensor volumes; images unlike the "
             "training data (other modality, anatomy or contrast); measurements or diagnosis of details the input "
             "does not resolve. The networks were trained on bicubic-downsampled images, not on real low-resolution "
             "acquisitions.<br><br>"
             "<b>The output is not a substitute for an acquisition at that resolution</b>: the added detail is an "
             "estimate made by a network.<br><br>"
+            "<b>Advanced</b> holds the engine options of the <tt>medsr</tt> command (device, batch size, memory "
+            "budget, tiles, ensemble, precision, threads, compile), checked before anything runs; after a run the "
+            "status line says which precision ran.<br><br>"
             "After a run, <b>Data consistency</b> shows how well the output, degraded back to the input's resolution, "
-            "matches the input (PSNR, SSIM, |difference|, beside bicubic upsampling), can show the difference as an "
+            "matches the input (PSNR, SSIM, |difference|, beside bicubic upsampling; for a through-plane run the "
+            "slice profile along the slice axis, beside cubic B-spline), can show the difference as an "
             "overlay, and lists the slices that agree worst; good agreement does not prove the added detail is real.<br><br>"
             "Needs the PyTorch extension; the first run offers to install PyTorch and a few Python packages."
         )
@@ -109,10 +118,15 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.logic = MedSRLogic()
         self._populateModelComboBox()
+        self._populateThroughModelComboBox()
+        for choice in PLANE_CHOICES:
+            self.ui.planeComboBox.addItem(_(PLANE_LABELS[choice]), choice)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelSelected)
+        self.ui.planeComboBox.connect("currentIndexChanged(int)", self.onPlaneSelected)
+        self.ui.throughModelComboBox.connect("currentIndexChanged(int)", self.onThroughModelSelected)
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
         self.ui.applyButton.text = _(APPLY_TEXT)
         self.ui.progressBar.setVisible(False)
@@ -176,20 +190,48 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         combo.enabled = bool(choices)
         combo.blockSignals(wasBlocked)
 
+    def _populateThroughModelComboBox(self) -> None:
+        """Fill the through-plane network list (Auto, then the catalog's tp-* networks; no torch import)."""
+        combo = self.ui.throughModelComboBox
+        wasBlocked = combo.blockSignals(True)
+        combo.clear()
+        for name, label in self.logic.throughPlaneChoices():
+            combo.addItem(label, name)
+        combo.blockSignals(wasBlocked)
+
+    def onThroughModelSelected(self, index: int) -> None:
+        if self._parameterNode and index >= 0:
+            self._parameterNode.throughModel = self.ui.throughModelComboBox.itemData(index)
+
     def onModelSelected(self, index: int) -> None:
         if self._parameterNode and index >= 0 and self.ui.modelComboBox.enabled:
             self._parameterNode.model = self.ui.modelComboBox.itemData(index)
+
+    def onPlaneSelected(self, index: int) -> None:
+        if self._parameterNode and index >= 0:
+            self._parameterNode.plane = self.ui.planeComboBox.itemData(index)
+
+    def _selectData(self, combo, value) -> None:
+        index = combo.findData(value)
+        if index >= 0 and index != combo.currentIndex:
+            wasBlocked = combo.blockSignals(True)
+            combo.currentIndex = index
+            combo.blockSignals(wasBlocked)
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
         if not self._parameterNode or self._running:
             return
         parameters = self._parameterNode
-        index = self.ui.modelComboBox.findData(parameters.model)
-        if index >= 0 and index != self.ui.modelComboBox.currentIndex:
-            wasBlocked = self.ui.modelComboBox.blockSignals(True)
-            self.ui.modelComboBox.currentIndex = index
-            self.ui.modelComboBox.blockSignals(wasBlocked)
-        self.ui.modelCardLabel.text = self.logic.describeModel(parameters.model, parameters.scale)
+        self._selectData(self.ui.modelComboBox, parameters.model)
+        self._selectData(self.ui.planeComboBox, parameters.plane)
+        self._selectData(self.ui.throughModelComboBox, parameters.throughModel)
+        text = panel_text.panelText(self.logic, parameters)
+        self.ui.modelCardLabel.text = text.modelSummary
+        if self.ui.modelCardTextEdit.plainText != text.cardText:
+            self.ui.modelCardTextEdit.plainText = text.cardText
+        self.ui.planeRuleLabel.text = text.planeText
+        self.ui.engineSettingsProblemLabel.text = text.settingsProblem
+        self.ui.engineSettingsProblemLabel.setVisible(bool(text.settingsProblem))
         self._updateEstimate()
         self._checkCanApply()
 
@@ -202,16 +244,27 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if parameters.inputVolume is None:
             self.ui.estimateLabel.text = _("Select an input volume.")
             return
+        if self._resolvedPlane() == "through":
+            self.ui.estimateLabel.text = _("No time estimate for through-plane runs (MedSRLib estimates in-plane runs).")
+            return
         try:
             self._estimateCall = self.logic.estimateInBackground(
                 parameters.inputVolume, parameters.model, parameters.scale, device=parameters.device,
-                ensemble=parameters.selfEnsemble,
+                ensemble=parameters.ensemble, precision=parameters.precision,
             )
         except MedSRError as error:
             self.ui.estimateLabel.text = _("No estimate: {reason}").format(reason=error)
             return
         self.ui.estimateLabel.text = _("Estimating the network time...")
         self._pollEstimate(self._estimateCall)
+
+    def _resolvedPlane(self) -> str:
+        """"in" or "through": what the run would make of the plane choice (the panel's plan)."""
+        parameters = self._parameterNode
+        try:
+            return self.logic.planFor(parameters.inputVolume, parameters.plane, parameters.targetSpacingMM, parameters.sliceAxis).resolved
+        except MedSRError:
+            return "in"
 
     def _pollEstimate(self, call) -> None:
         import qt
@@ -221,6 +274,7 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not call.done():
             qt.QTimer.singleShot(ESTIMATE_POLL_MS, lambda: self._pollEstimate(call))
             return
+        self._checkCanApply()  # torch is loaded now: the device setting is checked too
         try:
             self._estimateSeconds = call.result()
         except MedSRError as error:
@@ -232,7 +286,9 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _checkCanApply(self) -> None:
         parameters = self._parameterNode
-        problem = self.logic.problemWith(parameters.inputVolume, parameters.outputVolume, parameters.model, parameters.scale)
+        problem = self.logic.problemWith(parameters.inputVolume, parameters.outputVolume, parameters.model, parameters.scale,
+                                         engine_settings.readValues(parameters), parameters.plane,
+                                         parameters.targetSpacingMM, parameters.sliceAxis, parameters.throughModel)
         self.ui.applyButton.enabled = problem is None
         self.ui.applyButton.toolTip = problem or _("Super-resolve the input volume (Cancel stops a running job).")
 
@@ -250,6 +306,12 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Super-resolution failed."), waitCursor=False):
             dependencies.ensureDependencies()  # asks before installing anything
             self._populateModelComboBox()
+            problem = self.logic.engineSettingsProblem(engine_settings.readValues(parameters), importTorch=True)
+            if problem:  # one line in the panel, nothing runs
+                self.ui.engineSettingsProblemLabel.text = problem
+                self.ui.engineSettingsProblemLabel.setVisible(True)
+                self.ui.statusLabel.text = _("Not run: advanced settings: {problem}").format(problem=problem)
+                return
             self._setRunning(True)
             startTime = time.monotonic()
             try:
@@ -259,9 +321,11 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     model=parameters.model,
                     scale=parameters.scale,
                     axis=parameters.sliceAxis,
-                    device=parameters.device,
-                    ensemble=parameters.selfEnsemble,
-                    memoryBudgetMB=parameters.memoryBudgetMB,
+                    engine=engine_settings.readValues(parameters),  # validated (EngineOptions) before anything runs
+                    plane=parameters.plane,
+                    targetSpacingMM=parameters.targetSpacingMM,
+                    adaptSeconds=parameters.adaptSeconds,
+                    throughModel=parameters.throughModel,
                     progress=self._tracker,
                     cancel=lambda: self._cancelRequested,
                     runner=self._runKeepingGuiResponsive,
@@ -273,9 +337,9 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 return
             finally:
                 self._setRunning(False)
-        self.ui.statusLabel.text = _("Done in {duration}: '{name}'.").format(
+        self.ui.statusLabel.text = " ".join([_("Done in {duration}: '{name}'.").format(
             duration=reporting.formatDuration(time.monotonic() - startTime), name=outputVolume.GetName()
-        )
+        ), reporting.describeRun(self.logic.lastRunInfo), *self.logic.lastNotes])
         self._showConsistency(inputVolume, report)
         if warningsSeen:  # e.g. the engine ran out of GPU memory and finished on the CPU
             self.ui.statusLabel.text += " " + _("Warnings: ") + " ".join(warningsSeen)
@@ -355,7 +419,8 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class MedSRTest(ScriptedLoadableModuleTest):
-    """Runs in real Slicer (ctest ``py_MedSR`` or "Reload and Test"): SampleData MRHead and CTChest, x2.
+    """Runs in real Slicer (ctest ``py_MedSR`` or "Reload and Test"): SampleData MRHead and CTChest, x2; CTChest
+    through-plane (Auto) when through-plane CT weights are shipped.
 
     Geometry is read from the loaded nodes at run time (SampleData records none). Needs the network
     (SampleData downloads) and torch; without torch the tests are skipped, never installing anything.
@@ -366,7 +431,8 @@ class MedSRTest(ScriptedLoadableModuleTest):
 
     def runTest(self):
         """"Reload and Test" calls this directly: run every test, report skips instead of failing."""
-        for test in (self.test_bicubic_MRHead, self.test_bicubic_CTChest, self.test_network_MRHead, self.test_network_CTChest):
+        for test in (self.test_bicubic_MRHead, self.test_bicubic_CTChest, self.test_network_MRHead, self.test_network_CTChest,
+                     self.test_throughPlane_CTChest):
             self.setUp()
             try:
                 test()
@@ -384,6 +450,21 @@ class MedSRTest(ScriptedLoadableModuleTest):
 
     def test_network_CTChest(self):
         self._superResolveSample("CTChest", self._trainedNetwork("CT"), slices=3)
+
+    def test_throughPlane_CTChest(self):
+        """CTChest's 2.5 mm slices are thick (>= 2x its pixels): Auto goes through-plane with the CT network."""
+        import SampleData
+
+        self._requireTorch()
+        from MedSRLib.models import default_model
+
+        spec = default_model("CT", plane="through")
+        if not spec.has_weights(max(spec.scales)):
+            self.skipTest(f"no through-plane weights for CT ({spec.name}) are shipped")
+        inputVolume = SampleData.downloadSample("CTChest")
+        self.delayDisplay(f"Super-resolving CTChest through-plane with {spec.name} (middle 64 x 64 of each slice)")
+        selftest.throughPlaneAndVerify(self, inputVolume, size=64)
+        self.delayDisplay("CTChest through-plane: grid plan, placement and slice-profile consistency verified")
 
     # -- helpers ---------------------------------------------------------------------------------------
     def _requireTorch(self):

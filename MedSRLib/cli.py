@@ -1,14 +1,23 @@
 """The ``medsr`` command line.
 
-    medsr run IN OUT [--model M] --scale S [--axis A] [--device D] [--batch-size B] [--tile T] [--ensemble]
+    medsr run IN OUT [--model M] [--scale S] [--plane auto|in|through|both] [--target-spacing MM]
+                     [--thickness MM] [--adapt SECONDS] [--axis A] [--device D] [--batch-size B] [--tile T] [--ensemble]
+    medsr run -i FOLDER|LIST.txt -o OUT_FOLDER [the options of one volume] [--continue] [--num-parts N --part-id I]
+                                                                                                  (a cohort)
     medsr models [--json] [--card NAME[:SCALE]]
     medsr evaluate HR [--model M] --scale S [--convention C] [--json]
-    medsr check IN SR --scale S [--axis A] [--diff OUT] [--json]
+    medsr evaluate VOLUME --through-plane --mm 3 5 7 [--model M] [--adapt SECONDS] [--json]
+    medsr check IN SR [--scale S] [--plane in|through] [--axis A] [--diff OUT] [--json]
     medsr precision [--measure] [--json]
     medsr example [NAME] [--list]
 
 Errors a user can cause print one line ``medsr: error: ...`` and exit with status 2 (no traceback);
 nothing is written. A cancelled run (Ctrl-C) exits 130 and writes nothing.
+
+A cohort (``medsr run`` with a folder of volumes or a list file; :mod:`MedSRLib.batch`) exits 0 when
+every volume was written or skipped as complete, 1 when any volume failed (each failure is reported
+and the others are written), 2 for a user error found before any work, 130 when interrupted (complete
+outputs and the summary stay).
 """
 
 from __future__ import annotations
@@ -21,32 +30,49 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
+from .batch import CohortReporter, VolumeRecord, WorkItem
 from .errors import MedSRError
+from .run import RunOptions, axis_value, run_option_fields, run_summary, summary_text
+
+__all__ = ["build_parser", "interrupt_message", "main", "run_summary", "summary_text"]
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
-def _axis(value: str) -> int | str:
-    """``--axis``: a numpy array axis 0-2 or an anatomical plane name."""
-    return int(value) if value.strip().lstrip("-").isdigit() else value.strip().lower()
-
-
-def _add_engine_options(p: argparse.ArgumentParser) -> None:
-    """``--axis``, ``--weights`` and one flag per offered :class:`~MedSRLib.engine.EngineOptions` field
-    (derived from the field's metadata, so every flag is honoured by every command that offers it)."""
+def _add_engine_options(p: argparse.ArgumentParser, *, axis_and_weights: bool = True) -> None:
+    """One flag per offered :class:`~MedSRLib.engine.EngineOptions` field (derived from the field's
+    metadata, so every flag is honoured by every command that offers it), and ``--axis``/``--weights``
+    (from :class:`~MedSRLib.run.RunOptions`' fields) unless ``medsr run`` adds them with its run options."""
     from .engine.options import option_fields
 
-    p.add_argument("--axis", type=_axis, default=None,
-                   help="slice axis: axial|coronal|sagittal (through the direction matrix) or a numpy axis 0-2 "
-                        "(z,y,x); default: the axis with the largest spacing")
-    for name, meta in option_fields(offered_only=True).items():
+    if axis_and_weights:
+        _add_fields(p, run_option_fields(), only=("axis", "weights"))
+    _add_fields(p, option_fields(offered_only=True))
+
+
+def _add_fields(p: argparse.ArgumentParser, offered: dict[str, dict[str, Any]], *, only: Sequence[str] = ()) -> None:
+    """A flag per field of an options type (``type`` bool: a switch)."""
+    for name, meta in offered.items():
+        if only and name not in only:
+            continue
         if meta["type"] is bool:
             p.add_argument(meta["flag"], dest=name, action="store_true", help=meta["help"])
         else:
             p.add_argument(meta["flag"], dest=name, type=meta["type"], default=None, metavar=meta["metavar"],
                            choices=meta["choices"], help=meta["help"])
-    p.add_argument("--weights", default=None, help="a weights file (.safetensors with its .json card) instead of the shipped one")
+
+
+def _add_cohort_options(p: argparse.ArgumentParser) -> None:
+    """``-i/-o`` (beside the positional IN OUT) and the cohort flags of ``medsr run`` (:mod:`MedSRLib.batch`)."""
+    p.add_argument("-i", "--input", dest="input_flag", default=None, metavar="IN", help="the input (instead of IN)")
+    p.add_argument("-o", "--output", dest="output_flag", default=None, metavar="OUT", help="the output (instead of OUT)")
+    p.add_argument("--continue", dest="resume", action="store_true",
+                   help="cohort: skip volumes whose output and provenance sidecar are complete; redo the others")
+    p.add_argument("--num-parts", type=int, default=None, metavar="N",
+                   help="cohort: split the sorted volumes into N parts (SLURM job array, Kubernetes indexed job)")
+    p.add_argument("--part-id", type=int, default=None, metavar="I",
+                   help="cohort: run part I (0-based) of --num-parts: volumes I, I+N, I+2N, ...")
 
 
 def _engine_options(args: argparse.Namespace) -> Any:
@@ -58,6 +84,20 @@ def _engine_options(args: argparse.Namespace) -> Any:
     given = {name: getattr(args, name) for name in option_fields(offered_only=True)
              if getattr(args, name) is not None and getattr(args, name) is not False}
     return engine_options(**given)
+
+
+def _run_options(args: argparse.Namespace) -> RunOptions:
+    """The validated :class:`~MedSRLib.run.RunOptions` of ``medsr run``'s flags (a switch sets its
+    field's ``store`` value); an invalid value raises :class:`~MedSRLib.errors.OptionError` naming the field."""
+    given: dict[str, Any] = {}
+    for name, meta in run_option_fields().items():
+        value = getattr(args, name)
+        if meta["type"] is bool:
+            if value:
+                given[name] = meta["store"]
+        elif value is not None:
+            given[name] = value
+    return RunOptions(**given, engine=_engine_options(args))
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -76,32 +116,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"medsr {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="super-resolve a volume file or DICOM folder and write NIfTI/NRRD/MHA")
-    run.add_argument("input", help="volume file (.nii, .nii.gz, .nrrd, .mha, .mhd) or DICOM series folder")
-    run.add_argument("output", help="output file (.nii, .nii.gz, .nrrd, .mha), or a folder with --output-format dicom; "
-                                    "never the input")
+    run = sub.add_parser("run", help="super-resolve a volume file or DICOM folder and write NIfTI/NRRD/MHA/DICOM, "
+                                     "or a cohort (a folder of volumes, a list file) into an output folder")
+    run.add_argument("input", nargs="?", default=None,
+                     help="volume file (.nii, .nii.gz, .nrrd, .mha, .mhd) or DICOM series folder; or a cohort: a folder "
+                          "of volumes / DICOM series folders, or a list file (.txt, one path per line)")
+    run.add_argument("output", nargs="?", default=None,
+                     help="output file (.nii, .nii.gz, .nrrd, .mha), or a folder with --output-format dicom; "
+                          "never the input; for a cohort, the output folder")
+    _add_cohort_options(run)
     run.add_argument("--output-format", choices=["auto", "dicom"], default="auto",
                      help="auto (default): from the output's file ending; dicom: write a derived DICOM series into "
                           "the folder OUTPUT (new or empty)")
-    run.add_argument("--model", default=None, help="registered model (see `medsr models`); default: per modality and scale")
-    run.add_argument("--scale", type=int, required=True, help="integer in-plane scale factor")
+    _add_fields(run, run_option_fields())  # model, scale, plane, target spacing, ..., check: RunOptions' fields
     run.add_argument("--series-uid", default=None, help="DICOM SeriesInstanceUID when the folder holds several series")
-    run.add_argument("--modality", choices=["CT", "MR"], type=str.upper, default=None, help="override the detected modality")
-    run.add_argument("--float32", action="store_true", help="write float32 instead of the input's dtype")
     run.add_argument("--overwrite", action="store_true", help="replace an existing output file (default: refuse)")
-    run.add_argument("--keep-raw-values", action="store_true",
-                     help="keep the network's raw values (default: CT >= -1024 HU outside padding, MR >= 0 when the input is)")
     run.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
-    run.add_argument("--check", action="store_true",
-                     help="data-consistency check: degrade the output back and compare with the input")
     run.add_argument("--panel", default=None, metavar="OUT.png",
                      help="also write a PNG picture: input, bicubic and the model, slice + crop + reformat across "
                           "the slice axis, radiological orientation")
     run.add_argument("--window", default=None, help="CT display window of --panel: soft-tissue (default), lung, bone, brain")
     run.add_argument("--diff", default=None, metavar="OUT",
                      help="write the difference volume degrade(SR) - input (input grid, input units); implies --check")
-    _add_engine_options(run)
+    _add_engine_options(run, axis_and_weights=False)
 
     models = sub.add_parser("models", help="list the registered models, or print a model card")
     models.add_argument("--json", action="store_true",
@@ -112,7 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="degrade HR images with the project's bicubic, super-resolve, score vs bicubic")
     ev.add_argument("hr", help="a folder of 2D images (PNG/JPEG/DICOM/NIfTI slices) or a volume file/DICOM folder")
     ev.add_argument("--model", default=None, help="registered model; default: per modality and scale")
-    ev.add_argument("--scale", type=int, required=True)
+    ev.add_argument("--scale", type=int, default=None, help="integer in-plane scale (required unless --through-plane)")
+    ev.add_argument("--through-plane", action="store_true",
+                    help="through-plane mode for a near-isotropic volume: simulate thick slices (Gaussian profile, "
+                         "FWHM = --mm, sampled every --mm) along --axis, super-resolve back, score inside a foreground "
+                         "mask beside cubic B-spline and linear interpolation")
+    ev.add_argument("--mm", type=float, nargs="+", default=None, metavar="MM",
+                    help="--through-plane: simulated slice thickness = spacing in mm (default 5)")
+    ev.add_argument("--adapt", type=float, default=None, metavar="SECONDS",
+                    help="--through-plane: also score the network adapted for SECONDS to each simulated volume")
     ev.add_argument("--convention", default="basicsr", help="metric convention: basicsr (default), srda, dridsr_y")
     ev.add_argument("--limit", type=int, default=None, help="evaluate at most this many images")
     ev.add_argument("--series-uid", default=None)
@@ -125,8 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="data-consistency check of any super-resolved volume against its input")
     check.add_argument("input", help="the low-resolution input volume (file or DICOM folder)")
     check.add_argument("sr", help="the super-resolved volume (from MedSR or another tool)")
-    check.add_argument("--scale", type=int, required=True)
-    check.add_argument("--axis", type=_axis, default=None, help="slice axis; default: inferred from the shapes")
+    check.add_argument("--scale", type=int, default=None, help="in-plane scale (in-plane checks)")
+    check.add_argument("--plane", choices=["in", "through"], default=None,
+                       help="in: degrade in-plane with bicubic (needs --scale); through: re-degrade along the slice axis "
+                            "with the slice profile; default: through when only one axis changed size")
+    check.add_argument("--thickness", type=float, default=None, metavar="MM",
+                       help="through: slice thickness in mm (default: DICOM SliceThickness, else the slice spacing)")
+    check.add_argument("--axis", type=axis_value, default=None, help="slice axis; default: inferred from the shapes")
     check.add_argument("--diff", default=None, metavar="OUT", help="write the difference volume (input grid, input units)")
     check.add_argument("--overwrite", action="store_true", help="replace an existing --diff file (default: refuse)")
     check.add_argument("--no-reference", action="store_true", help="skip the bicubic reference scores")
@@ -166,122 +217,120 @@ class _Progress:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .io import check_output_path, read_volume, write_volume
-    from .models import default_model, get_model
-    from .pipeline import super_resolve
+    """``medsr run IN OUT``: parse, :func:`MedSRLib.run.run_volume`, print the summary."""
+    if _run_paths(args):
+        return _cmd_run_cohort(args)
+    from .run import run_volume
 
-    options = _engine_options(args)  # invalid engine flags fail before anything is read
-    if args.output_format == "dicom":
-        from .io.dicom_writer import check_dicom_output_folder
+    options = _run_options(args)  # invalid flags fail before anything is read
+    bars: list[_Progress] = []
 
-        target = check_dicom_output_folder(args.output, inputs=[args.input])
-    else:
-        target = check_output_path(args.output, inputs=[args.input], overwrite=args.overwrite)
-    diff_target = None
-    if args.diff is not None:
-        diff_target = check_output_path(args.diff, inputs=[args.input], others=[args.output], overwrite=args.overwrite)
-    if args.panel is not None:
-        from .panel import check_panel_path
+    def progress(label: str) -> _Progress:
+        bars.append(_Progress(label, quiet=args.quiet or args.json))
+        return bars[-1]
 
-        check_panel_path(args.panel, [args.input, args.output], window=args.window)
-    volume = read_volume(args.input, series_uid=args.series_uid, modality=args.modality)
-    if args.model is None:
-        from .intensity import guess_modality
-
-        spec = default_model(args.modality or volume.modality or guess_modality(volume), args.scale)
-    else:
-        spec = get_model(args.model)
-    spec.check_scale(args.scale)
-    from .intensity import guess_modality as _guess
-    from .safety import explain_model_choice
-
-    for note in explain_model_choice(spec, modality=(args.modality or volume.modality or _guess(volume)).upper(),
-                                     scale=args.scale, weights=args.weights, defaulted=args.model is None):
-        warnings.warn(note, UserWarning, stacklevel=1)  # issue 15 (13): which model runs and why
-    bar = _Progress(f"{spec.name} x{args.scale}", quiet=args.quiet or args.json)
     try:
-        result = super_resolve(
-            volume,
-            model=spec,
-            scale=args.scale,
-            axis=args.axis,
-            options=options,
-            output_dtype="float32" if args.float32 else "input",
-            modality=args.modality,
-            weights=args.weights,
-            progress=bar,
-            clip_output=not args.keep_raw_values,
-        )
+        run = run_volume(args.input, args.output, options, output_format=args.output_format,
+                         series_uid=args.series_uid, overwrite=args.overwrite, diff=args.diff, panel=args.panel,
+                         window=args.window, record_options=vars(args), progress=progress,
+                         note=lambda text: warnings.warn(text, UserWarning, stacklevel=1))  # which model and why
     finally:
-        bar.close()
-    report = None
-    if args.check or diff_target is not None:
-        from .consistency import check_consistency
-
-        report = check_consistency(
-            volume, result, scale=args.scale, axis=result.metadata["medsr"]["slice_axis"],
-            keep_difference=diff_target is not None,
-        )
-    panel_path = None
-    if args.panel is not None:
-        from .panel import save_volume_panel
-
-        columns = {} if spec.name == "bicubic" else {"bicubic": super_resolve(
-            volume, model="bicubic", scale=args.scale, axis=result.metadata["medsr"]["slice_axis"], modality=args.modality)}
-        panel_path = save_volume_panel(volume, {**columns, spec.name: result}, args.panel, window=args.window,
-                                       inputs=[args.input])
-    from .provenance import build_provenance
-
-    record = build_provenance(result, input_path=args.input, options=vars(args),
-                              consistency=report.to_json() if report is not None else None)
-    if args.output_format == "dicom":
-        from .io.dicom_writer import write_dicom_series
-        from .io.writers import write_sidecar
-
-        written = write_dicom_series(result, target, inputs=[args.input])
-        write_sidecar(written, record, overwrite=False)
-    else:
-        written = write_volume(result, target, inputs=[args.input], overwrite=args.overwrite, provenance=record)
-    if diff_target is not None and report is not None and report.difference is not None:
-        write_volume(report.difference, diff_target, inputs=[args.input], overwrite=args.overwrite)
-    run_info = result.metadata["medsr"]
-    summary = {
-        "input": str(args.input),
-        "output": str(written),
-        "model": spec.name,
-        "scale": args.scale,
-        "slice_axis": run_info["slice_axis"],
-        "precision": run_info["precision"],
-        "device": run_info["device"],
-        "factors_zyx": run_info["grid"]["factors_zyx"],
-        "input_shape_zyx": list(volume.shape),
-        "output_shape_zyx": list(result.shape),
-        "input_spacing_zyx": list(reversed(volume.spacing)),
-        "output_spacing_zyx": list(reversed(result.spacing)),
-        "output_origin_lps": list(result.origin),
-        "dtype": str(result.array.dtype),
-    }
-    if panel_path is not None:
-        summary["panel"] = str(panel_path)
-    if report is not None:
-        summary["consistency"] = report.to_json()
-        if diff_target is not None:
-            summary["difference"] = str(diff_target)
+        for bar in bars:
+            bar.close()
+    summary = run.summary()
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(
-            f"wrote {written}: {spec.name} x{args.scale} ({run_info['precision']} on {run_info['device']}); "
-            f"array axes (z,y,x): shape {tuple(volume.shape)} -> {tuple(result.shape)}, "
-            f"spacing {tuple(round(s, 4) for s in reversed(result.spacing))} mm"
-        )
-        if report is not None:
-            print(report.summary())
-        if diff_target is not None:
-            print(f"wrote difference volume {diff_target}")
-        if panel_path is not None:
-            print(f"wrote panel {panel_path}")
+        print(summary_text(summary))
+        if run.consistency is not None:
+            print(run.consistency.summary())
+        if run.difference is not None:
+            print(f"wrote difference volume {run.difference}")
+        if run.panel is not None:
+            print(f"wrote panel {run.panel}")
     return 0
+
+
+def _run_paths(args: argparse.Namespace) -> bool:
+    """Settle ``args.input``/``args.output`` from the positional or ``-i/-o`` form; True for a cohort input."""
+    from .batch import is_cohort_input
+    from .errors import OptionError
+
+    for name in ("input", "output"):
+        positional, flag = getattr(args, name), getattr(args, f"{name}_flag")
+        if positional is not None and flag is not None:
+            raise OptionError(f"the {name} is given twice ({positional} and -{name[0]} {flag}); give it once")
+        if positional is None and flag is None:
+            raise OptionError(f"the {name} is missing: medsr run IN OUT (or -i IN -o OUT)")
+        setattr(args, name, positional if positional is not None else flag)
+    cohort = is_cohort_input(args.input, output=args.output, output_format=args.output_format)
+    if not cohort:
+        used = [f for f, on in (("--continue", args.resume), ("--num-parts", args.num_parts is not None),
+                                ("--part-id", args.part_id is not None)) if on]
+        if used:
+            raise OptionError(f"{', '.join(used)} apply to a folder of volumes or a list file; {args.input} is one volume")
+    return cohort
+
+
+class _CohortReporter(CohortReporter):
+    """Per-volume progress of a cohort on stderr: a slice bar while it runs, one line when it ends
+    (failures are always reported; ``--quiet`` drops the rest, ``--json`` the bar)."""
+
+    def __init__(self, *, quiet: bool, bar: bool) -> None:
+        self._quiet, self._bar_on = quiet, bar
+        self._bar: _Progress | None = None
+
+    def start(self, item: WorkItem, index: int, total: int) -> Any:
+        self._bar = _Progress(f"[{index}/{total}] {item.key}", quiet=self._quiet or not self._bar_on)
+        return self._bar
+
+    def finish(self, record: VolumeRecord, index: int, total: int) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if record.status == "failed":
+            print(f"medsr: [{index}/{total}] {record.file} failed: {record.error}", file=sys.stderr)
+        elif not self._quiet:
+            through = " through-plane" if record.run_plane == "through" else ""
+            what = (f"done in {record.seconds:.1f} s ({record.model} x{record.factor:.3g}{through}) -> {record.output}"
+                    if record.status == "done" else "skipped (output complete)")
+            print(f"medsr: [{index}/{total}] {record.file} {what}", file=sys.stderr)
+
+    def note(self, text: str) -> None:
+        warnings.warn(text, UserWarning, stacklevel=1)
+
+
+def _cmd_run_cohort(args: argparse.Namespace) -> int:
+    """``medsr run`` over a folder or list file (:mod:`MedSRLib.batch`); returns the exit status of the summary."""
+    from .batch import plan_cohort, run_cohort, summary_paths
+    from .errors import OptionError
+
+    not_here = [f for f, v in (("--panel", args.panel), ("--diff", args.diff), ("--series-uid", args.series_uid)) if v]
+    if not_here:
+        raise OptionError(f"{', '.join(not_here)} apply to one volume; run them on a volume of the cohort")
+    if (args.num_parts is None) != (args.part_id is None):
+        raise OptionError("--num-parts and --part-id go together (e.g. --num-parts 4 --part-id $SLURM_ARRAY_TASK_ID)")
+    options = _run_options(args)  # invalid flags fail before the cohort is listed
+    plan = plan_cohort(args.input, args.output, output_format="dicom" if args.output_format == "dicom" else "nifti",
+                       num_parts=1 if args.num_parts is None else args.num_parts,
+                       part_id=0 if args.part_id is None else args.part_id, resume=args.resume,
+                       overwrite=args.overwrite)
+    if not args.quiet:
+        part = f", part {plan.part_id} of {plan.num_parts}" if plan.num_parts > 1 else ""
+        print(f"medsr: {len(plan.items)} of {plan.n_total} volume(s) in {plan.input}{part} -> {plan.output_folder}"
+              + (f" ({len(plan.ignored)} file(s) that are not volumes ignored)" if plan.ignored else ""), file=sys.stderr)
+    try:
+        summary = run_cohort(plan, options, resume=args.resume, overwrite=args.overwrite, run_options=vars(args),
+                             reporter=_CohortReporter(quiet=args.quiet, bar=not args.json))
+    except KeyboardInterrupt:
+        print(f"medsr: summary so far in {', '.join(str(p) for p in summary_paths(plan))}", file=sys.stderr)
+        raise
+    if args.json:
+        print(json.dumps(summary.to_json(), indent=2))
+    else:
+        counts = ", ".join(f"{n} {status}" for status, n in summary.counts().items() if n)
+        print(f"{len(summary.records)} volume(s): {counts} in {summary.seconds:.1f} s; models loaded: "
+              f"{', '.join(summary.models_loaded) or 'none'}; summary {summary.paths[0]} and .json")
+    return summary.exit_status
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -294,8 +343,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     volume = read_volume(args.input, series_uid=args.series_uid)
     sr = read_volume(args.sr)
     report = check_consistency(
-        volume, sr, scale=args.scale, axis=args.axis, reference=not args.no_reference,
-        keep_difference=diff_target is not None,
+        volume, sr, scale=args.scale, axis=args.axis, plane=args.plane, thickness=args.thickness,
+        reference=not args.no_reference, keep_difference=diff_target is not None,
     )
     if diff_target is not None and report.difference is not None:
         write_volume(report.difference, diff_target, inputs=[args.input, args.sr], overwrite=args.overwrite)
@@ -323,7 +372,7 @@ def _parse_card_arg(text: str) -> tuple[str, int | None]:
 
 def _cmd_models(args: argparse.Namespace) -> int:
     """The registry table and the model cards, from the cached table and the JSON cards (no torch, no networks built)."""
-    from .models.cards import WEIGHTS_DIR, card_text, load_card, read_table
+    from .models.cards import WEIGHTS_DIR, card_text, load_card, read_table, weights_file_name
 
     table = read_table()
     if args.card is not None:
@@ -346,8 +395,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
                 "scales": list(row["scales"]),
                 "parameters": dict(row["parameters"]),
                 "macs_per_lr_pixel": dict(row["macs_per_lr_pixel"]),
-                "weights": {f"x{s}": (not row["learned"]) or (WEIGHTS_DIR / f"{row['name']}_x{s}.safetensors").is_file()
-                            for s in row["scales"]},
+                "weights": {f"x{s}": (not row["learned"]) or (WEIGHTS_DIR / weights_file_name(
+                                row["name"], s, multi_scale=bool(row.get("multi_scale")))).is_file() for s in row["scales"]},
             }
         )
     if args.json:
@@ -373,14 +422,51 @@ def _cmd_models(args: argparse.Namespace) -> int:
         if i == 0:
             print("  ".join("-" * w for w in widths))
     print("\nkMACs/LR px: thousands of conv/linear multiply-accumulates per low-resolution input pixel (times the "
-          "pixels of a slice = per slice).\nModel card: medsr models --card NAME[:SCALE], e.g. --card dridsr:2")
+          "pixels of a slice = per slice).\nModel card: medsr models --card NAME[:SCALE], e.g. --card dridsr:2; tp-*: through-plane networks, "
+          "one weights file for every factor (--card tp-dridsr)")
+    return 0
+
+
+def _cmd_evaluate_through_plane(args: argparse.Namespace, options: Any) -> int:
+    """``medsr evaluate VOLUME --through-plane --mm ...`` (:func:`MedSRLib.evaluate.evaluate_thick_slices`)."""
+    from .errors import OptionError
+    from .evaluate import evaluate_thick_slices
+
+    if args.scale is not None or args.panel is not None or args.limit is not None:
+        raise OptionError("--scale, --panel and --limit are for in-plane evaluation; --through-plane takes --mm")
+    rows = evaluate_thick_slices(args.hr, mm=args.mm or [5.0], model=args.model, weights=args.weights, axis=args.axis,
+                                 series_uid=args.series_uid, adapt_seconds=args.adapt, options=options)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    names = {"bspline3": "cubic B-spline", "linear": "linear", "network": rows[0]["model"], "adapted": "adapted"}
+    print(f"{args.hr}: thick slices simulated along array axis {rows[0]['axis']} (Gaussian profile, FWHM = spacing), "
+          f"{rows[0]['precision']}")
+    print(f"{'mm':>5} {'factor':>7}  {'method':<16}{'PSNR (dB)':>10}{'SSIM':>8}{'vs B-spline':>13}{'s':>7}")
+    for row in rows:
+        for key, score in row["scores"].items():
+            gain = row["gain_db"].get(key)
+            print(f"{row['mm']:5g} {row['factor']:7.2f}  {names.get(key, key):<16}{score['psnr']:10.2f}{score['ssim']:8.4f}"
+                  f"{'' if gain is None else f'{gain:+.2f} dB':>13}{row['seconds'][key]:7.1f}")
+        if row["adaptation"]:
+            ad = row["adaptation"]
+            print(f"{'':14}adapted {ad['seconds']:.1f} s ({ad['iterations']} steps, seed {ad['seed']}): held-back "
+                  f"{ad['heldout_psnr_before']:.2f} -> {ad['heldout_psnr_after']:.2f} dB")
+    print(f"scores: {rows[0]['convention']}; mask: {rows[0]['mask_fraction']:.1%} of the voxels")
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .errors import OptionError
     from .evaluate import evaluate
 
     options = _engine_options(args)  # invalid engine flags fail before any work
+    if args.through_plane:
+        return _cmd_evaluate_through_plane(args, options)
+    if args.mm is not None or args.adapt is not None:
+        raise OptionError("--mm and --adapt belong to --through-plane evaluation")
+    if args.scale is None:
+        raise OptionError("--scale is required (or --through-plane for the slice axis)")
     if args.panel is not None:
         from .panel import panel_for_path
 

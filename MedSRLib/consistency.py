@@ -15,6 +15,13 @@ input in the input's own units:
 
 A perfect inverse scores infinitely (PSNR ``inf``, reported as ``null`` in JSON). Bicubic upsampling
 of the input is the reference point: :func:`check_consistency` can score it beside the model.
+
+Through-plane results (issue 20; ``plane='through'``, or inferred when only one axis changed size):
+the SR volume is re-degraded along the slice axis with the *same* slice profile the networks were
+trained with (:func:`MedSRLib.resize.slice_profile_degrade`: Gaussian, FWHM = the slice thickness --
+DICOM SliceThickness, given, or the slice spacing --, sampled at the input's slice positions) and
+compared slice by slice with the input; the reference is the one-axis cubic B-spline interpolation
+of the input degraded the same way.
 """
 
 from __future__ import annotations
@@ -62,6 +69,18 @@ class ConsistencyReport:
     flagged_slices: list[int]
     difference: Volume | None = field(default=None, repr=False)
     reference: "ConsistencyReport | None" = None
+    plane: str = "in"
+    factor: float | None = None
+    thickness_mm: float | None = None
+    thickness_assumed: bool | None = None
+
+    @property
+    def degradation(self) -> str:
+        """The degradation that mapped the SR volume back onto the input grid."""
+        if self.plane == "through":
+            return (f"slice profile along axis {self.slice_axis} (Gaussian, FWHM {self.thickness_mm:.4g} mm"
+                    f"{', assumed = slice spacing' if self.thickness_assumed else ''}; MedSRLib.resize.slice_profile_degrade)")
+        return "MATLAB bicubic (MedSRLib.resize.degrade)"
 
     def worst_slices(self, n: int = 5) -> list[dict[str, float]]:
         """The ``n`` slices with the lowest PSNR: ``[{"index", "psnr", "ssim"}]``."""
@@ -84,10 +103,13 @@ class ConsistencyReport:
             "slice_axis": self.slice_axis,
             "worst_slices": self.worst_slices(),
             "flagged_slices": list(self.flagged_slices),
-            "degradation": "MATLAB bicubic (MedSRLib.resize.degrade)",
+            "degradation": self.degradation,
+            "plane": self.plane,
         }
+        if self.plane == "through":
+            data.update(factor=self.factor, thickness_mm=self.thickness_mm, thickness_assumed=self.thickness_assumed)
         if self.reference is not None:
-            data["bicubic_reference"] = {
+            data["bspline_reference" if self.plane == "through" else "bicubic_reference"] = {
                 k: v for k, v in self.reference.to_json().items() if k in ("psnr", "ssim", "p99_abs_diff", "max_abs_diff")
             }
         return data
@@ -102,7 +124,7 @@ class ConsistencyReport:
         if self.reference is not None:
             ref = self.reference
             lines.append(
-                f"bicubic reference: PSNR {_fmt_db(ref.psnr)}, SSIM {ref.ssim:.4f}, p99 |diff| {ref.p99_abs_diff:.4g}"
+                f"{'cubic B-spline' if self.plane == 'through' else 'bicubic'} reference: PSNR {_fmt_db(ref.psnr)}, SSIM {ref.ssim:.4f}, p99 |diff| {ref.p99_abs_diff:.4g}"
             )
         if self.flagged_slices:
             lines.append(f"flagged slices (axis {self.slice_axis}): {', '.join(map(str, self.flagged_slices))}")
@@ -125,11 +147,12 @@ def infer_slice_axis(input_shape: tuple[int, ...], sr_shape: tuple[int, ...], sc
     return candidates[0]
 
 
-def _check_grids(input_volume: Volume, sr_volume: Volume, scale: int, slice_axis: int) -> None:
-    """The SR grid must be the output grid of the plan (:func:`MedSRLib.geometry.in_plane_plan`)."""
+def _check_grids(input_volume: Volume, sr_volume: Volume, scale: int, slice_axis: int, plan: Any = None) -> None:
+    """The SR grid must be the output grid of the plan (:func:`MedSRLib.geometry.in_plane_plan`, or the
+    through-plane ``plan`` of :func:`MedSRLib.geometry.plan_output_grid`)."""
     from .geometry import in_plane_plan
 
-    expected = in_plane_plan(input_volume, scale=scale, slice_axis=slice_axis).output
+    expected = (plan if plan is not None else in_plane_plan(input_volume, scale=scale, slice_axis=slice_axis)).output
     if tuple(sr_volume.shape) != tuple(expected.shape):
         raise GeometryError(
             f"SR shape {sr_volume.shape} does not match the input x{scale} along axis {slice_axis} "
@@ -140,7 +163,7 @@ def _check_grids(input_volume: Volume, sr_volume: Volume, scale: int, slice_axis
     if not np.allclose(sr_volume.spacing, expected.spacing, rtol=1e-3, atol=1e-5):
         raise GeometryError(
             f"SR spacing {tuple(round(s, 5) for s in sr_volume.spacing)} is not the input spacing divided by "
-            f"{scale} in-plane (expected {tuple(round(s, 5) for s in expected.spacing)})"
+            f"{scale} {'along the slice axis' if plan is not None else 'in-plane'} (expected {tuple(round(s, 5) for s in expected.spacing)})"
         )
     tolerance = 0.05 * min(expected.spacing)
     if np.max(np.abs(np.asarray(sr_volume.origin) - np.asarray(expected.origin))) > tolerance:
@@ -205,12 +228,20 @@ def _score(
     )
 
 
+def infer_plane(input_shape: tuple[int, ...], sr_shape: tuple[int, ...]) -> str:
+    """``'through'`` when exactly one axis changed size (grew), else ``'in'``."""
+    changed = [a for a in range(3) if int(sr_shape[a]) != int(input_shape[a])]
+    return "through" if len(changed) == 1 and sr_shape[changed[0]] > input_shape[changed[0]] else "in"
+
+
 def check_consistency(
     input_volume: Volume,
     sr_volume: Volume,
     *,
-    scale: int,
+    scale: int | None = None,
     axis: int | str | None = None,
+    plane: str | None = None,
+    thickness: float | None = None,
     reference: bool = True,
     keep_difference: bool = True,
     flag_drop_db: float = DEFAULT_FLAG_DROP_DB,
@@ -220,7 +251,10 @@ def check_consistency(
     Args:
         input_volume: the low-resolution input the SR volume was made from.
         sr_volume: the super-resolved volume (any tool's output on the MedSR grid convention).
-        scale: the integer in-plane scale.
+        scale: the integer in-plane scale (in-plane checks; needed there).
+        plane: ``'in'``, ``'through'`` or None (``'through'`` when only one axis changed size).
+        thickness: through-plane: slice thickness in mm (default: DICOM SliceThickness, else the
+            slice spacing), as :func:`MedSRLib.geometry.thick_slices`.
         axis: slice axis (as :func:`MedSRLib.geometry.resolve_slice_axis`); None infers it from the shapes.
         reference: attach the bicubic reference's scores to the report (``report.reference``); they are
             always computed, since flags compare each slice with bicubic's PSNR on it.
@@ -235,6 +269,15 @@ def check_consistency(
     from .intensity import IntensityMapping, guess_modality
     from .resize import degrade, imresize
 
+    if plane is None:
+        plane = infer_plane(input_volume.shape, sr_volume.shape) if scale is None else "in"
+    if plane == "through":
+        return _check_through_plane(input_volume, sr_volume, axis=axis, thickness=thickness, reference=reference,
+                                    keep_difference=keep_difference, flag_drop_db=flag_drop_db)
+    if plane != "in":
+        raise GeometryError(f"plane must be 'in' or 'through'; got {plane!r}")
+    if scale is None:
+        raise GeometryError("an in-plane consistency check needs the scale (--scale)")
     if isinstance(scale, bool) or int(scale) != scale or int(scale) < 2:
         raise GeometryError(f"scale must be an integer >= 2; got {scale!r}")
     scale = int(scale)
@@ -261,6 +304,61 @@ def check_consistency(
     report = _score(
         input_volume, stack_in, degraded, keep_difference=keep_difference, reference_psnr=ref.slice_psnr, **options
     )
+    if reference:
+        report.reference = ref
+    return report
+
+
+def _input_units(input_volume: Volume) -> tuple[Any, float, str]:
+    """``(mapping, data range, units)`` of the input (the PSNR/SSIM data range, see module docstring)."""
+    from .intensity import IntensityMapping, guess_modality
+
+    modality = (input_volume.modality or guess_modality(input_volume)).upper()
+    mapping = IntensityMapping.fit(input_volume.array, modality=modality)
+    return mapping, float(mapping.high - mapping.low), "HU" if modality == "CT" else "a.u."
+
+
+def _check_through_plane(input_volume: Volume, sr_volume: Volume, *, axis: int | str | None, thickness: float | None,
+                         reference: bool, keep_difference: bool, flag_drop_db: float) -> ConsistencyReport:
+    """Through-plane: re-degrade along the slice axis with the slice profile (module docstring)."""
+    from .geometry import plan_output_grid, thick_slices
+    from .resize import interpolate_axis, slice_profile_degrade
+
+    if axis is None:
+        changed = [a for a in range(3) if sr_volume.shape[a] != input_volume.shape[a]]
+        if len(changed) != 1:
+            raise GeometryError(f"SR shape {tuple(sr_volume.shape)} differs from the input {tuple(input_volume.shape)} "
+                                "along more than one axis; pass the slice axis (--axis) or check the file pair")
+        axis = changed[0]
+    facts = thick_slices(input_volume, axis=axis, thickness=thickness)
+    a, n, n_out = facts.axis, facts.n_slices, int(sr_volume.shape[facts.axis])
+    if n_out <= n:
+        raise GeometryError(f"the SR volume has {n_out} samples along the slice axis {a}, the input {n}: not a "
+                            "through-plane super-resolution of it")
+    factors = [1.0, 1.0, 1.0]
+    factors[a] = n_out / n
+    plan = plan_output_grid(input_volume, factors)
+    _check_grids(input_volume, sr_volume, 0, a, plan=plan)
+    if not np.all(np.isfinite(sr_volume.array)):
+        raise UnsupportedImageError("the SR volume contains NaN or Inf values; it cannot be checked (re-run the model)")
+    mapping, data_range, units = _input_units(input_volume)
+    factor = n_out / n
+    thickness_sr = facts.thickness * factor / facts.spacing  # FWHM in SR samples
+
+    def back(values: np.ndarray) -> np.ndarray:
+        degraded = slice_profile_degrade(np.asarray(values, dtype=np.float64), axis=a, factor=factor, thickness=thickness_sr)
+        return np.moveaxis(degraded, a, 0)
+
+    stack_in = np.nan_to_num(np.moveaxis(np.asarray(input_volume.array, dtype=np.float64), a, 0), nan=mapping.low)
+    options = dict(data_range=data_range, units=units, scale=int(np.ceil(factor - 1e-9)), slice_axis=a,
+                   flag_drop_db=flag_drop_db)
+    bspline = interpolate_axis(np.moveaxis(stack_in, 0, a), axis=a, n_out=n_out, kind="bspline3")
+    ref = _score(input_volume, stack_in, back(bspline), keep_difference=False, reference_psnr=None, **options)
+    del bspline
+    report = _score(input_volume, stack_in, back(sr_volume.array), keep_difference=keep_difference,
+                    reference_psnr=ref.slice_psnr, **options)
+    for r in (report, ref):
+        r.plane, r.factor, r.thickness_mm, r.thickness_assumed = "through", factor, facts.thickness, facts.thickness_assumed
     if reference:
         report.reference = ref
     return report

@@ -38,6 +38,7 @@ __all__ = [
     "DisplayView",
     "PlaneGeometry",
     "SuperResolvedGrid",
+    "ThickSlices",
     "field_of_view",
     "geometry_from_ijk_to_ras",
     "ijk_to_ras_matrix",
@@ -49,6 +50,7 @@ __all__ = [
     "ras_to_lps",
     "resolve_slice_axis",
     "super_resolved_geometry",
+    "thick_slices",
     "volume_from_sitk",
     "volume_from_slicer_arrays",
     "volume_to_sitk",
@@ -314,6 +316,106 @@ def in_plane_plan(volume: Volume | Grid, *, scale: int, slice_axis: int) -> Grid
     if isinstance(slice_axis, (bool, np.bool_)) or not isinstance(slice_axis, (int, np.integer)) or not 0 <= slice_axis <= 2:
         raise GeometryError(f"slice_axis must be a numpy axis 0, 1 or 2; got {slice_axis!r}")
     return plan_output_grid(volume, [1 if a == int(slice_axis) else int(scale) for a in range(3)])
+
+
+#: ``plane='auto'`` super-resolves the slice axis when its spacing is at least this times the in-plane spacing.
+THICK_SLICE_RATIO = 2.0
+#: Fewest slices along the thick axis a through-plane run accepts.
+MIN_THICK_SLICES = 4
+#: A slice thickness outside [1/4, 4] x the slice spacing contradicts it (a reading or header error).
+THICKNESS_RATIO_LIMITS = (0.25, 4.0)
+#: DICOM SpacingBetweenSlices may differ from the spacing of the slice positions by this fraction.
+SPACING_TAG_RTOL = 0.1
+
+
+@dataclass(frozen=True)
+class ThickSlices:
+    """The slice facts of a volume for through-plane super-resolution (mm).
+
+    Attributes:
+        axis: the thick numpy axis (0 = z, 1 = y, 2 = x).
+        spacing: distance between slice centres along it (the grid spacing), mm.
+        in_plane: the finest spacing of the two other axes, mm.
+        thickness: the slice profile's FWHM, mm (DICOM SliceThickness, given, or = spacing).
+        thickness_source: ``'DICOM SliceThickness'``, ``'given'`` or ``'assumed = slice spacing'``.
+        n_slices: samples along ``axis``.
+    """
+
+    axis: int
+    spacing: float
+    in_plane: float
+    thickness: float
+    thickness_source: str
+    n_slices: int
+
+    @property
+    def thickness_assumed(self) -> bool:
+        """True when no thickness was known (DICOM tag or given) and ``thickness = spacing`` was assumed."""
+        return self.thickness_source.startswith("assumed")
+
+    @property
+    def gap(self) -> float:
+        """Gap between slices, mm: ``spacing - thickness`` when positive (overlap otherwise: 0)."""
+        return max(0.0, self.spacing - self.thickness)
+
+    @property
+    def is_thick(self) -> bool:
+        """Slice spacing >= :data:`THICK_SLICE_RATIO` x the in-plane spacing (``plane='auto'`` goes through-plane)."""
+        return self.spacing >= THICK_SLICE_RATIO * self.in_plane * (1.0 - SPACING_TIE_RTOL)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict (mm)."""
+        return {"axis": self.axis, "spacing_mm": self.spacing, "in_plane_mm": self.in_plane,
+                "thickness_mm": self.thickness, "thickness_source": self.thickness_source,
+                "thickness_assumed": self.thickness_assumed, "gap_mm": self.gap, "n_slices": self.n_slices}
+
+
+def thick_slices(volume: Volume, *, axis: AxisLike = None, thickness: float | None = None) -> ThickSlices:
+    """The :class:`ThickSlices` of ``volume`` along ``axis`` (:func:`resolve_slice_axis`; default the
+    largest spacing), checked for a through-plane run.
+
+    The thickness is ``thickness`` (mm) when given, else the DICOM SliceThickness the reader recorded
+    (``metadata["slice_thickness_mm"]``), else the slice spacing (stated as assumed).
+
+    Raises:
+        UnsupportedImageError: a 2D image (one slice, or read from a 2D file).
+        InputSizeError: fewer than :data:`MIN_THICK_SLICES` slices.
+        GeometryError: a thickness outside :data:`THICKNESS_RATIO_LIMITS` x the spacing, or a DICOM
+            SpacingBetweenSlices that contradicts the slice positions.
+    """
+    from .errors import InputSizeError, UnsupportedImageError
+
+    meta = volume.metadata or {}
+    if meta.get("image_2d") or 1 in tuple(volume.shape):
+        raise UnsupportedImageError(
+            f"through-plane super-resolution needs a 3D volume; this is a 2D image (shape {tuple(volume.shape)}): "
+            "use --plane in")
+    a = resolve_slice_axis(volume, axis)
+    spacing_np = [float(v) for v in volume.spacing[::-1]]
+    spacing = spacing_np[a]
+    in_plane = min(spacing_np[b] for b in range(3) if b != a)
+    n = int(volume.shape[a])
+    if n < MIN_THICK_SLICES:
+        raise InputSizeError(f"through-plane super-resolution needs at least {MIN_THICK_SLICES} slices along the slice "
+                             f"axis {a}; this volume has {n}")
+    tag = meta.get("spacing_between_slices_mm")
+    if tag is not None and meta.get("format") == "dicom" and abs(float(tag) - spacing) > SPACING_TAG_RTOL * spacing:
+        raise GeometryError(f"DICOM SpacingBetweenSlices is {float(tag):g} mm but the slice positions are {spacing:.4g} mm "
+                            "apart; the header contradicts the geometry: check the series")
+    if thickness is not None:
+        if isinstance(thickness, bool) or not isinstance(thickness, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(thickness) or thickness <= 0:
+            raise GeometryError(f"slice thickness must be a positive number of mm; got {thickness!r}")
+        value, source = float(thickness), "given"
+    elif meta.get("slice_thickness_mm") is not None:
+        value, source = float(meta["slice_thickness_mm"]), "DICOM SliceThickness"
+    else:
+        value, source = spacing, "assumed = slice spacing"
+    low, high = THICKNESS_RATIO_LIMITS
+    if not np.isfinite(value) or not low * spacing <= value <= high * spacing:
+        raise GeometryError(f"slice thickness {value:g} mm ({source}) contradicts the slice spacing {spacing:.4g} mm "
+                            f"(expected {low:g}-{high:g} x the spacing); pass the right thickness")
+    return ThickSlices(axis=a, spacing=spacing, in_plane=in_plane, thickness=value, thickness_source=source, n_slices=n)
 
 
 def super_resolved_geometry(volume: Volume, *, scale: int, slice_axis: int) -> SuperResolvedGrid:

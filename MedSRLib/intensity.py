@@ -249,6 +249,12 @@ def image_to_unit(image: np.ndarray, *, modality: str | None = None) -> np.ndarr
             modality = guess_modality(Volume(values[None], (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3)))
         unit = IntensityMapping.fit(values[None], modality=modality).to_unit(values[None])[0]
     return np.clip(unit, 0.0, 1.0)
+def _nearest_source(n_in: int, n_out: int) -> np.ndarray:
+    """Index of the input sample whose cell holds each of ``n_out`` output samples (field of view kept:
+    output ``i`` at input coordinate ``(i + 0.5) n_in / n_out - 0.5``)."""
+    return np.minimum((np.arange(n_out) + 0.5) * n_in // n_out, n_in - 1).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class NetworkIntensity:
     """The intensity rules around a network for one volume (see the module docstring).
@@ -331,10 +337,11 @@ class NetworkIntensity:
             unit = np.maximum(unit, (self.output_min - self.mapping.low) / self.mapping.width)
         out = self.mapping.from_unit(unit, dtype=dtype)
         mask = self.padding(stack_in)
-        if mask is not None:
-            s_h, s_w = unit.shape[1] // stack_in.shape[1], unit.shape[2] // stack_in.shape[2]
-            up = np.repeat(np.repeat(mask, s_h, axis=1), s_w, axis=2)
-            values = np.repeat(np.repeat(stack_in, s_h, axis=1), s_w, axis=2)
+        if mask is not None:  # nearest input voxel of each output voxel (integer factors: np.repeat)
+            rows = _nearest_source(stack_in.shape[1], unit.shape[1])
+            cols = _nearest_source(stack_in.shape[2], unit.shape[2])
+            up = mask[:, rows][:, :, cols]
+            values = stack_in[:, rows][:, :, cols]
             out[up] = values[up].astype(out.dtype)
         return out
 

@@ -176,8 +176,10 @@ def _fit(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return image.resize(size, Image.Resampling.NEAREST if integer else Image.Resampling.LANCZOS)
 
 
-def render_panel(data: PanelData, *, crop: Sequence[int] | None = None, title: str | None = None) -> Image.Image:
-    """Draw :class:`PanelData` (columns LR, each model, HR); ``crop`` = (y, x, size) in HR px or None."""
+def render_panel(data: PanelData, *, crop: Sequence[int] | None = None, title: str | None = None,
+                 lr_name: str | None = None, hr_name: str | None = None) -> Image.Image:
+    """Draw :class:`PanelData` (columns LR, each model, HR); ``crop`` = (y, x, size) in HR px or None;
+    ``lr_name``/``hr_name`` replace the first/last column's caption (default: their pixel sizes)."""
     s, (h, w) = data.scale, data.hr.shape
     y, x, size = check_crop(crop, scale=s, shape=(h, w)) if crop is not None else auto_crop(data.hr, scale=s)
     # The whole image fits a TILE square (integer nearest enlargement of small images); the crop is
@@ -187,11 +189,11 @@ def render_panel(data: PanelData, *, crop: Sequence[int] | None = None, title: s
     zoom = max(1, TILE // size)
     lr_window = data.lr[y // s : (y + size) // s, x // s : (x + size) // s]
     columns: list[tuple[str, np.ndarray, np.ndarray, Mapping[str, Any] | None]] = [
-        (f"LR input ({data.lr.shape[1]}x{data.lr.shape[0]} px)", data.lr, lr_window, None)
+        (lr_name or f"LR input ({data.lr.shape[1]}x{data.lr.shape[0]} px)", data.lr, lr_window, None)
     ]
     for name, sr in data.outputs.items():
         columns.append((name, sr, sr[y : y + size, x : x + size], data.scores[name]))
-    columns.append((f"HR reference ({w}x{h} px)", data.hr, data.hr[y : y + size, x : x + size], None))
+    columns.append((hr_name or f"HR reference ({w}x{h} px)", data.hr, data.hr[y : y + size, x : x + size], None))
 
     font = _font()
     line_h = font.getbbox("Ag")[3] + 4
@@ -676,3 +678,61 @@ def _displayed(data: PanelData, name: str, mapping: Any, window: DisplayWindow, 
     crop = auto_crop(shown.hr, scale=data.scale, weight=anatomy_mask(units, modality))
     title = f"{name}  x{data.scale}  {window.label}, radiological ({view.plane})"
     return shown, crop, title
+
+
+def through_plane_panel(
+    volume: Volume,
+    hr_unit: np.ndarray,
+    thick_unit: np.ndarray,
+    outputs: Mapping[str, np.ndarray],
+    scores: Mapping[str, Mapping[str, float | None]],
+    *,
+    axis: int,
+    label: str,
+    convention: str = "volume, in mask",
+) -> tuple[Image.Image, dict[str, Any]]:
+    """The picture of a through-plane ground-truth evaluation: one :func:`render_panel` row per reformat
+    that contains the thick ``axis`` (for axial thick slices: coronal and sagittal), stacked.
+
+    Args:
+        volume: the ground-truth volume (its direction and spacing orient the reformats; its values fit
+            the intensity mapping and the display window, as ``medsr evaluate`` does).
+        hr_unit: the ground truth in [0, 1] on the output grid (``(z, y, x)``, ``n_out`` samples along ``axis``).
+        thick_unit: the thick input shown on the same grid (each thick slice repeated over the rows it covers).
+        outputs: method name -> output on the same grid ([0, 1]); ``scores``: method -> ``psnr``/``ssim``.
+        label: the first column's caption (the thick input, e.g. "5 mm slices (nearest)").
+
+    Each row: the reformat through the middle of the volume, windowed (:func:`display_window`) and in
+    radiological orientation, with the crop chosen on anatomy zoomed below. Returns ``(picture, metadata)``.
+    """
+    from .geometry import plane_geometry, radiological_view
+    from .intensity import IntensityMapping, guess_modality
+
+    modality = volume.modality or guess_modality(volume)
+    mapping = IntensityMapping.fit(volume.array, modality=modality)
+    window = display_window(volume.array, modality)
+    rows, meta = [], {"axis": int(axis), "reformats": [], "scores": {k: dict(v) for k, v in scores.items()}}
+    for cut in (a for a in range(3) if a != axis):
+        k = hr_unit.shape[cut] // 2
+        view = radiological_view(plane_geometry(volume, cut))
+        data = PanelData(hr=np.take(hr_unit, k, axis=cut), lr=np.take(thick_unit, k, axis=cut), scale=1,
+                         convention=convention, outputs={n: np.take(o, k, axis=cut) for n, o in outputs.items()},
+                         scores={n: dict(scores[n]) for n in outputs})
+        shown, crop, _ = _displayed(data, label, mapping, window, view, modality)
+        title = f"{view.plane} reformat {k + 1} of {hr_unit.shape[cut]}, {window.label}, radiological"
+        rows.append(render_panel(shown, crop=crop, title=title, lr_name=label, hr_name="ground truth"))
+        meta["reformats"].append({"plane": view.plane, "index": k, "crop": [int(c) for c in crop]})
+    panel = Image.new("RGB", (max(r.width for r in rows), sum(r.height for r in rows)), BACKGROUND)
+    top = 0
+    for r in rows:
+        panel.paste(r, (0, top))
+        top += r.height
+    return panel, meta
+
+
+def save_through_plane_panel(out_png: str | Path, *args: Any, **kwargs: Any) -> Path:
+    """:func:`through_plane_panel` saved as a PNG (metadata in its ``medsr-panel`` text chunk)."""
+    out = _check_png_path(out_png)
+    panel, meta = through_plane_panel(*args, **kwargs)
+    _save_png(panel, out, meta)
+    return out.resolve()

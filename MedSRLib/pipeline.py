@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -65,12 +65,51 @@ def _resolve_spec(model: Any) -> Any:
     return model if isinstance(model, ModelSpec) else get_model(str(model))
 
 
+PLANES = ("auto", "in", "through", "both")
+
+
+def resolve_plane(volume: Volume, *, plane: str | None = None, scale: Any = None, model: Any = None,
+                  predictor: Any = None, axis: int | str | None = None) -> str:
+    """Which run ``super_resolve`` makes: ``'in'`` (in-plane x ``scale``), ``'through'`` (the slice
+    axis) or ``'both'`` (in-plane, then through-plane).
+
+    ``plane=None`` keeps existing calls' meaning: an explicit ``scale``, an in-plane ``model`` or an
+    in-plane ``predictor`` = ``'in'``; a through-plane model/predictor = ``'through'``; nothing = ``'auto'``.
+    ``'auto'``: ``'through'`` when the slice spacing is >= 2x the in-plane spacing
+    (:attr:`MedSRLib.geometry.ThickSlices.is_thick`) and the volume has more than one slice, else ``'in'``.
+    """
+    from .geometry import THICK_SLICE_RATIO, SPACING_TIE_RTOL, resolve_slice_axis
+
+    if plane is not None and plane not in PLANES:
+        raise OptionError(f"plane must be one of {', '.join(PLANES)}; got {plane!r}")
+    if plane is None:
+        spec = predictor.spec if predictor is not None else (_resolve_spec(model) if model is not None else None)
+        if spec is not None:
+            plane = "through" if spec.multi_scale else "in"
+        else:
+            plane = "in" if scale is not None else "auto"
+    if plane != "auto":
+        return plane
+    a = resolve_slice_axis(volume, axis)
+    spacing = [float(v) for v in volume.spacing[::-1]]
+    in_plane = min(spacing[b] for b in range(3) if b != a)
+    thick = volume.shape[a] > 1 and spacing[a] >= THICK_SLICE_RATIO * in_plane * (1.0 - SPACING_TIE_RTOL)
+    return "through" if thick else "in"
+
+
 def super_resolve(
     volume: Volume,
     *,
     model: Any = None,
     scale: int | None = None,
     axis: int | str | None = None,
+    plane: str | None = None,
+    target_spacing: float | None = None,
+    thickness: float | None = None,
+    adapt_seconds: float | None = None,
+    adapt_iterations: int | None = None,
+    adapt_seed: int = 0,
+    through_model: Any = None,
     output_dtype: str = "input",
     modality: str | None = None,
     weights: str | Path | None = None,
@@ -82,7 +121,19 @@ def super_resolve(
     clip_output: bool = True,
     **engine_keywords: Any,
 ) -> Volume:
-    """Super-resolve ``volume`` in the plane orthogonal to ``axis`` by integer ``scale``.
+    """Super-resolve ``volume`` in the plane orthogonal to ``axis`` by integer ``scale`` (in-plane),
+    along the slice axis to ``target_spacing`` (through-plane), or both.
+
+    Through-plane (issue 20): the slice axis ``a`` (``axis``, default the largest spacing) is
+    super-resolved by ``f = slice spacing / target_spacing`` (any value >= 1.2; default target = the
+    finest in-plane spacing, near-isotropic) with a through-plane network (``tp-*``, default per
+    modality: :func:`MedSRLib.models.default_model` with ``plane='through'``) run at the integer factor
+    ``r = ceil(n_out / n)`` on the slices of both in-plane orientations (fused by averaging), a
+    non-integer factor finished by the one-axis cubic B-spline (:mod:`MedSRLib.resize`). The output
+    grid is :func:`MedSRLib.geometry.plan_output_grid`'s (``n_out = round(n f)`` slices, spacing
+    ``n/n_out x`` the slice spacing, in-plane grid and direction unchanged, origin moved by
+    ``(1/f - 1)/2 x`` the slice spacing along the slice direction: field of view kept); dtype kept.
+    Memory: the input + a float32 output (+ the output in the input dtype) + one batch.
 
     Args:
         volume: the input (never modified).
@@ -91,6 +142,18 @@ def super_resolve(
         scale: integer factor applied to both in-plane axes; must be one of the model's scales;
             None = 2 (or the predictor's scale).
         axis: slice axis: None (largest spacing), ``'axial'|'coronal'|'sagittal'`` or a numpy axis 0-2.
+        plane: ``'auto'``, ``'in'``, ``'through'`` or ``'both'`` (in-plane x ``scale``, default 2, then
+            through-plane); None = as before this option existed (see :func:`resolve_plane`).
+        target_spacing: through-plane: the output slice spacing in mm (default: the finest in-plane
+            spacing of the input).
+        thickness: through-plane: the slice thickness in mm (default: DICOM SliceThickness, else the
+            slice spacing, recorded as assumed); used by the adaptation and recorded for the
+            consistency check.
+        adapt_seconds: through-plane: fine-tune a copy of the network on the volume's own in-plane
+            slices for this many seconds first (:func:`MedSRLib.throughplane.adapt_through_plane`);
+            ``adapt_iterations`` runs exactly that many steps instead (reproducible to the bit);
+            ``adapt_seed`` seeds it.
+        through_model: with ``plane='both'``: the through-plane model (``model`` is the in-plane one).
         output_dtype: ``'input'`` (keep the input's dtype and units; integers rounded and clipped)
             or ``'float32'``.
         modality: ``'CT'``/``'MR'`` overrides the volume's own or guessed modality (intensity mapping).
@@ -111,9 +174,61 @@ def super_resolve(
 
     Returns:
         A new :class:`Volume` on the super-resolved grid, same modality, with ``metadata["medsr"]``
-        describing the run (model, scale, slice axis, intensity mapping, the precision that ran,
-        device, and ``grid``: the :class:`~MedSRLib.geometry.GridPlan` as JSON).
+        describing the run (``plane``, model, scale, slice axis, intensity mapping, the precision that
+        ran, device, and ``grid``: the :class:`~MedSRLib.geometry.GridPlan` as JSON; through-plane
+        adds ``through_plane``: factor, network factor, finishing step, thickness used and whether
+        it was assumed, target spacing, adaptation report; ``'both'`` adds ``steps``).
     """
+    chosen = resolve_plane(volume, plane=plane, scale=scale, model=model, predictor=predictor, axis=axis)
+    common = dict(output_dtype=output_dtype, modality=modality, progress=progress, cancel=cancel, clip_output=clip_output)
+    if chosen == "through":
+        return _super_resolve_through_plane(
+            volume, model=model, axis=axis, target_spacing=target_spacing, thickness=thickness,
+            adapt_seconds=adapt_seconds, adapt_iterations=adapt_iterations, adapt_seed=adapt_seed, weights=weights,
+            allow_untrained=allow_untrained, options=options, predictor=predictor, engine_keywords=engine_keywords,
+            **common)
+    if any(v is not None for v in (target_spacing, thickness, adapt_seconds, adapt_iterations)) and chosen == "in":
+        raise OptionError("target_spacing, thickness and adapt_* apply to through-plane runs; this run is in-plane "
+                          "(pass plane='through' or 'both')")
+    if chosen == "both":
+        if predictor is not None:
+            raise OptionError("plane='both' builds its two predictors; do not pass one")
+        first = _super_resolve_in_plane(volume, model=model, scale=2 if scale is None else scale, axis=axis,
+                                        weights=None, allow_untrained=allow_untrained, options=options,
+                                        predictor=None, engine_keywords=engine_keywords,
+                                        **{**common, "output_dtype": "float32"})
+        in_plane_spacing = min(float(v) for a, v in enumerate(volume.spacing[::-1]) if a != first.metadata["medsr"]["slice_axis"])
+        second = _super_resolve_through_plane(
+            first.with_array(first.array, metadata={**volume.metadata}), model=through_model,
+            axis=first.metadata["medsr"]["slice_axis"],
+            target_spacing=in_plane_spacing if target_spacing is None else target_spacing, thickness=thickness,
+            adapt_seconds=adapt_seconds, adapt_iterations=adapt_iterations, adapt_seed=adapt_seed, weights=weights,
+            allow_untrained=allow_untrained, options=options, predictor=None, engine_keywords=engine_keywords,
+            source_units=volume, **common)
+        return _combine_steps(volume, first, second)
+    return _super_resolve_in_plane(volume, model=model, scale=scale, axis=axis, weights=weights,
+                                   allow_untrained=allow_untrained, options=options, predictor=predictor,
+                                   engine_keywords=engine_keywords, **common)
+
+
+def _super_resolve_in_plane(
+    volume: Volume,
+    *,
+    model: Any,
+    scale: int | None,
+    axis: int | str | None,
+    output_dtype: str,
+    modality: str | None,
+    weights: str | Path | None,
+    allow_untrained: bool,
+    options: Any,
+    predictor: Any,
+    progress: ProgressCallback | None,
+    cancel: CancelCallback | None,
+    clip_output: bool,
+    engine_keywords: dict[str, Any],
+) -> Volume:
+    """The in-plane run of :func:`super_resolve` (integer ``scale`` on the two axes other than ``axis``)."""
     from .engine import Predictor, engine_options
     from .geometry import in_plane_plan, resolve_slice_axis
     from .intensity import IntensityMapping, NetworkIntensity, guess_modality
@@ -121,6 +236,9 @@ def super_resolve(
 
     if predictor is not None and not isinstance(predictor, Predictor):
         raise OptionError(f"predictor must be a MedSRLib.engine.Predictor; got {type(predictor).__name__}")
+    if predictor is not None and predictor.one_direction or model is not None and _resolve_spec(model).multi_scale:
+        name = predictor.spec.name if predictor is not None else _resolve_spec(model).name
+        raise OptionError(f"model '{name}' is a through-plane network; run it with plane='through' (--plane through)")
     default_scale = predictor.scale if predictor is not None else 2
     check_run_arguments(volume, scale=default_scale if scale is None else scale, modality=modality,
                         allow_untrained=allow_untrained)  # issue 15: 14
@@ -162,6 +280,7 @@ def super_resolve(
 
     ran = predictor.describe()
     run_info = {
+        "plane": "in",
         "model": spec.name,
         "network": spec.network,
         "config": spec.config,
@@ -179,29 +298,221 @@ def super_resolve(
     return plan.to_volume(out, modality=modality, metadata={**volume.metadata, "medsr": run_info})
 
 
-def super_resolve_file(
-    input_path: str | Path,
-    output_path: str | Path,
-    *,
-    series_uid: str | None = None,
-    overwrite: bool = False,
-    **options: Any,
-) -> tuple[Volume, Path]:
-    """Read ``input_path``, super-resolve (``options`` as :func:`super_resolve`), write ``output_path``.
+class ThroughPlanePlan(NamedTuple):
+    """What a through-plane run of one volume does (:func:`plan_through_plane`): the slice facts
+    (:func:`MedSRLib.geometry.thick_slices`), the target spacing (mm), the requested factor, the output
+    :class:`~MedSRLib.geometry.GridPlan`, the output slice count, the factor that count gives and the
+    integer network factor ``r`` it runs at (a Predictor of a ``tp-*`` network is cached per ``r``)."""
 
-    The output path is checked (writable, supported extension, not an input, not an existing file
-    unless ``overwrite``) before any work; on any error or cancel nothing is written. The output
-    records its provenance (:mod:`MedSRLib.provenance`).
+    facts: Any
+    target_spacing: float
+    requested_factor: float
+    plan: Any
+    n_out: int
+    factor: float
+    network_factor: int
+
+
+def plan_through_plane(volume: Volume, spec: Any, *, axis: int | str | None = None, target_spacing: float | None = None,
+                       thickness: float | None = None, modality: str | None = None, weights: Any = None,
+                       check_weights: bool = True) -> ThroughPlanePlan:
+    """The through-plane plan of ``volume`` with the ``tp-*`` model ``spec`` (no network is built).
+
+    Raises:
+        ScaleError: a factor below :data:`MedSRLib.throughplane.MIN_FACTOR` or above the model's largest,
+            or slices smaller than the model's minimum.
+        WeightsError: ``check_weights`` and the model has no shipped weights at the network factor
+            (and no ``weights`` file is given).
     """
-    from .io import check_output_path, read_volume, write_volume
-    from .provenance import build_provenance
+    import math
 
-    target = check_output_path(output_path, inputs=[input_path], overwrite=overwrite)
-    volume = read_volume(input_path, series_uid=series_uid)
-    result = super_resolve(volume, **options)
-    record = build_provenance(result, input_path=input_path, options=options)  # issue 15: 15
-    written = write_volume(result, target, inputs=[input_path], overwrite=overwrite, provenance=record)
-    return result, written
+    from .errors import ScaleError, WeightsError
+    from .geometry import plan_output_grid, thick_slices
+    from .throughplane import MIN_FACTOR
+
+    facts = thick_slices(volume, axis=axis, thickness=thickness)
+    target = facts.in_plane if target_spacing is None else float(target_spacing)
+    requested = facts.spacing / target
+    if requested < MIN_FACTOR:
+        raise ScaleError(f"the slice spacing {facts.spacing:.4g} mm is within {MIN_FACTOR}x of the target {target:.4g} mm: "
+                         "nothing to do through-plane (use --plane in, or a smaller --target-spacing)")
+    factors = [1.0, 1.0, 1.0]
+    factors[facts.axis] = requested
+    plan = plan_output_grid(volume, factors)
+    n, n_out = facts.n_slices, plan.output.shape[facts.axis]
+    factor = n_out / n
+    r = int(math.ceil(factor - 1e-9))
+    if r > max(spec.scales):
+        finest = facts.spacing / max(spec.scales)
+        raise ScaleError(f"factor {requested:.3g} ({facts.spacing:.4g} -> {target:.4g} mm) exceeds the x{max(spec.scales)} "
+                         f"of {spec.name}; choose --target-spacing >= {finest:.3g} mm")
+    if check_weights and spec.learned and weights is None and not spec.has_weights(r):
+        raise WeightsError(f"no through-plane weights for {modality} ({spec.name}: {spec.weights_path(r).name} is not "
+                           "shipped yet); pass --weights FILE, or --plane in for in-plane super-resolution")
+    others = [b for b in (0, 1, 2) if b != facts.axis]
+    if min(volume.shape[b] for b in others) < spec.min_lr_size:
+        raise ScaleError(f"the in-plane size {tuple(volume.shape[b] for b in others)} is below {spec.name}'s minimum "
+                         f"of {spec.min_lr_size} px")
+    return ThroughPlanePlan(facts, target, requested, plan, n_out, factor, r)
+
+
+def _super_resolve_through_plane(
+    volume: Volume,
+    *,
+    model: Any,
+    axis: int | str | None,
+    target_spacing: float | None,
+    thickness: float | None,
+    adapt_seconds: float | None,
+    adapt_iterations: int | None,
+    adapt_seed: int,
+    output_dtype: str,
+    modality: str | None,
+    weights: str | Path | None,
+    allow_untrained: bool,
+    options: Any,
+    predictor: Any,
+    progress: ProgressCallback | None,
+    cancel: CancelCallback | None,
+    clip_output: bool,
+    engine_keywords: dict[str, Any],
+    source_units: Volume | None = None,
+) -> Volume:
+    """The through-plane run of :func:`super_resolve` (see its docstring). ``source_units``: the volume
+    whose intensities and dtype define the mapping and the output (``plane='both'``: the original)."""
+    import math
+    import time
+
+    from .engine import Predictor, engine_options
+    from .intensity import IntensityMapping, NetworkIntensity, guess_modality
+    from .models import default_model
+    from .safety import check_memory, check_run_arguments
+    from .throughplane import adapt_through_plane, super_resolve_through_plane
+
+    check_run_arguments(volume, scale=1, modality=modality, allow_untrained=allow_untrained)
+    units = source_units if source_units is not None else volume
+    modality = (modality or units.modality or guess_modality(units)).upper()
+    if predictor is not None:
+        if not isinstance(predictor, Predictor) or not predictor.one_direction:
+            raise OptionError("a through-plane run needs a Predictor of a through-plane network (tp-*)")
+        if options is not None or engine_keywords or weights is not None or allow_untrained:
+            raise OptionError("give either a predictor or options/engine keywords/weights, not both")
+        if adapt_seconds or adapt_iterations:
+            raise OptionError("adaptation trains its own copy of the network; do not pass a predictor with adapt_*")
+        spec = predictor.spec
+    else:
+        spec = default_model(modality, plane="through") if model is None else _resolve_spec(model)
+        if not spec.multi_scale:
+            raise OptionError(f"model '{spec.name}' is an in-plane network; through-plane models: "
+                              "tp-dridsr (MR), tp-dridsr-ct (CT), tp-mdrn (see `medsr models`)")
+        opts = engine_options(options, **engine_keywords)
+    for name, value in (("target_spacing", target_spacing), ("adapt_seconds", adapt_seconds)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating))
+                                  or not math.isfinite(value) or value < 0 or (name == "target_spacing" and value == 0)):
+            raise OptionError(f"{name} must be a positive number (mm / seconds); got {value!r}")
+    if adapt_iterations is not None and (isinstance(adapt_iterations, bool) or not isinstance(adapt_iterations, int)
+                                         or adapt_iterations < 1):
+        raise OptionError(f"adapt_iterations must be a positive integer; got {adapt_iterations!r}")
+    if output_dtype not in ("input", "float32"):
+        raise OptionError(f"output_dtype must be 'input' or 'float32'; got {output_dtype!r}")
+    tp = plan_through_plane(volume, spec, axis=axis, target_spacing=target_spacing, thickness=thickness,
+                            modality=modality, weights=weights, check_weights=predictor is None and not allow_untrained)
+    facts, target, requested, plan, n_out, factor, r = (tp.facts, tp.target_spacing, tp.requested_factor, tp.plan,
+                                                        tp.n_out, tp.factor, tp.network_factor)
+    n = facts.n_slices
+    others = [b for b in (0, 1, 2) if b != facts.axis]
+    mapping = IntensityMapping.fit(units.array, modality=modality)
+    rules = NetworkIntensity.for_volume(units.array, mapping, clip_output=clip_output)
+    dtype = units.array.dtype if output_dtype == "input" else np.dtype(np.float32)
+    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        dtype = np.dtype(np.float32)
+    n_voxels_out = int(np.prod(plan.output.shape, dtype=np.float64))
+    extra = 0 if dtype == np.float32 else n_voxels_out * np.dtype(dtype).itemsize
+    adapt_bytes = volume.array.size * 4 if (adapt_seconds or adapt_iterations) else 0
+    from .safety import WORKING_BYTES
+
+    check_memory(volume.array.nbytes + 4 * n_voxels_out + extra + adapt_bytes + WORKING_BYTES,
+                 f"through-plane x{factor:.3g} of a {'x'.join(map(str, volume.shape))} (z,y,x) volume "
+                 f"(output {'x'.join(map(str, plan.output.shape))})",
+                 advice="choose a larger --target-spacing or crop the input")
+    adaptation = None
+    if predictor is None:
+        if adapt_seconds or adapt_iterations:
+            module = spec.load(r, weights=weights, allow_untrained=allow_untrained)
+            unit = rules.to_network(volume.array)
+            module, report = adapt_through_plane(module, unit, axis=facts.axis, factor=factor,
+                                                 seconds=float(adapt_seconds or 0.0), iterations=adapt_iterations,
+                                                 thickness=facts.thickness / facts.spacing, seed=int(adapt_seed))
+            del unit
+            adaptation = {"seconds": report.seconds, "iterations": report.iterations, "seed": report.seed,
+                          "heldout_psnr_before": report.psnr_before, "heldout_psnr_after": report.psnr_after,
+                          "heldout_gain_db": report.gain_db, "heldout_bspline_psnr": report.bspline_psnr,
+                          "heldout_patches": report.n_heldout_patches, "train_slices": report.n_train_slices,
+                          "network_factor": report.r}
+            predictor = Predictor(spec, r, module=module, options=opts)
+        else:
+            predictor = Predictor(spec, r, weights=weights, options=opts, allow_untrained=allow_untrained)
+    started = time.perf_counter()
+    fused = super_resolve_through_plane(volume.array, axis=facts.axis, factor=factor, predictor=predictor, n_out=n_out,
+                                        normalise=rules.to_network, progress=progress, cancel=cancel)
+    seconds = time.perf_counter() - started
+    out = fused if dtype == np.float32 else np.empty(plan.output.shape, dtype=dtype)
+    cut = others[0]
+    src_view, dst_view = np.moveaxis(volume.array, cut, 0), np.moveaxis(out, cut, 0)
+    fused_view = np.moveaxis(fused, cut, 0)
+    step = 16
+    for k in range(0, src_view.shape[0], step):
+        dst_view[k : k + step] = rules.from_network(fused_view[k : k + step], src_view[k : k + step], dtype=dtype,
+                                                    first_slice=k)
+    del fused, fused_view
+    ran = predictor.describe()
+    through = {
+        **facts.to_json(),
+        "factor": factor,
+        "requested_factor": requested,
+        "target_spacing_mm": target,
+        "output_spacing_mm": facts.spacing / factor,
+        "network_factor": r,
+        "finish": None if n_out == r * n else f"cubic B-spline along axis {facts.axis} ({r * n} -> {n_out} samples)",
+        "fusion": "mean of the two in-plane orientations",
+        "profile": "gaussian (FWHM = thickness)",
+        "adaptation": adaptation,
+        "seconds": seconds,
+    }
+    run_info = {
+        "plane": "through",
+        "model": spec.name,
+        "network": spec.network,
+        "config": spec.config,
+        "scale": r,
+        "factor": factor,
+        "slice_axis": int(facts.axis),
+        "modality": modality,
+        "intensity": _jsonable(mapping),
+        "intensity_rules": rules.as_dict(),
+        "ensemble": ran["ensemble"],
+        "weights": ran["weights"] if adaptation is None else None,
+        "adapted": adaptation is not None,
+        "precision": ran["precision"],
+        "device": ran["device"],
+        "through_plane": through,
+        "grid": plan.to_json(),
+    }
+    metadata = {k: v for k, v in volume.metadata.items() if k != "medsr"}
+    return plan.to_volume(out, modality=modality, metadata={**metadata, "medsr": run_info})
+
+
+def _combine_steps(volume: Volume, first: Volume, second: Volume) -> Volume:
+    """``plane='both'``: the through-plane result, its ``metadata["medsr"]`` describing both steps and
+    the grid as one :func:`MedSRLib.geometry.plan_output_grid` plan from the input (per-axis factors)."""
+    from .geometry import plan_output_grid
+
+    in_run, through_run = first.metadata["medsr"], second.metadata["medsr"]
+    factors = [a * b for a, b in zip(in_run["grid"]["factors_zyx"], through_run["grid"]["factors_zyx"])]
+    plan = plan_output_grid(volume, factors)
+    run_info = {**through_run, "plane": "both", "steps": [in_run, through_run], "grid": plan.to_json(),
+                "model": f"{in_run['model']} + {through_run['model']}"}
+    return plan.to_volume(second.array, modality=second.modality, metadata={**second.metadata, "medsr": run_info})
 
 
 def estimate_seconds(

@@ -97,6 +97,7 @@ def build_provenance(
         "direction_lps": np.asarray(result.direction, dtype=float).tolist(),
         "slice_axis": run.get("slice_axis"),
         "scale": run.get("scale"),
+        "plane": run.get("plane", "in"),
         "plan": run.get("grid"),  # the GridPlan (geometry.plan_output_grid) as JSON
     }
     source = {"path": None, "sha256": None}
@@ -120,6 +121,9 @@ def build_provenance(
         "input": source,
         "consistency": consistency,
     }
+    if run.get("plane") in ("through", "both"):  # factor, thickness used (and whether assumed), adaptation
+        steps = run.get("steps") or [run]
+        record["through_plane"] = next((s.get("through_plane") for s in steps if s.get("plane") == "through"), None)
     return _jsonable(record)
 
 

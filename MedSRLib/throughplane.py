@@ -1,13 +1,13 @@
 """Through-plane super-resolution of a normalised volume, and its ground-truth evaluation (issue 20).
 
-No I/O, no geometry, no CLI: arrays in, arrays out. The integration (``medsr run``, the plan, the
-predictor, Slicer) wraps these.
+No I/O, no geometry, no CLI: arrays in, arrays out (layer: beside the engine, whose Predictor runs the
+networks; :mod:`MedSRLib.pipeline` adds the plan, intensities and metadata, the CLI and Slicer wrap it).
 
 * :func:`super_resolve_through_plane` -- a ``(z, y, x)`` float array in [0, 1] whose numpy axis
   ``axis`` is the thick one: cut the slices that contain ``axis`` along EACH of the two other axes
   (for an axial series, coronal and sagittal slices: rows = the thick axis, columns = a fine axis),
-  run a through-plane network (:class:`MedSRLib.models.throughplane.ThroughPlaneNet`) on batches of
-  them at ``r = ceil(factor)``, finish a non-integer factor with the one-axis cubic B-spline
+  run a through-plane network (:class:`MedSRLib.models.throughplane.ThroughPlaneNet`) through the
+  one :class:`MedSRLib.engine.Predictor` on batches of them at ``r = ceil(factor)``, finish a non-integer factor with the one-axis cubic B-spline
   (:func:`MedSRLib.resize.interpolation_matrix`) and fuse the two orientations by averaging (SMORE).
   Memory: input + output + one batch of slices.
 * :func:`adapt_through_plane` -- per-volume adaptation: fine-tune a copy of the shipped network for a
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import CancelledError, GeometryError, InputSizeError, ScaleError, UnsupportedImageError
+from .errors import GeometryError, InputSizeError, ScaleError, UnsupportedImageError
 from .resize import interpolate_axis, interpolation_matrix, lr_length, slice_profile_degrade
 
 #: Below this factor there is nothing to do (issue 20: "factor below about 1.2").
@@ -61,45 +61,92 @@ def _check(array: np.ndarray, axis: int, factor: float) -> tuple[int, float]:
     return int(axis), float(factor)
 
 
+class _OrientationSlices:
+    """Lazy ``(n_slices, thick, fine)`` float32 stack of the slices of a volume that contain its thick
+    axis, cut along numpy axis ``cut``; each batch is normalised to [0, 1] by ``normalise`` when read."""
+
+    def __init__(self, array_zyx: np.ndarray, *, cut: int, axis: int, normalise: Callable[[np.ndarray], np.ndarray] | None) -> None:
+        self._view = np.moveaxis(array_zyx, (cut, axis), (0, 1))  # a view, never written
+        self._normalise = normalise
+        self.shape = self._view.shape
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        block = self._view[index]
+        if self._normalise is not None:
+            block = self._normalise(block)
+        return np.ascontiguousarray(block, dtype=np.float32)
+
+
+class _FusingWriter:
+    """Receives ``(b, r n, fine)`` network outputs for slices ``[a:b]`` of one orientation, finishes a
+    non-integer factor with the one-axis cubic B-spline ``(n_out, r n)`` matrix and adds ``weight`` x
+    the result into the fused output (a view with the same slice order)."""
+
+    def __init__(self, dst: np.ndarray, *, finish: torch.Tensor | None, weight: np.float32, n_rows: int) -> None:
+        self._dst, self._finish, self._weight = dst, finish, weight
+        self.shape = (dst.shape[0], n_rows, dst.shape[2])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __setitem__(self, index: slice, values: np.ndarray) -> None:
+        y = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+        if self._finish is not None:
+            y = torch.matmul(self._finish, y)
+        self._dst[index] += self._weight * y.numpy()
+
+
 def super_resolve_through_plane(
     array_zyx: np.ndarray,
     *,
     axis: int,
     factor: float,
-    net: nn.Module,
+    predictor: Any,
     n_out: int | None = None,
-    batch_size: int = 16,
-    device: torch.device | str = "cpu",
     fuse: str = "mean",
     r: int | None = None,
+    normalise: Callable[[np.ndarray], np.ndarray] | None = None,
+    out: np.ndarray | None = None,
     progress: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> np.ndarray:
-    """Super-resolve the thick axis of a normalised volume with a through-plane network.
+    """Super-resolve the thick axis of a volume with a through-plane network, run by a
+    :class:`MedSRLib.engine.Predictor` (batching, tiling, precision, out-of-memory fallback, progress
+    and cancel as for in-plane runs).
 
     Args:
-        array_zyx: ``(z, y, x)`` float array, intensities in [0, 1] (:mod:`MedSRLib.intensity`).
+        array_zyx: ``(z, y, x)`` array; intensities in [0, 1] (:mod:`MedSRLib.intensity`), or any
+            units when ``normalise`` maps each read batch to [0, 1] (the input is never copied whole).
         axis: the thick numpy axis (0, 1 or 2).
         factor: slice spacing / target spacing, >= 1.2 (integer or not).
-        net: a multi-factor through-plane network (``net(x, r)``: ``N x 1 x h x w`` ->
-            ``N x 1 x r h x w``), eval mode, on ``device``.
-        n_out: samples along ``axis`` in the output (default ``round(n * factor)``).
-        batch_size: slices per network call (the working set: ``batch_size`` slices of each size).
+        predictor: a Predictor of a through-plane network (``tp-*``; :attr:`Predictor.one_direction`).
+        n_out: samples along ``axis`` in the output (default ``round(n * factor)``; the pipeline passes
+            its :class:`~MedSRLib.geometry.GridPlan`'s size).
         fuse: ``'mean'`` (average the two orientations, SMORE) or ``'first'``/``'second'`` (one only).
-        progress: ``progress(done, total)`` after each batch (total: slices of both orientations).
-        cancel: polled between batches; True raises :class:`CancelledError`.
         r: the network factor (default ``ceil(n_out / n)``; a larger one is finished down with the
             cubic B-spline, which measures the finishing step's cost).
+        normalise: maps a read block (any units) to float32 [0, 1] (default: used as is).
+        out: float32 array of the output shape to accumulate into (default: a new zero array); it
+            must hold zeros.
+        progress: ``progress(done, total)`` after each batch (total: slices of both orientations).
+        cancel: polled between batches; True raises :class:`CancelledError`.
+
+    Memory: the input + the output + one batch of slices (and the network's working set).
 
     Returns:
         float32 array with ``n_out`` samples along ``axis`` and the other axes unchanged; sample
         ``i`` sits at input coordinate ``(i + 0.5) * n / n_out - 0.5``. Values are not clipped.
     """
     axis, factor = _check(array_zyx, axis, factor)
+    if not getattr(predictor, "one_direction", False):
+        raise ScaleError("through-plane super-resolution needs a Predictor of a through-plane network (tp-*)")
     n = array_zyx.shape[axis]
     n_out = output_length(n, factor) if n_out is None else int(n_out)
     r = int(math.ceil(n_out / n - 1e-9)) if r is None else int(r)
-    scales = tuple(getattr(net, "scales", ()))
+    scales = tuple(predictor.spec.scales)
     if r not in scales:
         raise ScaleError(f"factor {n_out / n:.3g} needs the network's x{r}; it has {', '.join(f'x{s}' for s in scales)}")
     others = [a for a in (0, 1, 2) if a != axis]
@@ -109,25 +156,19 @@ def super_resolve_through_plane(
     weight = np.float32(1.0 / len(cut_axes))
     out_shape = list(array_zyx.shape)
     out_shape[axis] = n_out
-    out = np.zeros(out_shape, dtype=np.float32)
-    finish = None if n_out == r * n else torch.tensor(interpolation_matrix(r * n, n_out, "bspline3"), dtype=torch.float32, device=device)
+    if out is None:
+        out = np.zeros(out_shape, dtype=np.float32)
+    elif out.shape != tuple(out_shape) or out.dtype != np.float32:
+        raise ValueError(f"out must be a float32 array of shape {tuple(out_shape)}; got {out.dtype} {out.shape}")
+    finish = None if n_out == r * n else torch.tensor(interpolation_matrix(r * n, n_out, "bspline3"), dtype=torch.float32)
     total = sum(array_zyx.shape[b] for b in cut_axes)
-    done = 0
-    with torch.inference_mode():
-        for b in cut_axes:
-            src = np.moveaxis(array_zyx, (b, axis), (0, 1))  # (slices, thick, fine): a view
-            dst = np.moveaxis(out, (b, axis), (0, 1))
-            for k in range(0, src.shape[0], batch_size):
-                if cancel is not None and cancel():
-                    raise CancelledError("through-plane super-resolution cancelled; nothing was written")
-                x = torch.from_numpy(np.ascontiguousarray(src[k : k + batch_size], dtype=np.float32)[:, None]).to(device)
-                y = net(x, r).float()[:, 0]
-                if finish is not None:
-                    y = torch.matmul(finish, y)
-                dst[k : k + batch_size] += weight * y.cpu().numpy()
-                done += x.shape[0]
-                if progress is not None:
-                    progress(done, total)
+    offset = 0
+    for b in cut_axes:
+        source = _OrientationSlices(array_zyx, cut=b, axis=axis, normalise=normalise)
+        sink = _FusingWriter(np.moveaxis(out, (b, axis), (0, 1)), finish=finish, weight=weight, n_rows=r * n)
+        report = None if progress is None else (lambda d, t, o=offset: progress(o + d, total))
+        predictor.run(source, out=sink, factor=r, progress=report, cancel=cancel)
+        offset += len(source)
     return out
 
 
@@ -374,18 +415,18 @@ def evaluate_through_plane(
     *,
     axis: int,
     factor: float,
-    net: nn.Module | None,
+    predictor: Any | None,
     thickness: float | None = None,
     profile: str = "gaussian",
     extra: dict[str, Callable[[np.ndarray, int], np.ndarray]] | None = None,
-    batch_size: int = 16,
 ) -> ThroughPlaneEvaluation:
     """Simulate thick slices from a near-isotropic volume, super-resolve back, score against it.
 
     Args:
         hr_unit: ``(z, y, x)`` ground truth in [0, 1] (near-isotropic).
         axis: the axis to thicken.  factor: slice spacing in HR voxels (e.g. 5 mm / 1 mm = 5).
-        net: a through-plane network (None: only the interpolations).
+        predictor: a :class:`MedSRLib.engine.Predictor` of a through-plane network (None: only the
+            interpolations); its method is named ``'network'``.
         thickness: profile FWHM in HR voxels (default ``factor``); ``profile``: gaussian | rect.
         extra: more methods ``name -> f(lr, n_out) -> output`` (e.g. the adapted network).
 
@@ -403,9 +444,9 @@ def evaluate_through_plane(
         "bspline3": lambda: interpolate_axis(lr, axis=axis, n_out=n_out, kind="bspline3"),
         "linear": lambda: interpolate_axis(lr, axis=axis, n_out=n_out, kind="linear"),
     }
-    if net is not None:
-        methods["network"] = lambda: super_resolve_through_plane(lr, axis=axis, factor=factor, net=net, n_out=n_out,
-                                                                 batch_size=batch_size)
+    if predictor is not None:
+        methods["network"] = lambda: super_resolve_through_plane(lr, axis=axis, factor=factor, predictor=predictor,
+                                                                 n_out=n_out)
     for name, fn in (extra or {}).items():
         methods[name] = (lambda fn=fn: fn(lr, n_out))
     result = ThroughPlaneEvaluation(axis, factor, factor if thickness is None else float(thickness), n_lr, n_out,

@@ -1,8 +1,16 @@
 """Headless batch super-resolution inside 3D Slicer: read a volume file, run MedSR, write the result.
 
     Slicer --no-main-window --python-script Testing/MedSRBatch.py -- IN OUT --model M --scale S
-        [--axis auto|axial|coronal|sagittal|0|1|2] [--device auto|cpu|cuda|mps] [--ensemble]
-        [--memory-budget-mb N] [--install-dependencies]
+        [--axis auto|axial|coronal|sagittal|0|1|2] [--plane in|auto|through] [--target-spacing MM]
+        [--adapt SECONDS] [--through-model auto|tp-NAME] [--weights FILE] [engine flags] [--install-dependencies]
+
+The engine flags are ``medsr``'s own (``--device --batch-size --memory-budget --tile --tile-overlap
+--ensemble --precision --threads --compile``), derived from ``MedSRLib.engine.EngineOptions`` through the
+module's ``engine_settings`` (the panel's Advanced settings), and validated the same way. ``--plane``
+defaults to ``in`` (today's meaning of ``--scale``); ``auto`` goes through-plane when the slice spacing is
+at least 2x the in-plane spacing (MedSRLib's ``pipeline.resolve_plane``), ``through`` always; a
+through-plane run uses ``--through-model`` (``auto``: MedSRLib's network for the volume's modality) and
+ignores ``--model``/``--scale``. ``--weights`` is ``medsr run``'s: a weights file instead of the shipped one.
 
 IN is read with Slicer's own reader (``slicer.util.loadVolume``: ITK LPS -> Slicer RAS), OUT is
 written with ``slicer.util.saveNode`` (any format Slicer writes: .nrrd, .nii.gz, .mha, ...). The
@@ -23,6 +31,16 @@ import time
 import slicer
 
 
+def _engineSettings():
+    """The module's engine settings (``MedSRSlicerLib.engine_settings.SETTINGS``); none when MedSR is not loaded
+    (``run`` then says so)."""
+    try:
+        from MedSRSlicerLib import engine_settings
+    except ImportError:
+        return ()
+    return engine_settings.SETTINGS
+
+
 def parseArguments(argv):
     parser = argparse.ArgumentParser(prog="MedSRBatch.py", description="Super-resolve a volume file with MedSR in Slicer.")
     parser.add_argument("input", help="input volume file (NRRD, NIfTI, MHA, ...)")
@@ -30,9 +48,23 @@ def parseArguments(argv):
     parser.add_argument("--model", default="bicubic", help="MedSRLib model name (default: bicubic)")
     parser.add_argument("--scale", type=int, default=2, help="in-plane factor (default: 2)")
     parser.add_argument("--axis", default="auto", help="auto, axial, coronal, sagittal, or numpy axis 0-2 of (k, j, i)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default: auto)")
-    parser.add_argument("--ensemble", action="store_true", help="8-fold self-ensemble (8x slower)")
-    parser.add_argument("--memory-budget-mb", type=int, default=0, help="memory for one batch in MB (0: automatic)")
+    parser.add_argument("--plane", default="in", choices=("in", "auto", "through"),
+                        help="in (default), auto (through-plane when slice spacing >= 2x in-plane spacing), through")
+    parser.add_argument("--target-spacing", type=float, default=0.0, metavar="MM",
+                        help="through-plane output slice spacing, mm (default: the in-plane spacing)")
+    parser.add_argument("--adapt", type=float, default=0.0, metavar="SECONDS",
+                        help="through-plane per-volume adaptation time, s (default: none)")
+    parser.add_argument("--through-model", default="auto", metavar="NAME",
+                        help="through-plane network: auto (MedSRLib's for the volume's modality) or a tp-* name")
+    parser.add_argument("--weights", default=None, metavar="FILE",
+                        help="a weights file (.safetensors with its .json card) instead of the shipped one")
+    for setting in _engineSettings():  # medsr's engine flags, stored as the panel stores them
+        if setting.kind == "bool":
+            parser.add_argument(setting.flag, dest=setting.field, action="store_true", help=setting.help)
+        else:
+            parser.add_argument(setting.flag, dest=setting.field, default=setting.default, help=setting.help,
+                                choices=setting.choices or None)
+    parser.add_argument("--memory-budget-mb", dest="memory_budget_mb", help=argparse.SUPPRESS)  # earlier name
     parser.add_argument("--install-dependencies", action="store_true",
                         help="install missing Python packages (torch through the PyTorch extension) without asking")
     arguments = parser.parse_args(argv[1:] if argv and argv[0] == "--" else argv)
@@ -70,14 +102,18 @@ def run(arguments) -> int:
             lastPrint[0] = time.monotonic()
             print(f"MedSR: {reporting.describeProgress(tracker.snapshot())}", flush=True)
 
-    outputVolume = MedSR.MedSRLogic().process(
+    logic = MedSR.MedSRLogic()
+    outputVolume = logic.process(
         inputVolume,
         model=arguments.model,
         scale=arguments.scale,
         axis=arguments.axis,
-        device=arguments.device,
-        ensemble=arguments.ensemble,
-        memoryBudgetMB=arguments.memory_budget_mb,
+        engine={s.field: getattr(arguments, s.field) for s in _engineSettings()},  # validated before anything runs
+        plane=arguments.plane,
+        targetSpacingMM=arguments.target_spacing,
+        adaptSeconds=arguments.adapt,
+        throughModel=arguments.through_model,
+        weights=arguments.weights,
         progress=progress,
         showResult=False,
         onWarning=lambda message: print(f"MedSR: warning: {message}", file=sys.stderr),
@@ -85,6 +121,9 @@ def run(arguments) -> int:
     if not slicer.util.saveNode(outputVolume, arguments.output):
         print(f"MedSR: error: could not write '{arguments.output}' (check the folder and the extension)", file=sys.stderr)
         return 1
+    for note in logic.lastNotes:
+        print(f"MedSR: note: {note}")
+    print(f"MedSR: {reporting.describeRun(logic.lastRunInfo)}")
     print(f"MedSR: wrote {arguments.output}")
     return 0
 

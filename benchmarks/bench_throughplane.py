@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from MedSRLib.engine import dense_conv_gflops  # noqa: E402
+from MedSRLib.engine import EngineOptions, Predictor, dense_conv_gflops  # noqa: E402
 from MedSRLib.intensity import IntensityMapping  # noqa: E402
 from MedSRLib.io import read_volume  # noqa: E402
 from MedSRLib.models import count_macs, get_model  # noqa: E402
@@ -55,16 +55,16 @@ def main() -> int:
     unit = mapping.to_unit(volume.array)
     t_norm = time.perf_counter() - t0
     spec = get_model(args.model)
-    net = spec.load(spec.scales[-1], weights=args.weights, allow_untrained=True)
-    if args.channels_last:
-        net = net.to(memory_format=torch.channels_last)
+    options = EngineOptions(batch_size=args.batch, channels_last=args.channels_last, threads=args.threads)
+    predictor = Predictor(spec, spec.scales[-1], weights=args.weights, allow_untrained=True, options=options)
+    net = predictor.module
     n = unit.shape[axis]
     n_out = output_length(n, factor)
     r = int(np.ceil(n_out / n - 1e-9))
     other = [unit.shape[a] for a in range(3) if a != axis]
     macs = sum(count_macs(net, (n, w)) * c for w, c in ((other[1], other[0]), (other[0], other[1])))  # x8 tail: upper bound
     t0 = time.perf_counter()
-    out = super_resolve_through_plane(unit, axis=axis, factor=factor, net=net, batch_size=args.batch)
+    out = super_resolve_through_plane(unit, axis=axis, factor=factor, predictor=predictor)
     t_net = time.perf_counter() - t0
     t0 = time.perf_counter()
     result = mapping.from_unit(out, dtype=volume.array.dtype)

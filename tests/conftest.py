@@ -1,4 +1,5 @@
-"""Shared pytest fixtures: where ../shared/data is, and a skip with a reason when it is absent."""
+"""Shared pytest fixtures: where ../shared/data is (a skip with a reason when it is absent), a tiny
+through-plane weights file, and a record of the Predictors a test builds."""
 
 from __future__ import annotations
 
@@ -34,3 +35,35 @@ def shared_path(*parts: str) -> Path:
 def shared_data() -> Path:
     """The ../shared/data folder (test skipped with a reason when absent)."""
     return shared_path()
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """A tp-dridsr weights file with small random tails (not a trained network): through-plane runs
+    without shipped weights."""
+    from MedSRLib.models import get_model
+    from MedSRLib.models.weights import save_weights
+
+    torch.manual_seed(0)
+    net = get_model("tp-dridsr").build(8)
+    for p in net.tails.parameters():
+        torch.nn.init.normal_(p, std=0.01)
+    path, _ = save_weights(net, tmp_path_factory.mktemp("w") / "tp-dridsr.safetensors",
+                           card={"name": "tp-dridsr", "scale": 8}, half=False)
+    return path
+
+
+@pytest.fixture
+def builds(monkeypatch) -> list:
+    """Every :class:`MedSRLib.engine.Predictor` constructed during the test, in order."""
+    from MedSRLib.engine import Predictor
+
+    made: list = []
+    original = Predictor.__init__
+
+    def counting(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        original(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(Predictor, "__init__", counting)
+    return made

@@ -3,7 +3,7 @@ there are no import cycles (imports inside functions count: they hide cycles, th
 
 Layers, low to high (docs/ARCHITECTURE.md):
 errors, volume -> io, geometry, intensity, resize, metrics -> models -> engine -> consistency,
-evaluate, panel, pipeline -> cli. ``training`` and ``benchmarks`` sit on top of MedSRLib; ``MedSR``
+evaluate, panel, pipeline -> run -> batch -> cli. ``training`` and ``benchmarks`` sit on top of MedSRLib; ``MedSR``
 (the Slicer module) on top of everything.
 """
 
@@ -76,13 +76,17 @@ FORBIDDEN = {
     "MedSRLib.volume": ("MedSRLib.io", "MedSRLib.geometry", "MedSRLib.models", "MedSRLib.engine", "MedSRLib.pipeline"),
     **{
         low: ("MedSRLib.models", "MedSRLib.engine", "MedSRLib.pipeline", "MedSRLib.cli", "MedSRLib.evaluate",
-              "MedSRLib.panel", "MedSRLib.consistency")
+              "MedSRLib.panel", "MedSRLib.consistency", "MedSRLib.run", "MedSRLib.batch")
         for low in ("MedSRLib.io", "MedSRLib.geometry", "MedSRLib.intensity", "MedSRLib.resize", "MedSRLib.metrics")
     },
     "MedSRLib.models": ("MedSRLib.engine", "MedSRLib.pipeline", "MedSRLib.cli", "MedSRLib.evaluate",
-                        "MedSRLib.panel", "MedSRLib.consistency", "MedSRLib.io"),
+                        "MedSRLib.panel", "MedSRLib.consistency", "MedSRLib.io", "MedSRLib.run", "MedSRLib.batch"),
     "MedSRLib.engine": ("MedSRLib.pipeline", "MedSRLib.cli", "MedSRLib.evaluate", "MedSRLib.panel",
-                        "MedSRLib.consistency", "MedSRLib.io"),
+                        "MedSRLib.consistency", "MedSRLib.io", "MedSRLib.run", "MedSRLib.batch"),
+    **{same: ("MedSRLib.run", "MedSRLib.batch", "MedSRLib.cli") for same in ("MedSRLib.pipeline", "MedSRLib.consistency",
+                                                            "MedSRLib.evaluate", "MedSRLib.panel")},
+    "MedSRLib.run": ("MedSRLib.batch", "MedSRLib.cli"),
+    "MedSRLib.batch": ("MedSRLib.cli",),
     "MedSRLib": ("slicer", "qt", "vtk", "ctk", "MedSR", "MedSRSlicerLib", "training", "benchmarks"),
     "training": ("benchmarks", "slicer", "MedSR", "MedSRSlicerLib"),
 }

@@ -21,7 +21,8 @@ from MedSRLib.models.cards import CARD_VERSION, card_text, format_card, load_car
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = shipped_cards()
-CT_CARDS = [p for p in SHIPPED if json.loads(p.read_text())["modality"] == "CT"]
+CT_CARDS = [p for p in SHIPPED if json.loads(p.read_text())["modality"] == "CT" and json.loads(p.read_text())["task"] == "in-plane"]
+TP_CARDS = [p for p in SHIPPED if json.loads(p.read_text())["task"] == "through-plane"]
 
 
 def _card(path: Path) -> dict:
@@ -30,8 +31,21 @@ def _card(path: Path) -> dict:
 
 def test_there_are_shipped_cards_for_every_weights_file() -> None:
     assert len(SHIPPED) >= 12
+    assert {p.with_suffix(".safetensors") for p in SHIPPED} == set(cards.WEIGHTS_DIR.glob("*.safetensors"))
     for path in SHIPPED:
         assert path.is_file(), f"{path.name} missing beside {path.with_suffix('.safetensors').name}"
+
+
+def test_every_registered_weights_file_is_a_shipped_card_multi_factor_ones_included() -> None:
+    from MedSRLib.models import list_models
+
+    expected = set()
+    for spec in list_models() + list_models(through_plane=True):
+        for scale in spec.scales:
+            if spec.learned and spec.has_weights(scale):
+                expected.add(spec.weights_path(scale).with_suffix(".json"))
+    assert expected == set(SHIPPED)
+    assert any(p.stem.startswith("tp-") for p in SHIPPED), "the through-plane weights ship with cards (issue 20)"
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
@@ -48,7 +62,7 @@ def test_every_shipped_card_validates_and_matches_its_weights(path: Path) -> Non
     assert card["training"]["paper_schedule"]["fraction_of_paper_pixels"] < 1  # CPU budget runs
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [p for p in SHIPPED if p not in TP_CARDS], ids=lambda p: p.stem)
 def test_card_held_out_numbers_are_those_of_results_md(path: Path) -> None:
     from training.export import results_evaluations
 
@@ -74,6 +88,41 @@ def test_ct_cards_state_how_the_model_does_on_real_hu(path: Path) -> None:
         assert e["n_images"] == 20 and f"{e['gain_db']:+.2f} dB in a" in statement[0]
     assert card["input"]["units"].startswith("HU") and "-1024..3071" in card["input"]["intensity_mapping"]["inference"]
     assert "8-bit" in card["training_data"][0]["values"]
+
+
+@pytest.mark.parametrize("path", TP_CARDS, ids=lambda p: p.stem)
+def test_through_plane_cards_say_what_issue_20_asks(path: Path) -> None:
+    """Multi-factor card: every factor validated against the cubic B-spline, the ground-truth volume numbers
+    of training/RESULTS.md's through-plane table, what was held out, and the slice-profile limitation."""
+    from training.throughplane import results_entries
+
+    card = _card(path)
+    assert card["weights_file"] == f"{card['name']}.safetensors" and card["factors"] == list(range(2, 9))
+    validation = [e for e in card["evaluation"] if e["source"].startswith("training/throughplane.py")]
+    assert sorted(e["scale"] for e in validation) == card["factors"]
+    truth = [e for e in card["evaluation"] if e["source"].startswith("training/RESULTS.md")]
+    assert truth == results_entries(card["name"]), "card out of date with training/RESULTS.md: rerun " \
+        "`python -m training.throughplane results`"
+    assert truth, "ground-truth volume numbers (issue 20 item 6) on the card"
+    assert "plane" in card["input"] and card["input"]["plane"].startswith("through-plane along the slice axis")
+    assert "held" in card["training"]["held_out"] and card["training"]["held_out"] != card["training"]["config"]
+    assert any("Gaussian with FWHM = slice thickness" in x for x in card["limitations"])
+    assert any("not a substitute for a thin-slice acquisition" in x.lower() for x in card["limitations"])
+    if card["modality"] == "CT":
+        assert "NOT" in card["training"]["held_out"] and all("NOT held out" in e["split"] for e in truth)
+        assert any("8-bit" in x for x in card["limitations"])
+    else:
+        held = {e["data"].split(" at ")[0] for e in truth if e["split"] == "held out from training"}
+        assert held == {"../shared/data/isotropic-mr/seg3d-mr/MR.nii.gz", "../shared/data/isotropic-mr/sct-spine/t1w.nii.gz"}
+
+
+def test_cli_prints_the_through_plane_cards() -> None:
+    for path in TP_CARDS:
+        name = path.stem
+        text = card_text(name)
+        assert text == card_text(name, 5) and "through-plane, factors x2, x3, x4, x5, x6, x7, x8" in text
+        assert max(len(line) for line in text.splitlines()) <= cards.TEXT_WIDTH
+        assert load_card(name) == [_card(path)]
 
 
 def _valid() -> dict:
@@ -107,14 +156,18 @@ def test_validator_catches_broken_cards(change, message) -> None:
 
 def test_format_fits_a_through_plane_model_serving_several_factors() -> None:
     card = copy.deepcopy(_valid())
-    card.update(task="through-plane", factors=[2, 3, 4, 5], scale=2, weights_file=f"{card['name']}_x2.safetensors")
+    card.update(task="through-plane", factors=[2, 3, 4, 5], scale=5, weights_file=f"{card['name']}.safetensors")
     card["input"]["plane"] = "through-plane: along the slice axis"
     card["input"]["spacing_mm"].update(in_plane=[0.9, 1.1], through_plane=[2.0, 5.5])
     assert validate_card(card) == []
     text = format_card(card)
     assert "through-plane, factors x2, x3, x4, x5" in text and "through-plane 2-5.5 mm" in text
     card["factors"] = [3, 4]
-    assert any("must include scale 2" in e for e in validate_card(card))
+    assert any("must include scale 5" in e for e in validate_card(card))
+    card.update(factors=[2, 3, 4, 5, 6])
+    assert any("largest factor" in e for e in validate_card(card))
+    card.update(factors=[2, 3, 4, 5], weights_file=f"{card['name']}_x5.safetensors")
+    assert any("weights_file" in e for e in validate_card(card))
 
 
 def test_card_text_shows_licence_input_training_data_and_limitations() -> None:
@@ -148,6 +201,9 @@ def test_cli_models_card_prints_text_and_json(capsys) -> None:
     assert json.loads(capsys.readouterr().out) == load_card("dridsr", 2)[0]
     assert main(["models", "--card", "idman-small"]) == 0
     assert capsys.readouterr().out.count("idman-small x") == 2
+    for path in TP_CARDS:  # a multi-factor through-plane card, for any of its factors
+        assert main(["models", "--card", f"{path.stem}:5"]) == 0
+        assert capsys.readouterr().out == card_text(path.stem)
     assert main(["models", "--card", "dridsr:two"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("medsr: error:") and len(err.strip().splitlines()) == 1

@@ -157,3 +157,22 @@ def test_check_crop_rejects_outside_and_snaps_to_scale():
     for bad in [(90, 0, 32), (0, -1, 16), (0, 0, 2), (0, 0)]:
         with pytest.raises(OptionError):
             check_crop(bad, scale=4, shape=(100, 100))
+
+
+def test_through_plane_panel_stacks_one_render_panel_row_per_reformat(tmp_path) -> None:
+    """The README's through-plane figure: the reformats that contain the thick axis (axial thick slices:
+    coronal and sagittal), columns thick input, each method, ground truth, scores in the captions."""
+    from MedSRLib.panel import save_through_plane_panel, through_plane_panel
+
+    rng = np.random.default_rng(0)
+    gt = np.zeros((40, 48, 44), np.float32)
+    gt[5:35, 8:40, 6:38] = 0.6 + 0.2 * rng.random((30, 32, 32), dtype=np.float32)
+    volume = Volume(gt * 1000.0, (1.0, 1.0, 1.0), (0, 0, 0), np.eye(3), modality="MR")
+    thick = np.repeat(gt[::5], 5, axis=0)
+    outputs = {"cubic B-spline": gt * 0.9, "MedSR": gt}
+    scores = {"cubic B-spline": {"psnr": 30.0, "ssim": 0.9}, "MedSR": {"psnr": 33.0, "ssim": 0.95}}
+    panel, meta = through_plane_panel(volume, gt, thick, outputs, scores, axis=0, label="5 mm slices")
+    assert [r["plane"] for r in meta["reformats"]] == ["coronal", "sagittal"]
+    assert panel.width == 6 + 4 * (256 + 6)  # thick input, two methods, ground truth
+    out = save_through_plane_panel(tmp_path / "tp.png", volume, gt, thick, outputs, scores, axis=0, label="5 mm slices")
+    assert json.loads(Image.open(out).text["medsr-panel"])["scores"]["MedSR"]["psnr"] == 33.0

@@ -12,7 +12,9 @@ from conftest import shared_path
 from MedSRLib.errors import CancelledError, ScaleError
 from MedSRLib.geometry import resolve_slice_axis, volume_to_sitk
 from MedSRLib.io import read_volume
-from MedSRLib.pipeline import super_resolve, super_resolve_file
+from MedSRLib.engine import EngineOptions
+from MedSRLib.pipeline import super_resolve
+from MedSRLib.run import RunOptions, run_volume
 from MedSRLib.volume import Volume
 
 
@@ -125,7 +127,8 @@ def test_progress_reports_every_slice_and_cancel_writes_nothing(tmp_path) -> Non
 
     out = tmp_path / "sr.nii.gz"
     with pytest.raises(CancelledError):
-        super_resolve_file(source, out, model="bicubic", scale=2, batch_size=4, device="cpu", cancel=cancel_after_first_batch)
+        run_volume(source, out, RunOptions(model="bicubic", scale=2, engine=EngineOptions(batch_size=4, device="cpu")),
+                   cancel=cancel_after_first_batch)
     assert not out.exists() and list(tmp_path.iterdir()) == []
     assert hashlib.sha256(source.read_bytes()).hexdigest() == digest
 

@@ -26,13 +26,13 @@ def batch(medsr, monkeypatch):
 
 
 def test_batch_script_writes_what_MedSRLib_writes(batch, tmp_path, capsys):
-    from MedSRLib.pipeline import super_resolve_file
+    from MedSRLib.run import RunOptions, run_volume
 
     source = shared_path("mr-volumes", "t1_fl2d_sag_LPS.nii.gz")
     through_slicer, through_medsrlib = tmp_path / "slicer.nrrd", tmp_path / "medsrlib.nrrd"
     assert batch.main(["--", str(source), str(through_slicer), "--model", "bicubic", "--scale", "2"]) == 0
     assert "MedSR: wrote" in capsys.readouterr().out
-    super_resolve_file(source, through_medsrlib, model="bicubic", scale=2)
+    run_volume(source, through_medsrlib, RunOptions(model="bicubic", scale=2))
 
     written, expected = sitk.ReadImage(str(through_slicer)), sitk.ReadImage(str(through_medsrlib))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(expected))
@@ -49,8 +49,10 @@ def test_batch_script_writes_what_MedSRLib_writes(batch, tmp_path, capsys):
         (["{source}", "{out}", "--model", "mdrn", "--scale", "3"], "does not support scale 3"),
         (["{source}", "{tmp}/out.xyz"], "unsupported file type"),
         (["{source}", "{out}", "--model", "no-such-model"], "unknown model"),
+        (["{source}", "{out}", "--batch-size", "many"], "Batch size must be a whole number"),
+        (["{source}", "{out}", "--threads", "0"], "threads must be a positive integer"),
     ],
-    ids=["missing-input", "unsupported-scale", "bad-output-extension", "unknown-model"],
+    ids=["missing-input", "unsupported-scale", "bad-output-extension", "unknown-model", "bad-batch-size", "bad-threads"],
 )
 def test_batch_script_bad_input_exits_2_with_one_line_and_writes_nothing(batch, tmp_path, capsys, arguments, message):
     source = shared_path("mr-volumes", "t1_fl2d_sag_LPS.nii.gz")
@@ -100,3 +102,20 @@ def test_install_dependencies_flag_installs_without_any_dialog_outside_testing_m
         {"askConfirmation": False, "torchVersionRequirement": dependencies.TORCH_INSTALL_VERSION, "forceComputationBackend": None}
     ]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_batch_script_offers_medsrs_engine_flags_and_they_become_the_same_EngineOptions(batch):
+    """The batch script's engine flags are `medsr run`'s (derived from EngineOptions), read as the CLI reads them."""
+    from MedSRSlicerLib import engine_settings
+
+    from MedSRLib.cli import _engine_options, build_parser
+    from MedSRLib.engine import option_fields
+
+    flags = ["--device", "cpu", "--batch-size", "3", "--memory-budget", "64", "--tile", "48", "--tile-overlap", "8",
+             "--ensemble", "--precision", "bf16", "--threads", "auto", "--compile"]
+    arguments = batch.parseArguments(["--", "in.nrrd", "out.nrrd", *flags])
+    values = {s.field: getattr(arguments, s.field) for s in engine_settings.SETTINGS}
+    cli = build_parser().parse_args(["run", "in.nii", "out.nii", "--scale", "2", *flags])
+    assert engine_settings.engineOptions(values) == _engine_options(cli)
+    assert {s.flag for s in engine_settings.SETTINGS} == {m["flag"] for m in option_fields(offered_only=True).values()}
+    assert (arguments.plane, arguments.target_spacing, arguments.adapt) == ("in", 0.0, 0.0)  # --scale keeps its meaning

@@ -5,8 +5,8 @@ up to 4 s (card, weights lookup, network built for the estimate), all on the GUI
 
 * the list, the card and the Apply check come from ``MedSR/Resources/models.json`` (cached metadata);
   a fresh interpreter in which torch cannot be imported lists every model and shows their cards;
-* the cache equals MedSRLib's registry (this test fails when a model, scale, weights file or card
-  changes: regenerate with ``python MedSR/MedSRSlicerLib/model_catalog.py``);
+* the cache equals MedSRLib's registry, in-plane and through-plane networks (this test fails when a
+  model, scale, weights file or card changes: regenerate with ``python MedSR/MedSRSlicerLib/model_catalog.py``);
 * the time estimate runs in a background thread and gives MedSRLib's number.
 """
 
@@ -39,6 +39,12 @@ def test_catalog_answers_like_the_registry(medsr):
         for scale in spec.scales:
             assert cached.hasWeights(scale) == (spec.learned and spec.has_weights(scale))
     assert model_catalog.find("no-such-model") is None
+    through = list_models(through_plane=True)
+    assert [m.name for m in model_catalog.throughPlaneModels()] == [s.name for s in through] != []
+    for spec, cached in zip(through, model_catalog.throughPlaneModels()):
+        assert cached.scales == tuple(spec.scales) and cached.modality == spec.modality
+        assert all(cached.hasWeights(f) == spec.has_weights(f) for f in spec.scales)
+        assert model_catalog.find(spec.name) is None  # never offered as an in-plane model
 
 
 def test_panel_information_works_where_torch_cannot_be_imported():
@@ -55,6 +61,10 @@ def test_panel_information_works_where_torch_cannot_be_imported():
         "print(logic.describeModel('mdrn', 4).count('<br>') > 3, 'Not available at x3' in logic.describeModel('mdrn', 3))\n"
         "print(logic.problemWith(node, None, 'mdrn', 2), '|', logic.problemWith(node, None, 'mdrn', 3))\n"
         "print(sorted(m for m in sys.modules if m.startswith(('MedSRLib.models', 'MedSRLib.engine', 'MedSRLib.pipeline'))))\n"
+        "from MedSRSlicerLib import panel_text\n"  # the card text and the slice-direction plan: torch-free too
+        "parameters = logic.getParameterNode(); parameters.inputVolume = node; parameters.model = 'mdrn'\n"
+        "text = panel_text.panelText(logic, parameters)\n"
+        "print(text.cardText.splitlines()[0], '|', 'Auto is through-plane' in text.planeText)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -64,7 +74,9 @@ def test_panel_information_works_where_torch_cannot_be_imported():
     assert lines[0] == f"{len(list_models())} bicubic"
     assert lines[1] == "True True"
     assert lines[2].startswith("None | ") and "x3" in lines[2]
-    assert lines[3] == "[]"
+    # only the torch-free options type (the engine settings derive from it); no registry, no pipeline run
+    assert lines[3] == "['MedSRLib.engine', 'MedSRLib.engine.options']"
+    assert lines[4].startswith("mdrn x2: MDRN") and lines[4].endswith("| True")
 
 
 def test_estimate_runs_off_the_calling_thread_and_gives_MedSRLibs_number(medsr):

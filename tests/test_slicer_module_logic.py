@@ -45,9 +45,10 @@ def test_help_says_what_the_networks_are_valid_for_and_that_output_is_no_acquisi
 
 
 def test_parameter_node_defaults_and_choices_are_accepted_by_MedSRLib(medsr):
+    from MedSRSlicerLib import engine_settings
     from MedSRSlicerLib import logic as logic_module
 
-    from MedSRLib.engine import resolve_device
+    from MedSRLib.engine import EngineOptions, resolve_device
     from MedSRLib.geometry import resolve_slice_axis
     from MedSRLib.models import get_model
     from MedSRLib.volume import Volume
@@ -55,7 +56,8 @@ def test_parameter_node_defaults_and_choices_are_accepted_by_MedSRLib(medsr):
     parameters = medsr.MedSRLogic().getParameterNode()
     assert (parameters.model, parameters.scale, parameters.sliceAxis, parameters.device) == ("bicubic", 2, "auto", "auto")
     assert parameters.inputVolume is None and parameters.outputVolume is None
-    assert parameters.selfEnsemble is False and parameters.memoryBudgetMB == 0
+    assert (parameters.plane, parameters.targetSpacingMM, parameters.adaptSeconds) == ("auto", 0.0, 0)
+    assert medsr.MedSRLogic.engineOptions(engine_settings.readValues(parameters)) == EngineOptions()  # defaults = automatic
     for scale in medsr.SCALE_CHOICES:
         assert get_model(parameters.model).check_scale(scale) == scale
     volume = Volume(np.zeros((3, 4, 5)), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), np.eye(3))

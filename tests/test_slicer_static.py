@@ -125,8 +125,11 @@ def test_every_widget_the_module_uses_exists_in_the_ui():
 def test_ui_parameter_bindings_match_the_parameter_node_fields(medsr):
     hints = typing.get_type_hints(medsr.MedSRParameterNode, include_extras=True)
     bindings = ui_parameter_bindings()
-    assert set(bindings) == set(hints) - {"model"}  # model is filled from MedSRLib's registry at run time
+    # model and throughModel are filled from the cached catalog at run time, plane with its labels (PLANE_LABELS)
+    assert set(bindings) == set(hints) - {"model", "plane", "throughModel"}
     assert widget_property(ui_widgets()["modelComboBox"], "SlicerParameterName") is None
+    assert widget_property(ui_widgets()["throughModelComboBox"], "SlicerParameterName") is None
+    assert widget_property(ui_widgets()["planeComboBox"], "SlicerParameterName") is None
     for name, widget in bindings.items():
         base, *annotations = typing.get_args(hints[name]) or (hints[name],)
         widget_class = widget.get("class")
@@ -136,12 +139,35 @@ def test_ui_parameter_bindings_match_the_parameter_node_fields(medsr):
             assert any(type(a).__name__ == "Choice" for a in annotations), name
         elif widget_class == "QCheckBox":
             assert base is bool
-        elif widget_class == "QSpinBox":
+        elif widget_class in ("QSpinBox", "QDoubleSpinBox"):
             (bounds,) = [a for a in annotations if type(a).__name__ == "WithinRange"]
-            assert base is int
-            assert (bounds.minimum, bounds.maximum) == (int(widget_property(widget, "minimum")), int(widget_property(widget, "maximum")))
+            number = int if widget_class == "QSpinBox" else float
+            assert base is number
+            assert (bounds.minimum, bounds.maximum) == (number(widget_property(widget, "minimum")), number(widget_property(widget, "maximum")))
+        elif widget_class == "QLineEdit":
+            assert base is str
         else:
             pytest.fail(f"{name} is bound to a {widget_class}, which this test does not know")
+
+
+def test_ui_offers_every_engine_option_as_EngineOptions_and_medsr_describe_it(medsr):
+    """One widget per EngineOptions field that `medsr` offers, bound to the parameter named as the field,
+    labelled and explained as engine_settings derives them from the field's metadata (a new field or a
+    changed help text fails here until the .ui follows)."""
+    from MedSRSlicerLib import engine_settings
+
+    from MedSRLib.engine import option_fields
+
+    widgets, bindings = ui_widgets(), ui_parameter_bindings()
+    assert [s.field for s in engine_settings.SETTINGS] == list(option_fields(offered_only=True))
+    for setting in engine_settings.SETTINGS:
+        widget = bindings[setting.field]
+        assert widget.get("name") == setting.widgetName
+        assert widget.get("class") == {"bool": "QCheckBox", "choice": "QComboBox", "text": "QLineEdit"}[setting.kind]
+        assert widget_property(widget, "toolTip") == f"{setting.help} (medsr {setting.flag})"
+        assert widget_property(widgets[setting.labelName], "text") == setting.label
+    for gone in ("selfEnsemble", "memoryBudgetMB"):  # the hand-listed copies of engine options are gone
+        assert gone not in bindings
 
 
 def test_apply_button_and_mrml_combo_boxes(medsr):
@@ -170,7 +196,10 @@ def test_module_imports_and_describes_itself_without_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("bicubic ")
-    assert "MedSRLib.models" not in result.stdout and "MedSRLib.engine" not in result.stdout
+    assert "MedSRLib.models" not in result.stdout and "MedSRLib.pipeline" not in result.stdout
+    # the engine settings derive from the options type, which is torch-free; nothing else of the engine loads
+    assert [m for m in eval(result.stdout.split(" ", 1)[1]) if m.startswith("MedSRLib.engine")] == [
+        "MedSRLib.engine", "MedSRLib.engine.options"]
 
 
 # -- MedSR.py stays thin (issue 14 item 5) -------------------------------------------------------------

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from MedSRLib.errors import InputSizeError, ScaleError, UnsupportedImageError
+from MedSRLib.engine import EngineOptions, Predictor
+from MedSRLib.errors import CancelledError, InputSizeError, ScaleError, UnsupportedImageError
 from MedSRLib.models import get_model
 from MedSRLib.resize import interpolate_axis, interpolation_matrix
 from MedSRLib.throughplane import evaluate_through_plane, foreground_mask, super_resolve_through_plane
@@ -14,16 +15,60 @@ from MedSRLib.throughplane import evaluate_through_plane, foreground_mask, super
 from conftest import shared_path
 
 
+FP32 = EngineOptions(precision="fp32")
+
+
+def _predictor(net: torch.nn.Module, **options) -> Predictor:
+    return Predictor("tp-dridsr", 8, module=net, options=EngineOptions(precision="fp32", **options))
+
+
 @pytest.fixture(scope="module")
-def zero_tail_net() -> torch.nn.Module:
+def zero_tail_net() -> Predictor:
     torch.manual_seed(0)
-    return get_model("tp-dridsr").build(8).eval()  # zero tails: exactly the B-spline base
+    return _predictor(get_model("tp-dridsr").build(8).eval())  # zero tails: exactly the B-spline base
+
+
+def _direct(vol: np.ndarray, net: torch.nn.Module, *, axis: int, n_out: int, batch: int = 16) -> np.ndarray:
+    """The direct path MedSR used before the Predictor ran through-plane networks (the reference)."""
+    n = vol.shape[axis]
+    r = int(np.ceil(n_out / n - 1e-9))
+    shape = list(vol.shape)
+    shape[axis] = n_out
+    out = np.zeros(shape, np.float32)
+    finish = None if n_out == r * n else torch.tensor(interpolation_matrix(r * n, n_out, "bspline3"), dtype=torch.float32)
+    with torch.inference_mode():
+        for b in [a for a in (0, 1, 2) if a != axis]:
+            src, dst = np.moveaxis(vol, (b, axis), (0, 1)), np.moveaxis(out, (b, axis), (0, 1))
+            for k in range(0, src.shape[0], batch):
+                y = net(torch.from_numpy(np.ascontiguousarray(src[k : k + batch])[:, None]), r).float()[:, 0]
+                dst[k : k + batch] += np.float32(0.5) * (y if finish is None else torch.matmul(finish, y)).numpy()
+    return out
+
+
+@pytest.mark.parametrize("factor", [3, 4.6])
+def test_the_predictor_path_equals_the_direct_path_in_fp32(factor: float) -> None:
+    """One way to run: the Predictor (batching, channels_last, rewrites) gives today's direct outputs:
+    bit-identical at the same batch and memory format, within float rounding with automatic options."""
+    torch.manual_seed(3)
+    net = get_model("tp-dridsr").build(8).eval()
+    for p in net.tails.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    vol = np.random.default_rng(0).random((9, 20, 17)).astype(np.float32)
+    same = _predictor(net, channels_last=False, batch_size=16)
+    out = super_resolve_through_plane(vol, axis=0, factor=factor, predictor=same)
+    reference = _direct(vol, same.module, axis=0, n_out=out.shape[0])
+    assert np.array_equal(out, reference)
+    auto = super_resolve_through_plane(vol, axis=0, factor=factor, predictor=_predictor(net))
+    np.testing.assert_allclose(auto, reference, atol=2e-6, rtol=0)
+    tiled = super_resolve_through_plane(vol, axis=0, factor=factor, predictor=_predictor(net, tile=12, tile_overlap=4))
+    # tiles blend (random weights on noise: seams differ, most voxels do not)
+    assert tiled.shape == reference.shape and np.median(np.abs(tiled - reference)) < 1e-3
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2])
 def test_integer_factor_with_zero_tails_is_the_bspline_along_the_thick_axis(zero_tail_net, axis: int) -> None:
     vol = np.random.default_rng(axis).random((6, 7, 8)).astype(np.float32)
-    out = super_resolve_through_plane(vol, axis=axis, factor=3, net=zero_tail_net, batch_size=4)
+    out = super_resolve_through_plane(vol, axis=axis, factor=3, predictor=zero_tail_net)
     shape = list(vol.shape)
     shape[axis] *= 3
     assert out.shape == tuple(shape) and out.dtype == np.float32
@@ -32,7 +77,7 @@ def test_integer_factor_with_zero_tails_is_the_bspline_along_the_thick_axis(zero
 
 def test_non_integer_factor_runs_ceil_and_finishes_with_the_bspline(zero_tail_net) -> None:
     vol = np.random.default_rng(5).random((8, 6, 5)).astype(np.float32)
-    out = super_resolve_through_plane(vol, axis=0, factor=4.6, net=zero_tail_net)
+    out = super_resolve_through_plane(vol, axis=0, factor=4.6, predictor=zero_tail_net)
     assert out.shape == (37, 6, 5)  # round(8 x 4.6)
     r_grid = interpolate_axis(vol.astype(np.float64), axis=0, n_out=40)
     np.testing.assert_allclose(out, np.tensordot(interpolation_matrix(40, 37), r_grid, axes=(1, 0)), atol=1e-5)
@@ -44,9 +89,9 @@ def test_orientations_are_fused_by_averaging() -> None:
     for p in net.tails.parameters():
         torch.nn.init.normal_(p, std=0.05)
     vol = np.random.default_rng(6).random((5, 6, 7)).astype(np.float32)
-    a = super_resolve_through_plane(vol, axis=0, factor=2, net=net, fuse="first")
-    b = super_resolve_through_plane(vol, axis=0, factor=2, net=net, fuse="second")
-    both = super_resolve_through_plane(vol, axis=0, factor=2, net=net, batch_size=3)
+    a = super_resolve_through_plane(vol, axis=0, factor=2, predictor=_predictor(net), fuse="first")
+    b = super_resolve_through_plane(vol, axis=0, factor=2, predictor=_predictor(net), fuse="second")
+    both = super_resolve_through_plane(vol, axis=0, factor=2, predictor=_predictor(net, batch_size=3))
     assert not np.allclose(a, b, atol=1e-4)
     np.testing.assert_allclose(both, (a + b) / 2, atol=1e-5)
 
@@ -54,16 +99,20 @@ def test_orientations_are_fused_by_averaging() -> None:
 def test_progress_and_bad_input(zero_tail_net) -> None:
     seen = []
     vol = np.zeros((6, 5, 4), np.float32)
-    super_resolve_through_plane(vol, axis=0, factor=2, net=zero_tail_net, batch_size=2, progress=lambda d, t: seen.append((d, t)))
-    assert seen[-1] == (9, 9) and len(seen) == 5
+    two = _predictor(zero_tail_net.module, batch_size=2)
+    super_resolve_through_plane(vol, axis=0, factor=2, predictor=two, progress=lambda d, t: seen.append((d, t)))
+    # per orientation: 0, then after each batch of 2 (5 slices: 3 batches; 4 slices: 2 batches)
+    assert seen[-1] == (9, 9) and all(t == 9 for _, t in seen) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    with pytest.raises(CancelledError):
+        super_resolve_through_plane(vol, axis=0, factor=2, predictor=two, cancel=lambda: True)
     with pytest.raises(ScaleError):
-        super_resolve_through_plane(vol, axis=0, factor=1.1, net=zero_tail_net)
+        super_resolve_through_plane(vol, axis=0, factor=1.1, predictor=zero_tail_net)
     with pytest.raises(ScaleError):
-        super_resolve_through_plane(vol, axis=0, factor=9, net=zero_tail_net)
+        super_resolve_through_plane(vol, axis=0, factor=9, predictor=zero_tail_net)
     with pytest.raises(InputSizeError):
-        super_resolve_through_plane(np.zeros((3, 5, 5), np.float32), axis=0, factor=2, net=zero_tail_net)
+        super_resolve_through_plane(np.zeros((3, 5, 5), np.float32), axis=0, factor=2, predictor=zero_tail_net)
     with pytest.raises(UnsupportedImageError):
-        super_resolve_through_plane(np.zeros((6, 5), np.float32), axis=0, factor=2, net=zero_tail_net)
+        super_resolve_through_plane(np.zeros((6, 5), np.float32), axis=0, factor=2, predictor=zero_tail_net)
 
 
 def test_evaluation_on_a_real_isotropic_volume_scores_interpolations_inside_the_mask() -> None:
@@ -74,7 +123,7 @@ def test_evaluation_on_a_real_isotropic_volume_scores_interpolations_inside_the_
     unit = np.clip(IntensityMapping.fit(v.array, modality="MR").to_unit(v.array), 0, 1)
     mask = foreground_mask(unit)
     assert 0.05 < mask.mean() < 1.0
-    ev = evaluate_through_plane(unit, axis=0, factor=4, net=None)
+    ev = evaluate_through_plane(unit, axis=0, factor=4, predictor=None)
     assert ev.n_lr == unit.shape[0] // 4 and ev.n_out == 4 * ev.n_lr
     # on real anatomy the cubic B-spline beats linear interpolation, and both are far from perfect
     assert ev.scores["bspline3"].psnr > ev.scores["linear"].psnr

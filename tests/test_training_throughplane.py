@@ -115,6 +115,11 @@ def test_resume_equals_an_uninterrupted_run_and_export(tmp_path: Path) -> None:
     assert weights.name == "tp-dridsr.safetensors" and card["scales"] == [2, 3, 4, 5, 6, 7, 8]
     assert set(card["metrics"]["per_factor"]) == {str(r) for r in range(2, 9)}
     assert np.isfinite(card["metrics"]["psnr"]) and np.isfinite(card["metrics"]["bicubic_psnr"])
+    from MedSRLib.models.cards import CARD_VERSION, validate_card
+
+    assert validate_card(card) == [] and card["card_version"] == CARD_VERSION and card["task"] == "through-plane"
+    assert card["training_data"][0]["dataset"].startswith("isotropic-mr") and card["training_data"][0]["n_train"] == 42
+    assert "seg3d-mr" in card["training"]["held_out"]  # what was held out, not the config's description
 
 
 def test_sources_read_real_volumes_in_every_orientation() -> None:
@@ -123,3 +128,15 @@ def test_sources_read_real_volumes_in_every_orientation() -> None:
     assert len(store.planes) == 52 + 55 + 60
     assert {p.shape for p in store.planes} == {(55, 60), (52, 60), (52, 55)}
     assert all(0.0 <= float(p.min()) and float(p.max()) <= 1.0 for p in store.planes)
+
+
+def test_results_section_is_replaced_in_place_and_kept_by_training_results() -> None:
+    from training.throughplane import RESULTS_BEGIN, RESULTS_END, kept_results_section, replace_results_section
+
+    section = f"{RESULTS_BEGIN}\n\n### Through-plane\n| a |\n{RESULTS_END}\n"
+    text = replace_results_section("# results\n\n### in-plane\n", section)
+    assert text.endswith(section) and text.startswith("# results")
+    newer = section.replace("| a |", "| b |")
+    again = replace_results_section(text + "\n### later\n", newer)
+    assert again.count(RESULTS_BEGIN) == 1 and "| b |" in again and "| a |" not in again and again.endswith("### later\n")
+    assert kept_results_section(again) == newer and kept_results_section("# none\n") == ""

@@ -215,7 +215,13 @@ def _results(args: argparse.Namespace) -> int:
         body += "\n" + diagnosis
     else:
         body += "\n(SRDA Table III not included: run `python -m training diagnosis` first.)\n"
-    Path(args.out).write_text(body)
+    from .throughplane import kept_results_section
+
+    out = Path(args.out)
+    kept = kept_results_section(out.read_text(encoding="utf-8")) if out.is_file() else ""
+    if kept:  # the through-plane section (python -m training.throughplane results) is kept as it is
+        body += "\n" + kept
+    out.write_text(body)
     print(body)
     print(f"wrote {args.out}")
     return 0

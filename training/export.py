@@ -162,6 +162,87 @@ DATASETS["alzheimer"] = {
     "split": "the dataset's train/ and test/ folders; validation drawn from train/ by a seeded hash",
 }
 
+#: Facts of the through-plane sources (``throughplane.sources`` of tp_*.yaml; keyed by
+#: :func:`training.throughplane.source_key`): real volumes and slices with fine pixels, licences and
+#: sources as stated in ../shared/data (MANIFEST.md / README.md of each folder).
+DATASETS.update({
+    "isotropic-mr": {
+        "dataset": "isotropic-mr: real near-isotropic 1 mm MR volumes (../shared/data/isotropic-mr)",
+        "licence": "MIT (neurolabusc/VolumeRenderingData: the C-STAR stroke T1/T2/FLAIR and the Seg3D head T1; "
+                   "spinalcordtoolbox/sct_testing_data: the cervical-spine T1w/T2)",
+        "source": "GitHub neurolabusc/VolumeRenderingData commit d15be4d and spinalcordtoolbox/sct_testing_data commit "
+                  "af4c7e8, byte-for-byte (../shared/data/isotropic-mr/MANIFEST.md)",
+        "note": "The stroke volumes are brain-extracted and co-registered on one oblique 1 mm grid (T1/FLAIR 8-bit), "
+                "so their through-plane detail may be partly interpolated.",
+        "images": "every slice of",
+        "values": "scanner values (stroke T1/FLAIR stored 8-bit, T2 float32, spine int16) mapped per volume to [0, 1] "
+                  "by MR percentiles (MedSRLib.intensity)",
+        "split": "whole volumes: seg3d-mr/MR.nii.gz and sct-spine/t1w.nii.gz are held out from training entirely "
+                 "(the ground-truth test below)",
+        "plane": "all three",
+        "spacing": (1.0, 1.0),
+        "spacing_note": "0.9-1.0 mm near-isotropic volumes.",
+        "limitations": ["Trained on near-isotropic head, brain and cervical-spine MR of a few subjects only."],
+        "failure_modes": ["Anatomy and contrasts unlike the training volumes: expect smaller gains."],
+    },
+    "dcm-qa-decubitus": {
+        "dataset": "dcm_qa_decubitus sagittal T1 FLASH 2D (../shared/data/mr-volumes)",
+        "licence": "BSD-2-Clause (Chris Rorden 2022)",
+        "source": "GitHub neurolabusc/dcm_qa_decubitus commit 92cd635, In/HFS/3_t1_fl2d_sag (NIfTI copy "
+                  "t1_fl2d_sag_RAS.nii.gz; ../shared/data/mr-volumes/MANIFEST.md)",
+        "images": "the in-plane (sagittal, 1.02 mm) slices of a real thick-slice (4.8 mm) head series:",
+        "values": "scanner values mapped per volume to [0, 1] by MR percentiles (MedSRLib.intensity)",
+        "split": "training only (its thick axis is never used as a target)",
+        "plane": "sagittal",
+        "spacing": (1.015625, 1.015625),
+    },
+    "sct-t2s": {
+        "dataset": "SCT T2* neck, thick-slice (../shared/data/thick-slice/sct-t2s)",
+        "licence": "MIT (Copyright 2014 NeuroPoly)",
+        "source": "GitHub spinalcordtoolbox/sct_testing_data commit af4c7e8, t2s/t2s_uncropped.nii.gz "
+                  "(../shared/data/isotropic-mr/MANIFEST.md section 4)",
+        "images": "the in-plane (axial, 0.5 mm) slices of a real thick-slice (7.5 mm) T2* neck series:",
+        "values": "8-bit scanner values mapped to [0, 1] by MR percentiles (MedSRLib.intensity)",
+        "split": "training only (no ground truth along its 7.5 mm axis)",
+        "plane": "axial",
+        "spacing": (0.5, 0.5),
+    },
+    "vs-seg": {
+        "dataset": "TCIA Vestibular-Schwannoma-SEG, VS-SEG-001 (3 axial slices)",
+        "licence": "CC BY 4.0 (TCIA collection; cite Shapey et al., Sci Data 2021); copied from niivue (BSD-2-Clause)",
+        "source": "GitHub niivue/niivue commit 9255c43, packages/niivue/tests/images/dicom "
+                  "(../shared/data/mr-volumes/MANIFEST.md section 3)",
+        "images": "the in-plane (axial, 0.41 mm) slices of a contrast T1 MPRAGE:",
+        "values": "scanner values (uint16) mapped to [0, 1] by MR percentiles (MedSRLib.intensity)",
+        "split": "training only",
+        "plane": "axial",
+        "spacing": (0.41015625, 0.41015625),
+    },
+    "ixi": {
+        "dataset": "IXI (IXI040-Guys-0724 T2 and PD, slice 69)",
+        "licence": "CC BY-SA 3.0 (acknowledge brain-development.org/ixi-dataset)",
+        "source": "GitHub jmzhang79/Dual-ArbNet commit 5c0c3b6, demodata (../shared/data/mr-volumes/MANIFEST.md section 4)",
+        "images": "two real axial 2D slices (0.94 mm pixels, no geometry stored):",
+        "values": "MATLAB arrays mapped to [0, 1] by MR percentiles (normalise: mr)",
+        "split": "training only",
+        "plane": "axial",
+        "spacing": None,
+    },
+    "totalseg-ct": {
+        "dataset": "TotalSegmentator example CT DICOM series (../shared/data/totalseg-ct/example_ct_dicom)",
+        "licence": "Apache-2.0 (wasserth/TotalSegmentator repository licence; where the example comes from is not "
+                   "documented)",
+        "source": "GitHub wasserth/TotalSegmentator commit 0e65a44, tests/reference_files/example_ct_dicom "
+                  "(../shared/data/README.md)",
+        "images": "the 20 axial 512 x 512 slices (0.98 mm pixels, 2 mm spacing) of one upper-abdomen series:",
+        "values": "HU through the fixed CT window -1024..3071 HU -> [0, 1] (MedSRLib.intensity)",
+        "split": "training; also the only fine CT available for the ground-truth test (6 mm), so that test is NOT "
+                 "held out",
+        "plane": "axial",
+        "spacing": (0.9765625, 0.9765625),
+    },
+})
+
 #: Units and intensity mapping at inference per modality (MedSRLib.intensity).
 INFERENCE_INPUT = {
     "CT": ("HU (DICOM series, NIfTI, NRRD, MHA volumes)",

@@ -113,16 +113,25 @@ def _metricCells(report) -> list[str]:
             f"{report.max_abs_diff:.4g} {report.units}"]
 
 
+def referenceName(report) -> str:
+    """What the report's reference is: bicubic upsampling (in-plane), or cubic B-spline interpolation along
+    the slice axis (a through-plane report, ``report.plane == "through"``)."""
+    return "cubic B-spline" if getattr(report, "plane", "in") == "through" else "bicubic"
+
+
 def metricsHtml(report) -> str:
-    """The numbers as an HTML table, the bicubic reference beside them."""
+    """The numbers as an HTML table, the reference (:func:`referenceName`) beside them, and the degradation
+    that mapped the output back onto the input grid (``report.degradation``: MATLAB bicubic in-plane, the
+    slice profile along the slice axis through-plane)."""
     reference = _metricCells(report.reference) if report.reference is not None else ["-"] * 4
     rows = "".join(
         f"<tr><td>{name}</td><td align='right'>{value}</td><td align='right'>{ref}</td></tr>"
         for name, value, ref in zip(("PSNR", "SSIM", "p99 |diff|", "max |diff|"), _metricCells(report), reference)
     )
     return (
-        "<table cellspacing='4'><tr><th></th><th>output</th><th>bicubic</th></tr>" + rows + "</table>"
-        f"<small>degrade(output) - input, on the input grid; data range {report.data_range:g} {report.units}. "
+        f"<table cellspacing='4'><tr><th></th><th>output</th><th>{referenceName(report)}</th></tr>" + rows + "</table>"
+        f"<small>degrade(output) - input, on the input grid; degradation: {report.degradation}; "
+        f"data range {report.data_range:g} {report.units}. "
         "Agreement with the input does not show that the added detail is real.</small>"
     )
 
@@ -132,8 +141,8 @@ def sliceListEntries(report, count: int = WORST_SLICES_SHOWN) -> tuple[str, list
     flagged = list(report.flagged_slices)
     reference = report.reference.slice_psnr if report.reference is not None else None
     if flagged:
-        title = (f"{len(flagged)} slice(s) flagged: PSNR more than {DEFAULT_FLAG_DROP_DB:g} dB below bicubic's "
-                 "on the same slice. Click one to show it.")
+        title = (f"{len(flagged)} slice(s) flagged: PSNR more than {DEFAULT_FLAG_DROP_DB:g} dB below "
+                 f"{referenceName(report)}'s on the same slice. Click one to show it.")
         indices = flagged
     else:
         indices = [entry["index"] for entry in report.worst_slices(count)]
@@ -142,6 +151,6 @@ def sliceListEntries(report, count: int = WORST_SLICES_SHOWN) -> tuple[str, list
     for index in indices:
         text = f"Slice {index}: PSNR {formatDb(report.slice_psnr[index])}, SSIM {report.slice_ssim[index]:.4f}"
         if reference is not None:
-            text += f" (bicubic {formatDb(reference[index])})"
+            text += f" ({referenceName(report)} {formatDb(reference[index])})"
         entries.append((index, text))
     return title, entries

@@ -10,15 +10,17 @@ Conventions: Slicer volume nodes are RAS (mm) with an IJK-to-RAS matrix; ``array
 are ``(k, j, i)``; MedSRLib volumes are ITK LPS with ``(z, y, x)`` = ``(k, j, i)`` arrays.
 """
 
+import functools
 import logging
 import time
-from typing import Optional
+from typing import Any, Mapping, Optional, Union
 
 from MedSRLib.errors import CancelledError, MedSRError
 from slicer.i18n import tr as _
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleLogic
 
-from . import background, consistency_view, dependencies, model_catalog, nodes, reporting
+from . import background, consistency_view, dependencies, engine_settings, model_catalog, nodes, reporting
+from . import plane as planes
 from .parameters import MedSRParameterNode
 
 
@@ -38,11 +40,16 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
     Attributes:
         lastConsistency: the ``MedSRLib.consistency.ConsistencyReport`` of the last successful ``process``
             (None when it ran with ``check=False``, the check failed, or no run finished yet).
+        lastRunInfo: the output's ``metadata["medsr"]`` of the last successful ``process`` (model, scale,
+            the precision that ran, device, grid plan, ...), or None.
+        lastNotes: one-line notes of the last ``process`` (e.g. the slice thickness a through-plane run assumed).
     """
 
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleLogic.__init__(self, parent)
         self.lastConsistency = None
+        self.lastRunInfo: Optional[dict] = None
+        self.lastNotes: list = []
 
     def getParameterNode(self) -> MedSRParameterNode:
         return MedSRParameterNode(super().getParameterNode())
@@ -54,9 +61,43 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
         return [(m.name, f"{m.name}: {m.network} {m.config} ({m.modality})") for m in model_catalog.models()]
 
     @staticmethod
+    def throughPlaneChoices() -> list:
+        """``[(value, label)]`` of the through-plane network choice: Auto (MedSRLib's default for the volume's
+        modality), then every catalogued ``tp-*`` network and whether its weights are shipped (cached catalog)."""
+        choices = [(planes.AUTO_NETWORK, _("Auto (MedSRLib's network for the volume's modality)"))]
+        for m in model_catalog.throughPlaneModels():
+            shipped = _("weights shipped") if m.hasWeights(max(m.scales)) else _("no weights shipped")
+            choices.append((m.name, f"{m.name}: {m.network} {m.config} ({m.modality}; {shipped})"))
+        return choices
+
+    @staticmethod
+    def throughPlaneNetwork(inputVolume, choice: str = planes.AUTO_NETWORK) -> tuple:
+        """``(network name, catalog model or None, modality)`` a through-plane run of ``inputVolume`` uses for
+        the network ``choice`` ("auto" = MedSRLib's default for the volume's modality, as MedSRLib guesses it
+        from the voxels: ``intensity.guess_modality``). Torch-free.
+
+        Raises:
+            NodeError: not a usable scalar volume.
+        """
+        nodes.checkInputVolume(inputVolume)
+        modality = nodes.modalityOf(inputVolume)
+        name = planes.throughPlaneNetworkName(choice, modality)
+        return name, model_catalog.findThroughPlane(name), modality
+
+    @staticmethod
+    def throughPlaneCardText(networkName: str, factor: int) -> str:
+        """The through-plane network's card at its network ``factor`` (``MedSRLib.models.cards.card_text``), or
+        the one line saying that no weights (so no card) are shipped for it."""
+        network = model_catalog.findThroughPlane(networkName)
+        if network is not None and not network.hasWeights(factor):
+            return planes.noWeightsMessage(network, network.modality)
+        return _cardText(str(networkName), int(factor))
+
+    @staticmethod
     def describeModel(modelName: str, scale: int) -> str:
-        """The model card as HTML: paper, modality, scales, training data, metrics, intended use (cached catalog)."""
-        spec = model_catalog.find(modelName)
+        """The model card as HTML: paper, modality, scales, training data, metrics, intended use (cached catalog;
+        in-plane models and through-plane networks)."""
+        spec = model_catalog.find(modelName) or model_catalog.findThroughPlane(modelName)
         if spec is None:
             return _("Unknown model '{model}'.").format(model=modelName)
         lines = [
@@ -83,6 +124,13 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
         return "<br>".join(line for line in lines if line)
 
     @staticmethod
+    def modelCardText(modelName: str, scale: int) -> str:
+        """The model card as plain text, ``MedSRLib.models.cards.card_text`` (what ``medsr models --card
+        NAME:SCALE`` prints: licence, input specification, training data, evaluation against bicubic,
+        limitations); a one-line reason when there is none at ``scale``. Torch-free, cached per process."""
+        return _cardText(str(modelName), int(scale))
+
+    @staticmethod
     def deviceName(device: str) -> str:
         """What ``device`` ("auto", "cpu", "cuda", "mps") resolves to here, e.g. "cuda:0" or "cpu" (imports torch)."""
         from MedSRLib.engine import resolve_device
@@ -93,19 +141,22 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
             return device
 
     @staticmethod
-    def estimateSeconds(inputVolume, model: str, scale: int, axis="auto", device: str = "auto", ensemble: bool = False) -> float:
-        """Rough network time in seconds for ``inputVolume`` (MedSRLib's estimate from the model's MACs and the
-        device). Imports torch and builds the network once, so the panel uses :meth:`estimateInBackground`."""
-        call = MedSRLogic.estimateInBackground(inputVolume, model, scale, axis, device, ensemble)
+    def estimateSeconds(inputVolume, model: str, scale: int, axis="auto", device: str = "auto", ensemble: bool = False,
+                        precision: str = "auto") -> float:
+        """Rough network time in seconds for ``inputVolume`` (MedSRLib's estimate from the model's MACs, the
+        device and the precision). Imports torch and builds the network once, so the panel uses
+        :meth:`estimateInBackground`."""
+        call = MedSRLogic.estimateInBackground(inputVolume, model, scale, axis, device, ensemble, precision)
         call.wait()
         return call.result()
 
     @staticmethod
     def estimateInBackground(inputVolume, model: str, scale: int, axis="auto", device: str = "auto",
-                             ensemble: bool = False) -> background.BackgroundCall:
+                             ensemble: bool = False, precision: str = "auto") -> background.BackgroundCall:
         """:meth:`estimateSeconds` off the calling thread: the node is read here (MRML stays on the main thread),
         MedSRLib runs in the thread. ``result()`` of the returned call is the estimate in seconds or re-raises
-        MedSRLib's error (e.g. ``ScaleError``). Raises ``NodeError``/``MissingDependencyError`` at once."""
+        MedSRLib's error (e.g. ``ScaleError``). Raises ``NodeError``/``MissingDependencyError`` at once.
+        In-plane runs only: ``MedSRLib.pipeline.estimate_seconds`` does not estimate through-plane runs."""
         nodes.checkInputVolume(inputVolume)
         dependencies.checkDependencies()
         shapeKJI = tuple(reversed(inputVolume.GetImageData().GetDimensions()))
@@ -115,18 +166,74 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
             from MedSRLib.pipeline import estimate_seconds
 
             return estimate_seconds(shapeKJI, spacing, model=model, scale=int(scale), axis=_sliceAxisArgument(axis),
-                                    device=device, ensemble=ensemble)
+                                    device=device, ensemble=ensemble, precision=precision)
 
         return background.BackgroundCall(estimate, name="MedSR estimate")
 
     @staticmethod
-    def problemWith(inputVolume, outputVolume, model: str, scale: int) -> Optional[str]:
-        """Why ``process`` would refuse these choices (one line), or None. Never installs, computes or imports torch."""
+    def engineSettingsProblem(values: Mapping[str, Any], importTorch: bool = False) -> Optional[str]:
+        """Why the engine settings ``values`` (parameter-node fields named as ``EngineOptions`` fields) would
+        be refused (one line), or None: ``engine_settings.problem``. ``importTorch=False`` (the panel) checks
+        the device only once torch is loaded; ``process`` always validates everything before running."""
+        return engine_settings.problem(values, importTorch=importTorch)
+
+    @staticmethod
+    def planFor(inputVolume, plane: str = "auto", targetSpacingMM: float = 0.0, axis="auto") -> planes.PlanePlan:
+        """What a run on ``inputVolume`` would do in the slice direction (``plane.PlanePlan``: slice axis, the
+        spacings, the auto rule's verdict, the through-plane factor). Reads geometry only, no voxels, no torch.
+
+        Raises:
+            NodeError: not a usable scalar volume. GeometryError, ScaleError: from MedSRLib.
+        """
+        nodes.checkInputVolume(inputVolume)
+        return planes.planFor(nodes.gridFromNode(inputVolume), plane, targetSpacingMM, _sliceAxisArgument(axis))
+
+    @staticmethod
+    def engineOptions(engine: Union[None, Mapping[str, Any], Any] = None, **overrides: Any):
+        """The validated ``MedSRLib.engine.EngineOptions`` of a run (imports torch).
+
+        ``engine``: an ``EngineOptions``, the panel's stored settings (a mapping of field -> stored value,
+        as ``engine_settings.readValues`` gives), or None (all automatic); ``overrides``: ``EngineOptions``
+        fields replacing those values (None values are ignored).
+
+        Raises:
+            OptionError, DeviceError, InputSizeError: a bad value, in one line.
+        """
+        from MedSRLib.engine import EngineOptions, engine_options
+
+        if engine is None:
+            base = EngineOptions()
+        elif isinstance(engine, EngineOptions):
+            base = engine
+        else:
+            base = engine_settings.engineOptions(engine)
+        return engine_options(base, **{k: v for k, v in overrides.items() if v is not None})
+
+    @staticmethod
+    def problemWith(inputVolume, outputVolume, model: str, scale: int,
+                    engineValues: Optional[Mapping[str, Any]] = None, plane: str = "in",
+                    targetSpacingMM: float = 0.0, axis="auto", throughModel: str = planes.AUTO_NETWORK) -> Optional[str]:
+        """Why ``process`` would refuse these choices (one line), or None. Never installs, computes or imports
+        torch; ``engineValues`` (the panel's engine settings) are checked with :meth:`engineSettingsProblem`;
+        a run that resolves to through-plane with ``plane.throughPlaneProblem`` (factor, network, shipped
+        weights for the volume's modality); the in-plane model and scale are then not used."""
         try:
             nodes.checkInputVolume(inputVolume)
             nodes.checkOutputVolume(outputVolume, inputVolume)
         except MedSRError as error:
             return str(error)
+        if plane != "in":
+            try:
+                plan = MedSRLogic.planFor(inputVolume, plane, targetSpacingMM, axis)
+            except MedSRError as error:
+                return str(error)
+            if plan.resolved == "through":
+                _name, network, modality = MedSRLogic.throughPlaneNetwork(inputVolume, throughModel)
+                problem = planes.throughPlaneProblem(plan, network, modality)
+                if problem or engineValues is None:
+                    return problem
+                problem = engine_settings.problem(engineValues, importTorch=False)
+                return _("Advanced settings: {problem}").format(problem=problem) if problem else None
         spec = model_catalog.find(model)
         if spec is None:
             return _("Unknown model '{model}': choose one from the list.").format(model=model)
@@ -137,6 +244,10 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
             return _("No trained weights for '{model}' at x{scale} are shipped: choose another model or scale.").format(
                 model=spec.name, scale=scale
             )
+        if engineValues is not None:
+            problem = engine_settings.problem(engineValues, importTorch=False)
+            if problem:
+                return _("Advanced settings: {problem}").format(problem=problem)
         return None
 
     # -- processing ----------------------------------------------------------------------------------
@@ -147,26 +258,34 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
         model: str = "bicubic",
         scale: int = 2,
         axis="auto",
-        device: str = "auto",
-        ensemble: bool = False,
-        memoryBudgetMB: int = 0,
+        device: Optional[str] = None,
+        ensemble: Optional[bool] = None,
+        memoryBudgetMB: Optional[float] = None,
         progress=None,
         cancel=None,
         showResult: bool = True,
         runner=None,
         onWarning=None,
         check: bool = True,
+        engine=None,
+        plane: str = "in",
+        targetSpacingMM: float = 0.0,
+        adaptSeconds: float = 0.0,
+        throughModel: str = planes.AUTO_NETWORK,
+        weights=None,
     ):
-        """Super-resolve ``inputVolume`` in-plane by ``scale`` and return the output volume node.
+        """Super-resolve ``inputVolume`` (in-plane by ``scale``, or along its slice axis) and return the output node.
 
         Args:
             inputVolume: ``vtkMRMLScalarVolumeNode`` (never modified).
             outputVolume: node to overwrite, or None to create ``<input>_<model>_x<scale>``.
             model: MedSRLib registry name; scale: integer factor the model supports.
             axis: "auto" (largest spacing), "axial", "coronal", "sagittal" or a numpy axis 0-2 of (k, j, i).
-            device: "auto", "cpu", "cuda", "mps"; ensemble: 8-fold self-ensemble.
-            memoryBudgetMB: memory for one batch, MB (0 = automatic).
-            progress: ``progress(done_slices, total_slices)``; cancel: ``cancel() -> bool`` polled between batches.
+            engine: the engine options: an ``EngineOptions``, the panel's stored settings (field -> value,
+                ``engine_settings.readValues``) or None (automatic); validated before anything runs.
+            device, ensemble, memoryBudgetMB: shortcuts overriding ``engine``'s ``device``, ``ensemble`` and
+                ``memory_budget_mb`` (None or 0 MB = keep ``engine``'s).
+            progress: ``progress(done, total)``; cancel: ``cancel() -> bool`` polled between batches.
             showResult: show the output in the slice views.
             runner: ``runner(function) -> result`` runs the pure MedSRLib step (the panel uses a thread).
             onWarning: receives each warning of the run (e.g. GPU out of memory, finished on the CPU);
@@ -174,41 +293,58 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
             check: degrade the output back and compare it with the input
                 (``MedSRLib.consistency.check_consistency``, bicubic reference, difference volume kept);
                 the report is :attr:`lastConsistency`. A check that fails is reported through ``onWarning``.
+            plane: "in" (default here, as before), "auto" (through-plane when the slice spacing is at least
+                2x the in-plane spacing) or "through"; targetSpacingMM: through-plane output slice spacing
+                (0 = the in-plane spacing); adaptSeconds: through-plane per-volume adaptation (0 = none);
+                throughModel: the through-plane network ("auto" = MedSRLib's for the volume's modality,
+                or a ``tp-*`` name). MedSRLib's ``pipeline.resolve_plane`` decides what "auto" runs; a
+                through-plane run ignores ``model`` and ``scale`` and writes MedSRLib's grid plan, named
+                ``<input>_<tp network>_x<factor>``; its check is the slice-profile form.
+            weights: a weights file for the network that runs (MedSRLib's ``weights``: overrides the
+                shipped one; e.g. a through-plane network's own file); None = the shipped weights.
 
         Raises:
             NodeError, UnsupportedImageError: bad input/output node. MissingDependencyError: torch or a
-            package is missing (never installs here). ScaleError, ModelNotFoundError, WeightsError,
-            GeometryError, ...: from MedSRLib. CancelledError: ``cancel()`` returned True (also polled
-            once after the check). In every case nothing is created or written and the input is unchanged.
+            package is missing (never installs here). OptionError, DeviceError: bad engine settings.
+            ScaleError, ModelNotFoundError, WeightsError, GeometryError, ...: from MedSRLib.
+            CancelledError: ``cancel()`` returned True (also polled once after the check). In every case
+            nothing is created or written and the input is unchanged.
         """
         self.lastConsistency = None
+        self.lastRunInfo = None
+        self.lastNotes = []
         nodes.checkInputVolume(inputVolume)
         nodes.checkOutputVolume(outputVolume, inputVolume)
         dependencies.checkDependencies()
         from MedSRLib.models import get_model
 
-        spec = get_model(model)
-        scale = spec.check_scale(scale)
+        engineOptions = self.engineOptions(engine, device=device, ensemble=ensemble, memory_budget_mb=memoryBudgetMB or None)
         volume = nodes.volumeFromNode(inputVolume)
+        resolved = planes.resolvedPlane(volume, plane, axis=_sliceAxisArgument(axis))
         options = dict(
-            model=spec,
-            scale=scale,
             axis=_sliceAxisArgument(axis),
-            device=device,
-            ensemble=bool(ensemble),
-            memory_budget_mb=memoryBudgetMB or None,
+            options=engineOptions,
             output_dtype=nodes.outputDtypeFor(volume.array),
             progress=progress,
             cancel=cancel,
         )
+        if resolved == "in":  # the in-plane model and scale matter to an in-plane run only
+            spec = get_model(model)
+            scale = spec.check_scale(scale)
+            options.update(model=spec, scale=scale)
+        if weights is not None:
+            options["weights"] = str(weights)
+        options.update(planes.superResolveKeywords(resolved, targetSpacingMM, adaptSeconds, throughModel))
         startTime = time.monotonic()
-        logging.info(f"MedSR: super-resolving '{inputVolume.GetName()}' with {spec.name} x{scale}")
+        logging.info(f"MedSR: super-resolving '{inputVolume.GetName()}' " + (
+            f"with {options['model'].name} x{scale}" if resolved == "in" else "along its slice axis (through-plane)"))
         with reporting.capturedWarnings(onWarning or logging.warning):
             result, report = (runner or _runInline)(lambda: _superResolveAndCheck(volume, options, check))
         if cancel is not None and cancel():
             raise CancelledError("Cancelled after super-resolution: nothing was written.")
+        notes = reporting.throughPlaneNotes(result.metadata.get("medsr") or {})
         nodes.checkStillInScene(inputVolume, outputVolume)  # deleted while the job ran: stop, write nothing
-        outputVolume = nodes.prepareOutputNode(outputVolume, inputVolume, spec.name, scale)
+        outputVolume = nodes.prepareOutputNode(outputVolume, inputVolume, *_nameParts(result, model, scale))
         nodes.writeVolumeToNode(result, outputVolume)
         nodes.placeBesideInput(outputVolume, inputVolume)
         if showResult:
@@ -216,7 +352,11 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
         logging.info(f"MedSR: '{outputVolume.GetName()}' done in {time.monotonic() - startTime:.1f} s")
         if report is not None:
             logging.info("MedSR: " + report.summary())
+        for note in notes:
+            logging.info("MedSR: " + note)
         self.lastConsistency = report
+        self.lastRunInfo = dict(result.metadata.get("medsr") or {})
+        self.lastNotes = notes
         return outputVolume
 
     def processWithReport(self, inputVolume, outputVolume=None, **options):
@@ -252,6 +392,32 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
         return consistency_view.jumpToSlice(inputVolume, sliceIndex, axis)
 
 
+@functools.lru_cache(maxsize=64)
+def _cardText(modelName: str, scale: int) -> str:
+    from MedSRLib.errors import MedSRError as LibraryError
+    from MedSRLib.models.cards import card_text  # torch-free: cards and the cached registry table
+
+    try:
+        return card_text(modelName, scale).rstrip("\n")
+    except LibraryError as error:
+        return str(error)
+
+
+def _isInPlaneResult(result) -> bool:
+    """True when MedSRLib's grid plan of ``result`` upsampled exactly two axes (in-plane SR)."""
+    factors = ((result.metadata.get("medsr") or {}).get("grid") or {}).get("factors_zyx")
+    return factors is None or sum(1 for f in factors if f > 1.0) == 2
+
+
+def _nameParts(result, modelName: str, scale: int) -> tuple:
+    """``(model, factor)`` for the output's name: the in-plane model and scale, or for a through-plane result
+    the model and the slice-axis factor MedSRLib recorded (``metadata["medsr"]``)."""
+    if _isInPlaneResult(result):
+        return (result.metadata.get("medsr") or {}).get("model", modelName), scale
+    runInfo = result.metadata.get("medsr") or {}
+    return runInfo.get("model", modelName), max(runInfo["grid"]["factors_zyx"])
+
+
 def _superResolveAndCheck(volume, options, check: bool):
     """``(super-resolved Volume, ConsistencyReport or None)``: pure MedSRLib work (runs in the worker thread)."""
     from MedSRLib.consistency import check_consistency
@@ -261,7 +427,11 @@ def _superResolveAndCheck(volume, options, check: bool):
     if not check:
         return result, None
     try:
-        return result, check_consistency(volume, result, scale=options["scale"], axis=options["axis"])
+        if _isInPlaneResult(result):
+            return result, check_consistency(volume, result, scale=options["scale"], axis=options["axis"])
+        # through-plane: re-degrade along the slice axis with the slice profile MedSRLib recorded for the run
+        run = result.metadata["medsr"]
+        return result, check_consistency(volume, result, plane="through", axis=run["slice_axis"])
     except MedSRError as error:  # the output itself is fine to keep; say why there are no numbers
         logging.getLogger("MedSRLib.consistency").warning(f"MedSR: the data-consistency check failed: {error}")
         return result, None

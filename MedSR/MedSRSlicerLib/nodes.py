@@ -129,17 +129,37 @@ def volumeFromNode(volumeNode):
     return volume_from_slicer_arrays(voxels, ijkToRasArray(volumeNode), metadata={"slicer_node": volumeNode.GetName()})
 
 
+def modalityOf(volumeNode) -> str:
+    """"CT" or "MR" as MedSRLib guesses it for this node's voxels (``intensity.guess_modality``: the volume
+    MedSRLib receives carries no modality, so this is what a run decides); reads the voxels, no copy."""
+    from MedSRLib.geometry import volume_from_slicer_arrays
+    from MedSRLib.intensity import guess_modality
+
+    voxels = slicer.util.arrayFromVolume(volumeNode)
+    return guess_modality(volume_from_slicer_arrays(voxels, ijkToRasArray(volumeNode)))
+
+
+def gridFromNode(volumeNode):
+    """The node's voxel grid as a ``MedSRLib.geometry.Grid`` (shape (k, j, i), spacing, LPS origin and
+    direction), without reading its voxels: what the panel needs to plan a run."""
+    from MedSRLib.geometry import Grid, geometry_from_ijk_to_ras
+
+    spacing, origin, direction = geometry_from_ijk_to_ras(ijkToRasArray(volumeNode))
+    shapeKJI = tuple(int(n) for n in reversed(volumeNode.GetImageData().GetDimensions()))
+    return Grid(shape=shapeKJI, spacing=spacing, origin=origin, direction=direction)
+
+
 def outputDtypeFor(voxels: np.ndarray) -> str:
     """MedSRLib ``output_dtype``: keep the input's dtype unless Slicer could not store it (then float32)."""
     return "float32" if voxels.dtype in DTYPES_SLICER_CANNOT_STORE else "input"
 
 
-def outputName(inputVolume, modelName: str, scale: int) -> str:
-    """``<input>_<model>_x<scale>``, made unique in the scene."""
-    return slicer.mrmlScene.GenerateUniqueName(f"{inputVolume.GetName()}_{modelName}_x{int(scale)}")
+def outputName(inputVolume, modelName: str, scale: float) -> str:
+    """``<input>_<model>_x<scale>`` (``x2``; a through-plane factor as ``x4.8``), made unique in the scene."""
+    return slicer.mrmlScene.GenerateUniqueName(f"{inputVolume.GetName()}_{modelName}_x{float(scale):.3g}")
 
 
-def prepareOutputNode(outputVolume, inputVolume, modelName: str, scale: int):
+def prepareOutputNode(outputVolume, inputVolume, modelName: str, scale: float):
     """The node that receives the result: ``outputVolume``, or a new scalar volume named from the input.
 
     A chosen node that holds no voxels yet (just created with "Create new volume") is renamed the same way.

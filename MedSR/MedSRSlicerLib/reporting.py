@@ -113,3 +113,35 @@ def capturedWarnings(report: Callable[[str], None], loggerName: str = "MedSRLib"
         collected[:] = list(dict.fromkeys(collected))  # the same message warned and logged counts once
         for message in collected:
             report(message)
+
+
+def describeRun(runInfo: Optional[dict]) -> str:
+    """What ran, from the output's ``metadata["medsr"]``: model, the precision that ran and the device,
+    e.g. "mdrn x2 ran in bf16 on cpu." ("" when nothing is recorded)."""
+    if not runInfo:
+        return ""
+    if runInfo.get("plane") == "through":
+        what = f"{runInfo.get('model', '?')} through-plane x{float(runInfo['factor']):.3g} (network x{runInfo['scale']})"
+    elif runInfo.get("scale"):
+        what = f"{runInfo.get('model', '?')} x{runInfo['scale']}"
+    else:
+        what = str(runInfo.get("model", "?"))
+    precision = runInfo.get("precision") or "unrecorded precision"
+    device = f" on {runInfo['device']}" if runInfo.get("device") else ""
+    return f"{what} ran in {precision}{device}."
+
+
+def throughPlaneNotes(runInfo: dict) -> list:
+    """One-line notes of a through-plane run, from the output's ``metadata["medsr"]["through_plane"]``: the
+    slice thickness when MedSRLib assumed it, and what a per-volume adaptation did ([] for other runs)."""
+    through = runInfo.get("through_plane") if runInfo.get("plane") == "through" else None
+    if not through:
+        return []
+    notes = []
+    if through.get("thickness_assumed"):
+        notes.append(f"Slice thickness assumed = slice spacing ({float(through['thickness_mm']):.3g} mm).")
+    adaptation = through.get("adaptation")
+    if adaptation:
+        notes.append(f"Adapted for {float(adaptation['seconds']):.0f} s ({adaptation['iterations']} steps): "
+                     f"{float(adaptation['heldout_gain_db']):+.2f} dB on its own held-back patches.")
+    return notes

@@ -7,6 +7,8 @@ the slab is still super-resolved in-plane: on a volume whose thick axis is not K
 acquisition stored with the thick axis as I) a slab along K would be super-resolved across its thick
 axis and the geometry check would fail. ``superResolveAndVerify`` runs ``MedSRLogic.process`` and
 asserts the output's geometry, dimensions, dtype, placement and consistency display.
+``throughPlaneAndVerify`` does the same for a through-plane run (``plane="auto"`` on a thick-slice volume,
+cropped in-plane with ``middleInPlane`` to stay short): MedSRLib's grid plan, the slice-profile check.
 """
 
 from __future__ import annotations
@@ -30,17 +32,30 @@ def slabAlongSliceAxis(volumeNode, count: int, name: str | None = None):
     Every kept voxel stays at the same RAS position (the origin moves to the first kept slice through
     ``MedSRLib.volume.Volume.index_to_physical``); spacing and directions are unchanged.
     """
-    volume = nodes.volumeFromNode(volumeNode)
     axis = sliceAxis(volumeNode)
-    first = max(0, (volume.shape[axis] - int(count)) // 2)
+    return _middleNode(volumeNode, {axis: int(count)}, name or f"{volumeNode.GetName()}_slab")
+
+
+def middleInPlane(volumeNode, size: int, name: str | None = None):
+    """A new scalar volume node holding the middle ``size`` x ``size`` voxels of every slice of ``volumeNode``
+    (all slices along its slice axis kept), every kept voxel at the same RAS position."""
+    axis = sliceAxis(volumeNode)
+    return _middleNode(volumeNode, {a: int(size) for a in range(3) if a != axis}, name or f"{volumeNode.GetName()}_crop")
+
+
+def _middleNode(volumeNode, counts: dict, name: str):
+    """The middle ``counts[a]`` voxels along each numpy axis ``a`` in ``counts`` (others whole), as a new node."""
+    volume = nodes.volumeFromNode(volumeNode)
     keep = [slice(None)] * 3
-    keep[axis] = slice(first, first + int(count))
     firstIJK = np.zeros(3)
-    firstIJK[2 - axis] = first  # numpy axis a is IJK axis 2 - a
-    slab = volume.with_array(np.ascontiguousarray(volume.array[tuple(keep)]), origin=volume.index_to_physical(firstIJK))
-    slabNode = slicer.mrmlScene.AddNewNodeByClass(nodes.SCALAR_VOLUME_CLASS, name or f"{volumeNode.GetName()}_slab")
-    nodes.writeVolumeToNode(slab, slabNode)
-    return slabNode
+    for axis, count in counts.items():
+        first = max(0, (volume.shape[axis] - count) // 2)
+        keep[axis] = slice(first, first + count)
+        firstIJK[2 - axis] = first  # numpy axis a is IJK axis 2 - a
+    part = volume.with_array(np.ascontiguousarray(volume.array[tuple(keep)]), origin=volume.index_to_physical(firstIJK))
+    partNode = slicer.mrmlScene.AddNewNodeByClass(nodes.SCALAR_VOLUME_CLASS, name)
+    nodes.writeVolumeToNode(part, partNode)
+    return partNode
 
 
 def superResolveAndVerify(testCase, inputVolume, model: str, slices: int | None = None, scale: int = 2):
@@ -87,6 +102,51 @@ def superResolveAndVerify(testCase, inputVolume, model: str, slices: int | None 
                          shNode.GetItemParent(shNode.GetItemByDataNode(inputVolume)))
     testCase.assertTrue(outputVolume.GetName().startswith(f"{inputVolume.GetName()}_{model}_x{scale}"))
     _verifyConsistencyDisplay(testCase, logic, inputVolume, inputMatrix, axis)
+    return outputVolume
+
+
+def throughPlaneAndVerify(testCase, inputVolume, size: int | None = None, weights=None):
+    """Super-resolve ``inputVolume`` (or its middle ``size`` x ``size`` in-plane crop) with ``plane="auto"``
+    (a thick-slice volume: through-plane, near-isotropic, MedSRLib's network for its modality; ``weights``: a
+    weights file instead of the shipped one) and check the result.
+
+    Checks: the run went through-plane along MedSRLib's slice axis; output IJK-to-RAS = that of MedSRLib's grid
+    plan (``geometry.plan_output_grid`` at the panel's planned factor), round(n f) slices, in-plane grid kept;
+    dtype; input voxels and geometry unchanged; parent transform and folder; name; the slice-profile
+    consistency report and its display. Returns the output node.
+    """
+    from MedSRLib.geometry import ijk_to_ras_matrix, plan_output_grid
+
+    from .logic import MedSRLogic
+
+    if size:  # through-plane on a CPU: keep the middle of each slice, every slice
+        inputVolume = middleInPlane(inputVolume, size)
+    transform = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "MedSRTestTransform")
+    inputVolume.SetAndObserveTransformNodeID(transform.GetID())
+    inputMatrix = nodes.ijkToRasArray(inputVolume)
+    inputVoxels = slicer.util.arrayFromVolume(inputVolume).copy()
+    logic = MedSRLogic()
+    plan = logic.planFor(inputVolume, "auto")
+    testCase.assertEqual(plan.resolved, "through", plan.ruleText())
+    outputVolume = logic.process(inputVolume, plane="auto", weights=weights)
+
+    run = logic.lastRunInfo
+    testCase.assertEqual((run["plane"], run["slice_axis"]), ("through", plan.sliceAxis))
+    factors = [plan.sliceSpacing / plan.targetSpacing if a == plan.sliceAxis else 1.0 for a in range(3)]
+    grid = plan_output_grid(nodes.volumeFromNode(inputVolume), factors)
+    np.testing.assert_allclose(nodes.ijkToRasArray(outputVolume), ijk_to_ras_matrix(grid.to_volume(np.zeros(grid.output.shape))),
+                               atol=1e-6)
+    shapeKJI = slicer.util.arrayFromVolume(outputVolume).shape
+    testCase.assertEqual(shapeKJI[plan.sliceAxis], int(round(plan.slices * factors[plan.sliceAxis])))
+    testCase.assertEqual([n for a, n in enumerate(shapeKJI) if a != plan.sliceAxis],
+                         [n for a, n in enumerate(inputVoxels.shape) if a != plan.sliceAxis])
+    testCase.assertEqual(slicer.util.arrayFromVolume(outputVolume).dtype, inputVoxels.dtype)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(inputVolume), inputVoxels)
+    np.testing.assert_array_equal(nodes.ijkToRasArray(inputVolume), inputMatrix)
+    testCase.assertEqual(outputVolume.GetTransformNodeID(), transform.GetID())
+    testCase.assertTrue(outputVolume.GetName().startswith(f"{inputVolume.GetName()}_{run['model']}_x"))
+    testCase.assertEqual(logic.lastConsistency.plane, "through")
+    _verifyConsistencyDisplay(testCase, logic, inputVolume, inputMatrix, plan.sliceAxis)
     return outputVolume
 
 

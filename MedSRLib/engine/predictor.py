@@ -29,9 +29,16 @@ if TYPE_CHECKING:
 class Predictor:
     """A prepared network at one scale, with its engine options, device and precision.
 
+    Through-plane (multi-factor, one-direction) networks (:attr:`ModelSpec.multi_scale`, ``tp-*``):
+    one prepared module serves every factor of ``spec.scales``; :meth:`run` takes the factor ``r`` per
+    call (``factor=``, default ``scale``) and maps an ``(n, h, w)`` stack to ``(n, r h, w)`` (rows =
+    the slices' coarse direction), with the same batching, tiling, precision, out-of-memory fallback,
+    progress and cancel as in-plane runs (:attr:`one_direction` is True).
+
     Args:
         model: a registry name (``medsr models``) or a :class:`~MedSRLib.models.base.ModelSpec`.
-        scale: integer in-plane factor; one of the model's scales (else :class:`~MedSRLib.errors.ScaleError`).
+        scale: integer in-plane factor; one of the model's scales (else :class:`~MedSRLib.errors.ScaleError`);
+            for a through-plane network, the default factor of :meth:`run`.
         weights: a weights file (.safetensors with its .json card) instead of the shipped one.
         options: :class:`EngineOptions` (default: all automatic).
         allow_untrained: a learned network without weights runs with random weights (tests, benchmarks).
@@ -81,6 +88,11 @@ class Predictor:
             module = self.spec.load(self.scale, weights=weights, allow_untrained=allow_untrained)
         self.module = prepare_for_inference(module) if prepare else module
 
+    @property
+    def one_direction(self) -> bool:
+        """True for a through-plane network (one module, every factor; only the rows upsampled)."""
+        return bool(self.spec.multi_scale)
+
     def with_options(self, options: EngineOptions) -> "Predictor":
         """A Predictor sharing this one's prepared module (no reload, no second rewrite) with other
         engine ``options`` (e.g. another precision or device)."""
@@ -108,18 +120,31 @@ class Predictor:
         out: Any = None,
         progress: ProgressCallback | None = None,
         cancel: CancelCallback | None = None,
+        factor: int | None = None,
     ) -> Any:
         """Super-resolve an ``(n, h, w)`` stack of [0, 1] float32 slices into ``out`` (``(n, s h, s w)``;
-        a new float32 array when None); see :func:`MedSRLib.engine.run_slices` for the contract."""
+        a new float32 array when None); see :func:`MedSRLib.engine.run_slices` for the contract.
+
+        ``factor``: through-plane networks only, the integer factor ``r`` of this call (one of
+        ``spec.scales``; default :attr:`scale`); the stack then becomes ``(n, r h, w)``. Sets
+        :attr:`scale` to the factor that ran."""
+        if factor is not None and not self.one_direction and factor != self.scale:
+            from ..errors import OptionError
+
+            raise OptionError(f"{self.spec.name} is an in-plane network built for x{self.scale}; a per-call factor "
+                              "applies to through-plane (tp-*) networks only")
+        if factor is not None:
+            self.scale = self.spec.check_scale(factor)
         out, self.precision_ran = _run(
             self.module, slices, scale=self.scale, out=out, options=self.options, progress=progress,
-            cancel=cancel, min_lr_size=self.min_lr_size, model_name=self.spec.name,
+            cancel=cancel, min_lr_size=self.min_lr_size, one_direction=self.one_direction,
+            model_name=self.spec.name,
         )
         return out
 
     def predict(self, lr: np.ndarray) -> np.ndarray:
         """One LR image ``(h, w)`` (or a stack ``(n, h, w)``) in [0, 1] -> float32 ``(s h, s w)``
-        (``(n, s h, s w)``); values are not clipped."""
+        (``(n, s h, s w)``; through-plane networks: ``(s h, w)``); values are not clipped."""
         array = np.asarray(lr, dtype=np.float32)
         if array.ndim not in (2, 3):
             raise UnsupportedImageError(f"predict takes an (h, w) image or an (n, h, w) stack; got shape {array.shape}")
@@ -137,4 +162,5 @@ class Predictor:
             "device": str(self.device),
             "precision": self.precision_ran or self.precision,
             "ensemble": bool(self.options.ensemble),
+            "one_direction": self.one_direction,
         }

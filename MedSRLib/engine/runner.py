@@ -36,7 +36,11 @@ CancelCallback = Callable[[], bool]
 class _Forward:
     """``N x 1 x h x w`` float32 on the device -> ``N x 1 x (s h) x (s w)`` float32 (ensemble; reduced
     precision either native -- ``module`` is a :func:`~MedSRLib.models.rewrites.reduced_precision_copy`
-    that casts once at its body's boundary, no autocast -- or under autocast)."""
+    that casts once at its body's boundary, no autocast -- or under autocast).
+
+    One-direction mode (``one_direction=True``, through-plane networks): the module is called as
+    ``module(x, s)`` and returns ``N x 1 x (s h) x w`` (only the rows are upsampled); the self-ensemble
+    then averages the 4 flips (a quarter turn would swap the coarse and the fine direction)."""
 
     def __init__(
         self,
@@ -48,9 +52,13 @@ class _Forward:
         channels_last: bool,
         ensemble: bool,
         native: bool = False,
+        one_direction: bool = False,
     ) -> None:
         self.module, self.scale, self.device, self.dtype = module, scale, device, dtype
         self.channels_last, self.ensemble, self.native = channels_last, ensemble, native
+        self.one_direction = bool(one_direction)
+        #: (row factor, column factor) of the output.
+        self.scale_hw: tuple[int, int] = (scale, 1) if one_direction else (scale, scale)
         self.compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.compiled_shape: tuple[int, ...] | None = None
 
@@ -60,11 +68,14 @@ class _Forward:
             self.compiled = torch.compile(self.module, dynamic=False)
         self.compiled_shape = tuple(shape)
 
+    def _call(self, fn: Callable[..., torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return fn(x, self.scale) if self.one_direction else fn(x)
+
     def _network(self, x: torch.Tensor) -> torch.Tensor:
         if self.compiled is None or tuple(x.shape) != self.compiled_shape:
-            return self.module(x)
+            return self._call(self.module, x)
         try:
-            return self.compiled(x)
+            return self._call(self.compiled, x)
         except Exception as exc:  # noqa: BLE001 -- compilation problems: continue eagerly
             if _device._is_out_of_memory(exc):
                 raise
@@ -72,12 +83,19 @@ class _Forward:
             warnings.warn(message, RuntimeWarning, stacklevel=2)
             logger.warning(message)
             self.compiled = None
-            return self.module(x)
+            return self._call(self.module, x)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not self.ensemble:
             return self._once(x)
         total: torch.Tensor | None = None
+        if self.one_direction:  # flips only: rows stay the coarse direction
+            for dims in ((), (-1,), (-2,), (-2, -1)):
+                y = self._once(x.flip(dims) if dims else x)
+                y = y.flip(dims) if dims else y
+                total = y.clone() if total is None else total.add_(y)
+            assert total is not None
+            return total.div_(4.0)
         for flip in (False, True):
             for quarter_turns in range(4):
                 xt = torch.rot90(x.flip(-1) if flip else x, quarter_turns, dims=(-2, -1))
@@ -105,13 +123,12 @@ class _Forward:
                 self.dtype = None
                 return self._once(x)
         n, _, h, w = x.shape
-        expected = (n, 1, self.scale * h, self.scale * w)
+        sh, sw = self.scale_hw
+        expected = (n, 1, sh * h, sw * w)
         if not isinstance(y, torch.Tensor) or tuple(y.shape) != expected:
             got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-            raise ModelOutputError(
-                f"the network returned {got} for input {tuple(x.shape)}; expected {expected} "
-                f"(N x 1 x {self.scale}h x {self.scale}w): load the model built for scale x{self.scale}"
-            )
+            what = f"{sh}h x w): a through-plane network" if self.one_direction else f"{sh}h x {sw}w): load the model built for scale x{sh}"
+            raise ModelOutputError(f"the network returned {got} for input {tuple(x.shape)}; expected {expected} (N x 1 x {what}")
         return y.float()
 
 
@@ -142,9 +159,12 @@ class _Runner:
         dtype: torch.dtype | None,
         model_name: str | None = None,
         budget_share: float = 1.0,
+        one_direction: bool = False,
     ) -> None:
         self.budget_share = budget_share
         self.base_module, self.scale, self.options, self.min_lr_size = module, scale, options, min_lr_size
+        self.one_direction = one_direction
+        self.scale_hw = (scale, 1) if one_direction else (scale, scale)
         self.n, self.h, self.w = shape
         self.model_name = model_name
         self.min_tile = max(2 * options.tile_overlap, min_lr_size, _MIN_AUTO_TILE)
@@ -156,7 +176,9 @@ class _Runner:
         self.device = device
         # bf16 on a CPU for a prepared MedSR network (it names its fp32 image path and casts at its
         # body's boundary): weights cast once, no autocast. Other modules run under autocast.
-        native = dtype is not None and device.type == "cpu" and _native_ready(self.base_module)
+        # (through-plane networks, called module(x, r), keep autocast: their bf16 error is not measured yet)
+        native = (dtype is not None and device.type == "cpu" and not self.one_direction
+                  and _native_ready(self.base_module))
         module = reduced_precision_copy(self.base_module, dtype) if native else self.base_module
         self.module = _device._move(module.eval(), device, channels_last=channels_last)
         self.forward = _Forward(
@@ -167,6 +189,7 @@ class _Runner:
             channels_last=channels_last,
             ensemble=self.options.ensemble,
             native=native,
+            one_direction=self.one_direction,
         )
         try:
             per_pixel, constant = _activation_bytes(self.forward, min_lr_size=self.min_lr_size)
@@ -182,7 +205,7 @@ class _Runner:
         self._plan(per_pixel, constant)
 
     def _plan(self, per_pixel: float, constant: float) -> None:
-        opts, s2 = self.options, self.scale * self.scale
+        opts, s2 = self.options, self.scale_hw[0] * self.scale_hw[1]
         if opts.memory_budget_mb is not None:
             budget = opts.memory_budget_mb * _MIB
         else:
@@ -219,8 +242,9 @@ class _Runner:
         overlap = self.options.tile_overlap
         self.starts_y = tile_starts(self.h, self.tile, overlap)
         self.starts_x = tile_starts(self.w, self.tile, overlap)
-        self.weights_y = tile_weights(self.starts_y, tile=self.tile, length=self.h, overlap=overlap, scale=self.scale)
-        self.weights_x = tile_weights(self.starts_x, tile=self.tile, length=self.w, overlap=overlap, scale=self.scale)
+        sh, sw = self.scale_hw
+        self.weights_y = tile_weights(self.starts_y, tile=self.tile, length=self.h, overlap=overlap, scale=sh)
+        self.weights_x = tile_weights(self.starts_x, tile=self.tile, length=self.w, overlap=overlap, scale=sw)
 
     # -- out of memory
     def _can_shrink(self) -> bool:
@@ -260,17 +284,18 @@ class _Runner:
         return _device._move(torch.from_numpy(batch)[:, None], self.device)
 
     def _process(self, x: torch.Tensor) -> np.ndarray:
-        """``(b, s h, s w)`` float32 result of one batch ``x`` (``b x 1 x h x w`` on the device)."""
+        """``(b, s h, s w)`` (one direction: ``(b, s h, w)``) float32 result of one batch ``x``
+        (``b x 1 x h x w`` on the device)."""
         if self.tile is None:
             return self.forward(x)[:, 0].cpu().numpy()
-        s = self.scale
-        result = np.zeros((x.shape[0], s * self.h, s * self.w), dtype=np.float32)
+        sh, sw = self.scale_hw
+        result = np.zeros((x.shape[0], sh * self.h, sw * self.w), dtype=np.float32)
         for y0, wy in zip(self.starts_y, self.weights_y):
             for x0, wx in zip(self.starts_x, self.weights_x):
                 tile = x[:, :, y0 : y0 + self.tile_h, x0 : x0 + self.tile_w]
                 pred = self.forward(tile)[:, 0].cpu().numpy()  # may alias the input: not written
                 weighted = pred * (wy[:, None] * wx[None, :])
-                result[:, s * y0 : s * (y0 + self.tile_h), s * x0 : s * (x0 + self.tile_w)] += weighted
+                result[:, sh * y0 : sh * (y0 + self.tile_h), sw * x0 : sw * (x0 + self.tile_w)] += weighted
         return result
 
     def run(self, slices: Any, out: Any, progress: ProgressCallback | None, cancel: CancelCallback | None) -> None:
@@ -344,10 +369,14 @@ def _run(
     cancel: CancelCallback | None,
     min_lr_size: int,
     model_name: str | None = None,
+    one_direction: bool = False,
 ) -> tuple[Any, str]:
     """:func:`run_slices`, also returning the precision that ran last (``'fp32'``/``'bf16'``/``'fp16'``;
     fp16 overflow and CPU fallback change it mid-run); ``model_name`` lets ``'auto'`` apply the
-    per-network bf16 rule (:func:`~.precision.resolve_precision`)."""
+    per-network bf16 rule (:func:`~.precision.resolve_precision`).
+
+    ``one_direction``: a multi-factor one-direction (through-plane) module, called ``module(x, scale)``;
+    the output stack is ``(n, scale h, w)`` (only the rows, the slices' coarse direction, upsampled)."""
     shape = tuple(getattr(slices, "shape", ()))
     if len(shape) != 3 or len(slices) != shape[0]:
         raise UnsupportedImageError(f"slices must be an (n, h, w) stack of 2D slices; got shape {shape}")
@@ -364,9 +393,10 @@ def _run(
         raise InputSizeError(f"tile {options.tile} px is smaller than the model's minimum input of {min_lr_size} px")
     device = _device.resolve_device(options.device)
     dtype = autocast_dtype(options.precision, device, model=model_name, scale=int(scale))
-    expected = (n, scale * h, scale * w)
+    expected = (n, scale * h, w if one_direction else scale * w)
     if out is not None and tuple(getattr(out, "shape", expected)) != expected:
-        raise OptionError(f"out has shape {tuple(out.shape)}; expected {expected} (n, scale*h, scale*w)")
+        layout = "(n, scale*h, w)" if one_direction else "(n, scale*h, scale*w)"
+        raise OptionError(f"out has shape {tuple(out.shape)}; expected {expected} {layout}")
     if out is None:
         out = np.empty(expected, dtype=np.float32)
     if n == 0:
@@ -378,7 +408,7 @@ def _run(
         def make(rows: int, share: float = 1.0) -> _Runner:
             return _Runner(module, scale=int(scale), shape=(rows, h, w), options=options,
                            min_lr_size=int(min_lr_size), device=device, dtype=dtype, model_name=model_name,
-                           budget_share=share)
+                           budget_share=share, one_direction=bool(one_direction))
 
         runner = make(n)
         streams = _cpu_streams(runner, n)

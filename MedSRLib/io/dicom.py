@@ -296,6 +296,20 @@ def _stored_dtype(path: Path) -> tuple[str | None, dict[str, float] | None, str]
     return dtype, rescale, syntax
 
 
+def _slice_tags(path: Path) -> dict[str, float | None]:
+    """``slice_thickness_mm`` (SliceThickness, 0018,0050) and ``spacing_between_slices_mm``
+    (SpacingBetweenSlices, 0018,0088) of a file; None when missing, empty or not positive."""
+    import pydicom
+
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+
+    def positive(keyword: str) -> float | None:
+        value = _number(ds.get(keyword))
+        return float(value) if value is not None and np.isfinite(value) and value > 0 else None
+
+    return {"slice_thickness_mm": positive("SliceThickness"), "spacing_between_slices_mm": positive("SpacingBetweenSlices")}
+
+
 def _check_gaps(info: DicomSeriesInfo) -> None:
     """Refuse a multi-file series whose slice positions are not evenly spaced (a volume has one spacing).
 
@@ -361,6 +375,7 @@ def read_dicom_series(info: DicomSeriesInfo) -> tuple[Any, dict[str, Any]]:
         ) from None
     original_dtype, rescale, syntax = _stored_dtype(info.files[0])
     metadata = {
+        **_slice_tags(info.files[0]),
         "format": "dicom",
         "series_uid": info.uid,
         "series_instance_uid": info.series_instance_uid,

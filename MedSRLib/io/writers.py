@@ -32,7 +32,8 @@ from ..geometry import volume_to_sitk
 from ..volume import Volume
 from ._itk import check_path_components, itk_error_message
 
-__all__ = ["WRITE_FORMATS", "check_output_path", "remove_stale_partials", "write_volume", "written_paths"]
+__all__ = ["WRITE_FORMATS", "check_output_path", "remove_stale_partials", "write_text_atomic", "write_volume",
+           "written_paths"]
 
 #: Writable file endings -> format names.
 WRITE_FORMATS: dict[str, str] = {".nii.gz": "nifti", ".nii": "nifti", ".nrrd": "nrrd", ".mha": "metaimage"}
@@ -56,7 +57,7 @@ def _same_or_inside(target: Path, source: Path) -> bool:
 
 
 #: Temporary names: ``.medsr-<pid>-<hex>.partial<ending>`` (short, whatever the target's name length).
-_PARTIAL = re.compile(r"^\.medsr-([0-9a-f]{6})-(\d+)-[0-9a-f]{8}\.partial(\.nii\.gz|\.nii|\.nrrd|\.mha|\.json)$", re.IGNORECASE)
+_PARTIAL = re.compile(r"^\.medsr-([0-9a-f]{6})-(\d+)-[0-9a-f]{8}\.partial(\.nii\.gz|\.nii|\.nrrd|\.mha|\.json|\.csv)$", re.IGNORECASE)
 #: Another machine's temporary file (shared folder) counts as left over after this many seconds.
 _FOREIGN_PARTIAL_AGE_S = 24 * 3600
 
@@ -362,11 +363,19 @@ def write_sidecar(output: str | os.PathLike[str], record: Mapping[str, Any], *, 
     target = sidecar_path(output)
     if target.exists() and not overwrite:
         raise OutputPathError(f"provenance sidecar {target} already exists; remove it or pass --overwrite")
-    temp = target.with_name(partial_name(".json"))
+    return write_text_atomic(target, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically: a temporary file in the same folder (:func:`partial_name`),
+    flushed and fsync'ed, then renamed over ``path`` (replacing it); a reader sees the old or the new file,
+    never a part. Used for provenance sidecars and batch summaries (CSV, JSON)."""
+    target = Path(path)
+    ending = ".csv" if target.name.lower().endswith(".csv") else ".json"
+    temp = target.with_name(partial_name(ending))
     try:
-        with open(temp, "w", encoding="utf-8") as handle:
-            json.dump(record, handle, indent=2, sort_keys=True)
-            handle.write("\n")
+        with open(temp, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temp, target)

@@ -22,10 +22,10 @@ import torch
 from torch import nn
 
 from ..errors import ScaleError, WeightsError
+from .cards import WEIGHTS_DIR  # the one place that says where shipped weights live
 from .registry import DEFAULT_PREFERENCE, default_model, get_model, list_models, register
 from .weights import card_path, load_weights
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
 @dataclass(frozen=True)

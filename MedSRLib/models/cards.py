@@ -86,7 +86,7 @@ CARD_SCHEMA: dict[str, Any] = {
         "options": {"type": "object"},
         "n_parameters": {"type": "integer", "minimum": 1},
         "dtype": _STR_LIST,
-        "weights_file": {"type": "string", "pattern": r"^[a-z0-9-]+_x[0-9]+\.safetensors$"},
+        "weights_file": {"type": "string", "pattern": r"^[a-z0-9-]+(_x[0-9]+)?\.safetensors$"},
         "sha256": {"type": "string", "pattern": r"^[0-9a-f]{64}$"},
         "created": _STR,
         "licence": {
@@ -255,12 +255,20 @@ def _check(value: Any, schema: Mapping[str, Any], where: str, errors: list[str])
                 _check(value[key], sub, f"{where}.{key}" if where else key, errors)
 
 
+def weights_file_name(name: str, scale: int, *, multi_scale: bool = False) -> str:
+    """The shipped weights file of model ``name`` at ``scale``: ``<name>_x<scale>.safetensors``, or for a
+    multi-factor through-plane network (one file for every factor) ``<name>.safetensors``."""
+    return f"{name}.safetensors" if multi_scale else f"{name}_x{int(scale)}.safetensors"
+
+
 def validate_card(card: Mapping[str, Any]) -> list[str]:
     """Every problem of ``card`` against :data:`CARD_SCHEMA` and the rules between fields; [] when valid.
 
     Rules beyond the schema: ``scale`` is one of ``factors``; an in-plane card serves exactly its
-    scale; ``weights_file`` is ``<name>_x<scale>.safetensors``; ``input.modality`` equals ``modality``;
-    every evaluation's ``gain_db`` is its PSNR minus bicubic's (to :data:`GAIN_TOLERANCE_DB`).
+    scale and its ``weights_file`` is ``<name>_x<scale>.safetensors``; a through-plane card (one module
+    for every factor) has ``scale`` = its largest factor and ``weights_file`` ``<name>.safetensors``;
+    ``input.modality`` equals ``modality``; every evaluation's ``gain_db`` is its PSNR minus bicubic's
+    (to :data:`GAIN_TOLERANCE_DB`).
     """
     errors: list[str] = []
     if not isinstance(card, Mapping):
@@ -272,8 +280,11 @@ def validate_card(card: Mapping[str, Any]) -> list[str]:
         errors.append(f"factors: {card['factors']} must include scale {card['scale']}")
     if card["task"] == "in-plane" and card["factors"] != [card["scale"]]:
         errors.append(f"factors: an in-plane card serves its scale only ([{card['scale']}]), got {card['factors']}")
-    if card["weights_file"] != f"{card['name']}_x{card['scale']}.safetensors":
-        errors.append(f"weights_file: '{card['weights_file']}' is not '{card['name']}_x{card['scale']}.safetensors'")
+    expected = weights_file_name(card["name"], card["scale"], multi_scale=card["task"] == "through-plane")
+    if card["weights_file"] != expected:
+        errors.append(f"weights_file: '{card['weights_file']}' is not '{expected}'")
+    if card["task"] == "through-plane" and card["scale"] != max(card["factors"]):
+        errors.append(f"scale: a through-plane card's scale is its largest factor ({max(card['factors'])}), got {card['scale']}")
     if card["input"]["modality"] != card["modality"]:
         errors.append(f"input.modality: '{card['input']['modality']}' differs from modality '{card['modality']}'")
     for i, entry in enumerate(card["evaluation"]):
@@ -302,8 +313,9 @@ def write_card(path: str | Path, card: Mapping[str, Any]) -> Path:
 
 
 def shipped_cards() -> list[Path]:
-    """The card files of the shipped weights (``<name>_x<scale>.json`` beside a ``.safetensors``)."""
-    return sorted(p.with_suffix(".json") for p in WEIGHTS_DIR.glob("*_x*.safetensors"))
+    """The card files of every shipped weights file (``<stem>.json`` beside each ``.safetensors``: in-plane
+    ``<name>_x<scale>``, multi-factor through-plane ``<name>``)."""
+    return sorted(p.with_suffix(".json") for p in WEIGHTS_DIR.glob("*.safetensors"))
 
 
 def read_table(path: str | Path = TABLE_FILE) -> dict[str, Any]:
@@ -327,6 +339,7 @@ def table_row(name: str, table: Mapping[str, Any] | None = None) -> dict[str, An
 def load_card(name: str, scale: int | None = None) -> list[dict[str, Any]]:
     """The shipped card(s) of model ``name``: at ``scale``, or every scale with weights when None.
 
+    A multi-factor through-plane network has one card for all its factors (returned for any of them).
     Raises :class:`ModelNotFoundError` for an unknown model, :class:`ScaleError` for a scale it does
     not support, :class:`WeightsError` when no weights (so no card) are shipped at that scale.
     An interpolation model has no card: ``[]``.
@@ -338,11 +351,14 @@ def load_card(name: str, scale: int | None = None) -> list[dict[str, Any]]:
         supported = ", ".join(f"x{s}" for s in row["scales"])
         raise ScaleError(f"model '{row['name']}' does not support scale {scale!r}; supported: {supported}")
     scales = row["scales"] if scale is None else [int(scale)]
+    multi = bool(row.get("multi_scale"))
+    if multi:  # one file (and card) serves every factor
+        scales = scales[:1]
     cards = []
     for s in scales:
-        path = WEIGHTS_DIR / f"{row['name']}_x{s}.json"
-        if path.is_file():
-            cards.append(json.loads(path.read_text(encoding="utf-8")))
+        path = WEIGHTS_DIR / weights_file_name(row["name"], s, multi_scale=multi)
+        if path.with_suffix(".json").is_file():
+            cards.append(json.loads(path.with_suffix(".json").read_text(encoding="utf-8")))
     if not cards:
         which = f"x{int(scale)}" if scale is not None else "any scale"
         raise WeightsError(f"no weights (hence no model card) are shipped for '{row['name']}' at {which}; see `medsr models`")
@@ -481,7 +497,9 @@ def card_text(name: str, scale: int | None = None) -> str:
 
 
 def compute_table() -> dict[str, Any]:
-    """The registry as a table: every model's identity, scales, parameters and MACs per LR pixel.
+    """The registry as a table: every model's identity, scales, parameters and MACs per LR pixel; in-plane
+    models (``list_models()``) then the multi-factor through-plane networks (``multi_scale``: one weights
+    file ``<name>.safetensors`` for every factor; MACs counted at the largest factor).
 
     Builds every registered network at every scale (meta device where possible; imports torch), so it
     takes seconds to minutes; ``medsr models`` reads the cached copy (:data:`TABLE_FILE`) instead.
@@ -489,7 +507,7 @@ def compute_table() -> dict[str, Any]:
     from . import list_models
 
     rows = []
-    for spec in list_models():
+    for spec in list_models() + list_models(through_plane=True):
         rows.append(
             {
                 "name": spec.name,
@@ -500,6 +518,7 @@ def compute_table() -> dict[str, Any]:
                 "scales": list(spec.scales),
                 "learned": bool(spec.learned),
                 "min_lr_size": int(spec.min_lr_size),
+                "multi_scale": bool(spec.multi_scale),
                 "description": spec.description,
                 "parameters": {f"x{s}": int(spec.num_parameters(s)) for s in spec.scales},
                 "macs_per_lr_pixel": {f"x{s}": round(float(spec.macs_per_lr_pixel(s)), 3) for s in spec.scales},

@@ -61,13 +61,23 @@ def list_models(*, through_plane: bool = False) -> list[ModelSpec]:
     return sorted((s for s in _REGISTRY.values() if s.multi_scale == through_plane), key=lambda s: (s.learned, s.name))
 
 
-def default_model(modality: str | None, scale: int) -> ModelSpec:
-    """The model used when none is chosen: the preferred trained network for ``modality`` and ``scale``.
+def default_model(modality: str | None, scale: int | None = None, *, plane: str = "in") -> ModelSpec:
+    """The model used when none is chosen.
 
-    Preference order is :data:`DEFAULT_PREFERENCE`; if no preferred network has weights at that
-    scale, ``bicubic`` (always available) is returned.
+    ``plane='in'``: the preferred trained network for ``modality`` and integer ``scale``
+    (:data:`DEFAULT_PREFERENCE`); if no preferred network has weights at that scale, ``bicubic``
+    (always available) is returned.
+    ``plane='through'``: the through-plane network of ``modality`` (:data:`DEFAULT_THROUGH_PLANE`),
+    whether or not its weights are shipped (the run then refuses with a one-line error: a thick-slice
+    volume never silently falls back to another method).
     """
     modality = (modality or "MR").upper()
+    if plane == "through":
+        return get_model(DEFAULT_THROUGH_PLANE.get(modality, DEFAULT_THROUGH_PLANE["MR"]))
+    if plane != "in":
+        raise ValueError(f"plane must be 'in' or 'through'; got {plane!r}")
+    if scale is None:
+        raise ValueError("an in-plane default model needs the scale")
     for name in DEFAULT_PREFERENCE.get(modality, ()):
         try:
             spec = get_model(name)
@@ -77,6 +87,9 @@ def default_model(modality: str | None, scale: int) -> ModelSpec:
             return spec
     return get_model("bicubic")
 
+
+#: The through-plane network per modality (one multi-factor weights file each).
+DEFAULT_THROUGH_PLANE: dict[str, str] = {"MR": "tp-dridsr", "CT": "tp-dridsr-ct"}
 
 #: Preferred default networks per modality (first with shipped weights at the scale wins).
 DEFAULT_PREFERENCE: dict[str, tuple[str, ...]] = {

@@ -15,6 +15,7 @@ B-spline (the cost in dB of a finishing resample). One torch thread.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -26,6 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from MedSRLib.engine import Predictor  # noqa: E402
 from MedSRLib.intensity import IntensityMapping  # noqa: E402
 from MedSRLib.io import read_volume  # noqa: E402
 from MedSRLib.models import get_model  # noqa: E402
@@ -53,6 +55,18 @@ def load_net(args: argparse.Namespace) -> tuple[torch.nn.Module, str]:
     return net.eval(), f"{path} (iteration {ckpt['iteration']})"
 
 
+def _spec_name(args: argparse.Namespace) -> str:
+    """The registry name of the network given by --weights (its card) or --checkpoint."""
+    if args.weights:
+        from MedSRLib.models.weights import read_card
+
+        return str(read_card(args.weights)["name"])
+    from training.export import find_checkpoint
+    from training.loop import read_checkpoint
+
+    return str(read_checkpoint(find_checkpoint(args.checkpoint))["model_name"])
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     src = p.add_mutually_exclusive_group(required=True)
@@ -67,6 +81,8 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(1)
     net, what = load_net(args)
+    spec = get_model(_spec_name(args))
+    predictor = Predictor(spec, spec.scales[-1], module=copy.deepcopy(net))  # the one way to run a network
     rows = []
     print(f"network: {what}")
     print("| volume | axis | thickness mm | factor | B-spline PSNR/SSIM | linear | MedSR | gain dB | extra | s (net) |")
@@ -82,16 +98,17 @@ def main() -> int:
             if args.finish_check:
                 r_up = int(np.ceil(factor - 1e-9)) + 1
                 extra[f"net r={r_up}+finish"] = (lambda lr, n_out, r_up=r_up: super_resolve_through_plane(
-                    lr, axis=axis, factor=n_out / lr.shape[axis], net=net, n_out=n_out, r=r_up))
+                    lr, axis=axis, factor=n_out / lr.shape[axis], predictor=predictor, n_out=n_out, r=r_up))
             reports = {}
             if args.adapt > 0:
                 def adapted(lr: np.ndarray, n_out: int, factor: float = factor) -> np.ndarray:
                     tuned, rep = adapt_through_plane(net, lr, axis=axis, factor=factor, seconds=args.adapt, seed=0)
                     reports["adapt"] = rep
-                    return super_resolve_through_plane(lr, axis=axis, factor=factor, net=tuned, n_out=n_out)
+                    return super_resolve_through_plane(lr, axis=axis, factor=factor, n_out=n_out,
+                                                       predictor=Predictor(spec, spec.scales[-1], module=tuned))
                 extra["adapted"] = adapted
             start = time.perf_counter()
-            ev = evaluate_through_plane(unit, axis=axis, factor=factor, net=net, extra=extra)
+            ev = evaluate_through_plane(unit, axis=axis, factor=factor, predictor=predictor, extra=extra)
             s = ev.scores
             fmt = lambda k: f"{s[k].psnr:.2f} / {s[k].ssim:.4f}"  # noqa: E731
             extras = "; ".join(f"{k}: {fmt(k)} ({ev.gain(k):+.2f} dB)" for k in extra)

@@ -514,6 +514,11 @@ def _cmd_precision(args: argparse.Namespace) -> int:
         report["measured"] = measure_cpu_precision()
     source = auto_cpu_precision()[1] if device.type == "cpu" else "device"
     report.update({"auto": resolve_precision("auto", device), "source": source})
+    if report["auto"] == "bf16" and device.type == "cpu":
+        from .engine.precision import BF16_MAX_HU, BF16_MEASURED_MAX_HU, bf16_allowed
+
+        report["fp32_networks"] = [f"{m} x{s}" for (m, s) in sorted(BF16_MEASURED_MAX_HU) if not bf16_allowed(m, s)]
+        report["bf16_max_hu"] = BF16_MAX_HU
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -521,6 +526,8 @@ def _cmd_precision(args: argparse.Namespace) -> int:
         m = report["measured"]
         print(f"measured: bf16 convolutions run {m['bf16_gain']:.2f}x fp32 here; cached '{m['precision']}' in {m['path']}")
     print(f"--precision auto on {device} ({info.model or 'unknown CPU'}): {report['auto']} (from the {source})")
+    if report.get("fp32_networks"):
+        print(f"  except {', '.join(report['fp32_networks'])}: fp32 (measured bf16 error above {report['bf16_max_hu']:g} HU)")
     return 0
 
 

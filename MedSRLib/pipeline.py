@@ -569,6 +569,8 @@ def estimate_seconds(
             device=resolve_device(device),
             ensemble=ensemble,
             precision=precision,
+            model=spec.name,
+            scale=scale,
         )
     )
 

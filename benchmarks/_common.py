@@ -157,6 +157,14 @@ def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def emit(text: str, markdown: Path | None) -> int:
+    """Print ``text`` and also write it to ``markdown`` when given; returns 0 (the exit status)."""
+    print(text)
+    if markdown:
+        markdown.write_text(text + "\n")
+    return 0
+
+
 def run_child(script: Path, args: Sequence[str], *, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``python script args`` and return the JSON object on its last stdout line (stderr passes through)."""
     proc = subprocess.run([sys.executable, str(script), *args], stdout=subprocess.PIPE, text=True,

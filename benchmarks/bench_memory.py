@@ -39,18 +39,27 @@ def child(model: str, n: int, scale: int) -> dict[str, Any]:
     from MedSRLib import pipeline
 
     volume = ct_volume(n)
+    import resource
+
     baseline = rss_mib()
     reset_peak_rss()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     result = pipeline.super_resolve(volume, model=model, scale=scale, device="cpu", allow_untrained=True)
     seconds = time.perf_counter() - start
     peak = peak_rss_mib()
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    faults = cpu1.ru_minflt - faults
+    system_share = (cpu1.ru_stime - cpu0.ru_stime) / max(1e-9, (cpu1.ru_stime - cpu0.ru_stime) + (cpu1.ru_utime - cpu0.ru_utime))
     return {
         "model": model, "n": n, "scale": scale, "seconds": seconds, "threads": torch.get_num_threads(),
         "input_mib": volume.array.nbytes / MIB, "output_mib": result.array.nbytes / MIB,
         "output_shape": list(result.array.shape), "output_dtype": str(result.array.dtype),
         "baseline_rss_mib": baseline, "peak_rss_mib": peak,
         "pipeline_prepares": "Predictor" in inspect.getsource(pipeline),
+        "minor_faults_per_slice": faults / max(1, n), "kernel_cpu_share": system_share,
+        "precision": (result.metadata.get("medsr") or {}).get("precision", "-"),
     }
 
 
@@ -111,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['baseline_rss_mib']:.0f}", f"{r['peak_rss_mib']:.0f}",
                 f"{r['peak_rss_mib'] - r['input_mib'] - r['output_mib']:.0f}",
                 f"{allowed:.0f} ({'met' if r['peak_rss_mib'] <= allowed else 'NOT met'})",
-                f"{r['seconds']:.1f}", f"{r['seconds'] / r['n']:.3f}",
+                f"{r['seconds']:.1f}", f"{r['seconds'] / r['n']:.3f}", r.get("precision", "-"),
+                f"{r.get('minor_faults_per_slice', float('nan')):.0f}", f"{100 * r.get('kernel_cpu_share', float('nan')):.0f} %",
             ])
     md = [
         f"Threads {info['threads'] if args.threads in ('auto', 'default') else args.threads}; load average "
@@ -121,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
            else "The pipeline does not apply the inference rewrites."),
         "",
         md_table(["model", "scale", "volume", "input MiB", "output MiB", "RSS before MiB", "peak RSS MiB",
-                  "peak - (in + out) MiB", "allowed (in + out + 1.5 GiB)", "seconds", "s/slice"], table),
+                  "peak - (in + out) MiB", "allowed (in + out + 1.5 GiB)", "seconds", "s/slice", "precision",
+                  "page faults / slice", "kernel CPU"], table),
         "",
     ]
     md += [f"* time vs slices, {model}: {_linearity(rows)}" for model, rows in results.items()]

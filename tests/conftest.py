@@ -4,12 +4,18 @@ through-plane weights file, and a record of the Predictors a test builds."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Per-machine caches (precision choice, memory probes) of a test run go to a temporary folder, never
+# the user's cache folder; a caller's own MEDSR_CACHE_DIR is kept.
+os.environ.setdefault("MEDSR_CACHE_DIR", tempfile.mkdtemp(prefix="medsr-test-cache-"))
+
 SHARED_DATA = Path(os.environ.get("MEDSR_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 # Tests are small and run as two pytest-xdist workers on the 2-core CI machine: one thread each

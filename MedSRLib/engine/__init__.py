@@ -16,7 +16,13 @@ Speed notes (CPU): the module runs under ``torch.inference_mode`` in channels_la
 engine sets ``THP_MEM_ALLOC_ENABLE=1`` unless already set, so PyTorch backs its large CPU tensors with
 transparent huge pages (a fresh 512 x 512 x 64 activation otherwise pays ~16k page faults; measured
 1.3-1.5x slower end to end on our VMs); it takes effect when set before PyTorch's first allocation of
-2 MiB or more. ``compile=True`` runs full batches through ``torch.compile`` (off by default: on our
+2 MiB or more. During a CPU run freed activations stay with the process (glibc: no ``mmap`` for large
+blocks and no heap trimming, restored and trimmed when the run ends; :func:`.memory.keep_freed_memory`,
+``MEDSR_KEEP_FREED_MEMORY=0`` turns it off), so slices after the first do not fault their memory in
+again. bf16 on a CPU runs without autocast: a MedSR network gets a copy whose body weights are cast
+once (:func:`MedSRLib.models.rewrites.reduced_precision_copy`) and whose forward casts at the body's
+boundary only; the memory probe's result is cached per machine and architecture
+(``memory_probe.json`` beside the precision cache). ``compile=True`` runs full batches through ``torch.compile`` (off by default: on our
 CPU it did not pay once the exact rewrites are applied). ``benchmarks/`` measures all of this.
 
 Out of memory (``torch.OutOfMemoryError`` or an allocator "out of memory" error): the cache is emptied

@@ -23,22 +23,23 @@ CUDA_MACS_PER_SECOND = 4.0e12
 MPS_MACS_PER_SECOND = 3.0e11
 
 
-def achieved_macs_per_second(device: str | torch.device, precision: str = "auto") -> float:
+def achieved_macs_per_second(device: str | torch.device, precision: str = "auto", *, model: str | None = None,
+                             scale: int | None = None) -> float:
     """The documented achieved throughput (MAC/s) :func:`estimate_seconds` assumes for ``device``'s type:
     CPU = :data:`CPU_MACS_PER_SECOND_PER_THREAD` x ``torch.get_num_threads()`` (x :data:`CPU_BF16_SPEEDUP`
-    when ``precision`` runs bf16 there); CUDA and MPS constants."""
+    when ``precision`` runs bf16 there, for ``model`` at ``scale`` when given); CUDA and MPS constants."""
     kind = torch.device(device).type
     if kind == "cuda":
         return CUDA_MACS_PER_SECOND
     if kind == "mps":
         return MPS_MACS_PER_SECOND
-    bf16 = resolve_precision(precision, torch.device("cpu")) == "bf16"
+    bf16 = resolve_precision(precision, torch.device("cpu"), model=model, scale=scale) == "bf16"
     return CPU_MACS_PER_SECOND_PER_THREAD * max(1, torch.get_num_threads()) * (CPU_BF16_SPEEDUP if bf16 else 1.0)
 
 
 def estimate_seconds(
     *, macs_per_lr_pixel: float, lr_pixels_total: int, device: str | torch.device, ensemble: bool,
-    precision: str = "auto",
+    precision: str = "auto", model: str | None = None, scale: int | None = None,
 ) -> float:
     """Rough network run time in seconds: MACs / :func:`achieved_macs_per_second` (x8 with ensemble).
 
@@ -49,6 +50,6 @@ def estimate_seconds(
     if not (_is_int(lr_pixels_total) and lr_pixels_total >= 0):
         raise OptionError(f"lr_pixels_total must be a non-negative integer; got {lr_pixels_total!r}")
     passes = 8 if ensemble else 1
-    return float(macs_per_lr_pixel) * int(lr_pixels_total) * passes / achieved_macs_per_second(device, precision)
+    return float(macs_per_lr_pixel) * int(lr_pixels_total) * passes / achieved_macs_per_second(device, precision, model=model, scale=scale)
 
 

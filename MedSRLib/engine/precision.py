@@ -13,9 +13,11 @@ same precision, whatever the load):
   AMX -> fp32 (an Intel Xeon VM ran them at 0.5x fp32); everything else fp32 (emulated bf16 is
   slower than fp32).
 
-The layers on each network's image path stay in fp32 under autocast (the models' inference
-rewrites), so bf16's error on the shipped networks is small beside the networks' own error
-(``tests/test_engine_bf16_accuracy.py``). Use ``'fp32'`` for outputs that must not depend on the
+The layers on each network's image path stay in fp32 (the models' inference rewrites; on a CPU bf16
+runs without autocast, see :func:`MedSRLib.models.rewrites.reduced_precision_copy`), so bf16's error
+on the shipped networks is small beside the networks' own error. Given the network (``model``,
+``scale``), ``'auto'`` also keeps fp32 for a shipped network whose measured bf16 error on real CT
+exceeds :data:`BF16_MAX_HU` (:data:`BF16_MEASURED_MAX_HU`; ``tests/test_engine_bf16_native.py``). Use ``'fp32'`` for outputs that must not depend on the
 CPU model. The precision that ran is recorded by :class:`MedSRLib.engine.Predictor`.
 """
 
@@ -186,23 +188,48 @@ def measure_cpu_precision(*, rounds: int = 3, save: bool = True) -> dict[str, An
     return {**entry, "key": info.key, "path": str(path)}
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
+#: Largest max-abs difference (HU) from fp32 that ``'auto'`` accepts for bf16 on a CPU.
+BF16_MAX_HU = 8.0
+#: Measured max-abs bf16 - fp32 difference (HU) of the shipped networks on real CT: the larger of two
+#: crops of the TotalSegmentator example CT (``tests/test_engine_bf16_native.py`` re-measures them)
+#: and, where measured, two whole 512 x 512 slices (``benchmarks/bench_compare.py``, AMD EPYC).
+#: ``'auto'`` runs a (model, scale) above :data:`BF16_MAX_HU` in fp32 on a CPU.
+BF16_MEASURED_MAX_HU: dict[tuple[str, int], float] = {
+    ("dridsr", 2): 5.1, ("dridsr", 3): 4.3, ("dridsr", 4): 5.0,
+    ("mdrn", 2): 7.4, ("mdrn", 4): 7.0, ("mdrn", 8): 12.0,
+    ("idman-small", 2): 8.8, ("idman-small", 4): 9.0,
+    ("srda-small", 4): 4.3,
+    ("w2amsn-small", 2): 9.4, ("w2amsn-s", 2): 5.6, ("w2amsn-s", 4): 5.9,
+}
+
+
+def bf16_allowed(model: str | None, scale: int | None) -> bool:
+    """False for a shipped (model, scale) whose measured bf16 error exceeds :data:`BF16_MAX_HU`."""
+    return BF16_MEASURED_MAX_HU.get((str(model), int(scale or 0)), 0.0) <= BF16_MAX_HU
+
+
+def resolve_precision(precision: str, device: torch.device, *, model: str | None = None, scale: int | None = None) -> str:
     """The precision that runs for ``precision`` on ``device``: ``'fp32'``, ``'bf16'`` or ``'fp16'``
-    (deterministic; :class:`OptionError` for ``'fp16'`` on a CPU or an unknown name)."""
+    (deterministic; :class:`OptionError` for ``'fp16'`` on a CPU or an unknown name). With ``model``
+    and ``scale``, ``'auto'`` on a CPU keeps fp32 for a network whose bf16 error exceeds :data:`BF16_MAX_HU`."""
     if precision not in PRECISIONS:
         raise OptionError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     if precision == "auto":
         if device.type == "cuda":
             return "fp16"
-        return auto_cpu_precision()[0] if device.type == "cpu" else "fp32"
+        if device.type != "cpu":
+            return "fp32"
+        choice = auto_cpu_precision()[0]
+        return "fp32" if choice == "bf16" and model is not None and not bf16_allowed(model, scale) else choice
     if precision == "fp16" and device.type == "cpu":
         raise OptionError("precision 'fp16' needs a GPU; on CPU use 'bf16' (fast with AVX512-BF16/AMX) or 'fp32'")
     return precision
 
 
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for ``precision`` on ``device`` (None = plain fp32)."""
-    return _AUTOCAST_DTYPES[resolve_precision(precision, device)]
+def autocast_dtype(precision: str, device: torch.device, *, model: str | None = None, scale: int | None = None) -> torch.dtype | None:
+    """Reduced dtype for ``precision`` on ``device`` (None = plain fp32); ``model``, ``scale`` as for
+    :func:`resolve_precision`."""
+    return _AUTOCAST_DTYPES[resolve_precision(precision, device, model=model, scale=scale)]
 
 
 def precision_name(dtype: torch.dtype | None) -> str:

@@ -80,7 +80,7 @@ class Predictor:
 
             raise OptionError(f"options must be an EngineOptions; got {type(self.options).__name__}")
         self.device = resolve_device(self.options.device)
-        self.precision: str = resolve_precision(self.options.precision, self.device)
+        self.precision: str = resolve_precision(self.options.precision, self.device, model=self.spec.name, scale=self.scale)
         self.precision_ran: str | None = None
         learned_default = weights is None and self.spec.learned and module is None
         self.weights_sha256: str | None = (self.spec.card(self.scale) or {}).get("sha256") if learned_default else None
@@ -104,7 +104,7 @@ class Predictor:
         clone.__dict__.update(self.__dict__)
         clone.options = options
         clone.device = resolve_device(options.device)
-        clone.precision = resolve_precision(options.precision, clone.device)
+        clone.precision = resolve_precision(options.precision, clone.device, model=clone.spec.name, scale=clone.scale)
         clone.precision_ran = None
         return clone
 
@@ -138,6 +138,7 @@ class Predictor:
         out, self.precision_ran = _run(
             self.module, slices, scale=self.scale, out=out, options=self.options, progress=progress,
             cancel=cancel, min_lr_size=self.min_lr_size, one_direction=self.one_direction,
+            model_name=self.spec.name,
         )
         return out
 

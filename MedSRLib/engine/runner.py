@@ -1,11 +1,13 @@
-"""The forward runner: one network over a stack of slices, batch by batch (autocast, self-ensemble,
-tiles, out-of-memory fallback, progress and cancel)."""
+"""The forward runner: one network over a stack of slices, batch by batch (reduced precision: native
+bf16 on a CPU for MedSR networks, autocast otherwise; self-ensemble, tiles, out-of-memory fallback,
+progress and cancel; freed memory kept during a CPU run)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import math
+import os
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -14,9 +16,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.rewrites import reduced_precision_copy
 from ..errors import CancelledError, InputSizeError, ModelOutputError, OptionError, ScaleError, UnsupportedImageError
 from . import device as _device
-from .memory import _CPU_BATCH_PIXELS, _MEMORY_SAFETY, _MIB, _MIN_AUTO_TILE, _activation_bytes, _num_threads, default_memory_budget_bytes
+from .memory import (
+    _CPU_BATCH_PIXELS, _MEMORY_SAFETY, _MIB, _MIN_AUTO_TILE, _activation_bytes, _num_threads, default_memory_budget_bytes,
+    keep_freed_memory,
+)
 from .options import EngineOptions, _is_int
 from .precision import autocast_dtype, precision_name
 from .tiling import balanced_tile, tile_starts, tile_weights
@@ -28,7 +34,9 @@ CancelCallback = Callable[[], bool]
 
 
 class _Forward:
-    """``N x 1 x h x w`` float32 on the device -> ``N x 1 x (s h) x (s w)`` float32 (autocast, ensemble).
+    """``N x 1 x h x w`` float32 on the device -> ``N x 1 x (s h) x (s w)`` float32 (ensemble; reduced
+    precision either native -- ``module`` is a :func:`~MedSRLib.models.rewrites.reduced_precision_copy`
+    that casts once at its body's boundary, no autocast -- or under autocast).
 
     One-direction mode (``one_direction=True``, through-plane networks): the module is called as
     ``module(x, s)`` and returns ``N x 1 x (s h) x w`` (only the rows are upsampled); the self-ensemble
@@ -43,10 +51,11 @@ class _Forward:
         dtype: torch.dtype | None,
         channels_last: bool,
         ensemble: bool,
+        native: bool = False,
         one_direction: bool = False,
     ) -> None:
         self.module, self.scale, self.device, self.dtype = module, scale, device, dtype
-        self.channels_last, self.ensemble = channels_last, ensemble
+        self.channels_last, self.ensemble, self.native = channels_last, ensemble, native
         self.one_direction = bool(one_direction)
         #: (row factor, column factor) of the output.
         self.scale_hw: tuple[int, int] = (scale, 1) if one_direction else (scale, scale)
@@ -101,7 +110,7 @@ class _Forward:
             x = x.contiguous(memory_format=torch.channels_last)
         context = (
             torch.autocast(device_type=self.device.type, dtype=self.dtype)
-            if self.dtype is not None
+            if self.dtype is not None and not self.native
             else contextlib.nullcontext()
         )
         with context:
@@ -124,6 +133,17 @@ class _Forward:
 
 
 
+def _native_ready(module: nn.Module) -> bool:
+    """True for a network prepared by ``prepare_for_inference`` that names its fp32 image path."""
+    names = getattr(module, "full_precision_layers", None)
+    if not names:
+        return False
+    try:
+        return all(getattr(type(module.get_submodule(n)), "_medsr_full_precision", False) for n in names)
+    except AttributeError:
+        return False
+
+
 class _Runner:
     """State of one :func:`run_slices` call: device, batch, tile (all may change on out-of-memory)."""
 
@@ -137,12 +157,16 @@ class _Runner:
         min_lr_size: int,
         device: torch.device,
         dtype: torch.dtype | None,
+        model_name: str | None = None,
+        budget_share: float = 1.0,
         one_direction: bool = False,
     ) -> None:
-        self.module, self.scale, self.options, self.min_lr_size = module, scale, options, min_lr_size
+        self.budget_share = budget_share
+        self.base_module, self.scale, self.options, self.min_lr_size = module, scale, options, min_lr_size
         self.one_direction = one_direction
         self.scale_hw = (scale, 1) if one_direction else (scale, scale)
         self.n, self.h, self.w = shape
+        self.model_name = model_name
         self.min_tile = max(2 * options.tile_overlap, min_lr_size, _MIN_AUTO_TILE)
         self._use_device(device, dtype)
 
@@ -150,7 +174,13 @@ class _Runner:
     def _use_device(self, device: torch.device, dtype: torch.dtype | None) -> None:
         channels_last = self.options.channels_last and device.type in ("cpu", "cuda")
         self.device = device
-        self.module = _device._move(self.module.eval(), device, channels_last=channels_last)
+        # bf16 on a CPU for a prepared MedSR network (it names its fp32 image path and casts at its
+        # body's boundary): weights cast once, no autocast. Other modules run under autocast.
+        # (through-plane networks, called module(x, r), keep autocast: their bf16 error is not measured yet)
+        native = (dtype is not None and device.type == "cpu" and not self.one_direction
+                  and _native_ready(self.base_module))
+        module = reduced_precision_copy(self.base_module, dtype) if native else self.base_module
+        self.module = _device._move(module.eval(), device, channels_last=channels_last)
         self.forward = _Forward(
             self.module,
             scale=self.scale,
@@ -158,6 +188,7 @@ class _Runner:
             dtype=dtype,
             channels_last=channels_last,
             ensemble=self.options.ensemble,
+            native=native,
             one_direction=self.one_direction,
         )
         try:
@@ -179,6 +210,7 @@ class _Runner:
             budget = opts.memory_budget_mb * _MIB
         else:
             budget = default_memory_budget_bytes(self.device)
+        budget *= self.budget_share
         # activations + host copies of the input (4 B) and output (4 s^2 B, twice when tiled)
         per_pixel = _MEMORY_SAFETY * per_pixel + 4.0 + 8.0 * s2
         available = max(budget - constant, per_pixel)
@@ -237,7 +269,8 @@ class _Runner:
         logger.warning(message)
         _device._empty_cache(self.device)
         cpu = torch.device("cpu")
-        self._use_device(cpu, autocast_dtype("auto" if self.options.precision == "fp16" else self.options.precision, cpu))
+        precision = "auto" if self.options.precision == "fp16" else self.options.precision
+        self._use_device(cpu, autocast_dtype(precision, cpu, model=self.model_name, scale=self.scale))
 
     # -- processing
     def _read(self, slices: Any, start: int, stop: int) -> torch.Tensor:
@@ -335,10 +368,12 @@ def _run(
     progress: ProgressCallback | None,
     cancel: CancelCallback | None,
     min_lr_size: int,
+    model_name: str | None = None,
     one_direction: bool = False,
 ) -> tuple[Any, str]:
     """:func:`run_slices`, also returning the precision that ran last (``'fp32'``/``'bf16'``/``'fp16'``;
-    fp16 overflow and CPU fallback change it mid-run).
+    fp16 overflow and CPU fallback change it mid-run); ``model_name`` lets ``'auto'`` apply the
+    per-network bf16 rule (:func:`~.precision.resolve_precision`).
 
     ``one_direction``: a multi-factor one-direction (through-plane) module, called ``module(x, scale)``;
     the output stack is ``(n, scale h, w)`` (only the rows, the slices' coarse direction, upsampled)."""
@@ -357,7 +392,7 @@ def _run(
     if options.tile is not None and options.tile < min_lr_size:
         raise InputSizeError(f"tile {options.tile} px is smaller than the model's minimum input of {min_lr_size} px")
     device = _device.resolve_device(options.device)
-    dtype = autocast_dtype(options.precision, device)
+    dtype = autocast_dtype(options.precision, device, model=model_name, scale=int(scale))
     expected = (n, scale * h, w if one_direction else scale * w)
     if out is not None and tuple(getattr(out, "shape", expected)) != expected:
         layout = "(n, scale*h, w)" if one_direction else "(n, scale*h, scale*w)"
@@ -368,17 +403,113 @@ def _run(
         if progress is not None:
             progress(0, 0)
         return out, precision_name(dtype)
-    with _num_threads(options.threads), torch.inference_mode():
-        runner = _Runner(
-            module,
-            scale=int(scale),
-            shape=(n, h, w),
-            options=options,
-            min_lr_size=int(min_lr_size),
-            device=device,
-            dtype=dtype,
-            one_direction=bool(one_direction),
-        )
+    keep = keep_freed_memory() if device.type == "cpu" else contextlib.nullcontext()
+    with _num_threads(options.threads), torch.inference_mode(), keep:
+        def make(rows: int, share: float = 1.0) -> _Runner:
+            return _Runner(module, scale=int(scale), shape=(rows, h, w), options=options,
+                           min_lr_size=int(min_lr_size), device=device, dtype=dtype, model_name=model_name,
+                           budget_share=share, one_direction=bool(one_direction))
+
+        runner = make(n)
+        streams = _cpu_streams(runner, n)
+        if streams > 1:
+            bounds = [n * i // streams for i in range(streams + 1)]
+            runners = [make(b - a, 1.0 / streams) for a, b in zip(bounds, bounds[1:])]
+            if all(r.tile == runner.tile for r in runners):  # the memory budget holds every stream untiled
+                _run_streams(runners, bounds, slices, out, progress, cancel)
+                return out, precision_name(runners[0].forward.dtype)
         runner.run(slices, out, progress, cancel)
     return out, precision_name(runner.forward.dtype)
+
+
+#: Concurrent slice streams on a CPU with at least two threads (``MEDSR_CPU_STREAMS`` overrides: 1 =
+#: one stream using every thread). Each stream runs its share of the slices on
+#: ``threads // streams`` threads in a thread of this process (shared weights, no process start).
+DEFAULT_CPU_STREAMS = 1
+CPU_STREAMS_ENV = "MEDSR_CPU_STREAMS"
+
+
+def _cpu_streams(runner: "_Runner", n: int) -> int:
+    if runner.device.type != "cpu" or runner.forward.compiled is not None:
+        return 1
+    wanted = os.environ.get(CPU_STREAMS_ENV, "")
+    streams = int(wanted) if wanted.isdigit() and int(wanted) > 0 else DEFAULT_CPU_STREAMS
+    threads = torch.get_num_threads()
+    return max(1, min(streams, threads, n // max(1, runner.batch)))
+
+
+class _Range:
+    """Rows ``start:stop`` of a slice stack or an output (``len``, ``shape``, ``[a:b]`` read and write)."""
+
+    def __init__(self, data: Any, start: int, stop: int) -> None:
+        self.data, self.start, self.stop = data, start, stop
+        self.shape = (stop - start, *tuple(data.shape)[1:])
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, item: slice) -> Any:
+        return self.data[self.start + item.start : self.start + item.stop]
+
+    def __setitem__(self, item: slice, value: Any) -> None:
+        self.data[self.start + item.start : self.start + item.stop] = value
+
+
+def _run_streams(runners: list["_Runner"], bounds: list[int], slices: Any, out: Any,
+                 progress: ProgressCallback | None, cancel: CancelCallback | None) -> None:
+    """Run each runner on its row range in a worker thread at ``threads // len(runners)`` torch threads;
+    progress and cancel are called from this (the calling) thread only."""
+    import queue
+    import threading
+
+    total = bounds[-1]
+    events: "queue.Queue[tuple[int, int, BaseException | None]]" = queue.Queue()
+    stop = threading.Event()
+    done = [0] * len(runners)
+
+    def work(i: int) -> None:
+        error: BaseException | None = None
+        try:
+            with torch.inference_mode():
+                runners[i].run(_Range(slices, bounds[i], bounds[i + 1]), _Range(out, bounds[i], bounds[i + 1]),
+                               lambda d, _t: events.put((i, d, None)), lambda: stop.is_set())
+        except BaseException as exc:  # noqa: BLE001 -- handed to the calling thread
+            error = exc
+        events.put((i, -1, error))
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, previous // len(runners)))
+    workers = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(len(runners))]
+    try:
+        for t in workers:
+            t.start()
+        finished, errors = 0, []
+        while finished < len(workers):
+            try:
+                i, value, error = events.get(timeout=0.1)
+            except queue.Empty:
+                i, value, error = -1, 0, None
+            if cancel is not None and not stop.is_set() and cancel():  # polled after every batch, and 10/s
+                stop.set()
+            if i < 0:
+                continue
+            if value < 0:
+                finished += 1
+                if error is not None:
+                    errors.append(error)
+                    stop.set()
+                continue
+            done[i] = value
+            if progress is not None:
+                progress(sum(done), total)
+        for t in workers:
+            t.join()
+    finally:
+        stop.set()
+        torch.set_num_threads(previous)
+    if errors:
+        cancelled = [e for e in errors if not isinstance(e, CancelledError)]
+        if cancelled:
+            raise cancelled[0]
+        raise CancelledError(f"run cancelled after {sum(done)} of {total} slices")
 

@@ -27,7 +27,7 @@ from ..errors import OptionError
 from .base import ModelSpec, register
 from .blocks import EDSRUpsampler, PixelShuffleHead, conv1x1, conv3x3
 from .checks import check_lr_input, choice, positive_int
-from .rewrites import fold_weight_norm, register_in_place
+from .rewrites import fold_weight_norm, register_in_place, register_swap, to_body
 
 PAPER = "Zhao et al., Super-Resolution Network with Information Distillation and Multi-Scale Attention for Medical CT Image, Sensors 2021"
 
@@ -300,5 +300,22 @@ register(ModelSpec(
 # ------------------------------------------------------------------------------- inference rewrite
 
 register_in_place(MAB, mab_kxk_to_1x1, condition=lambda m: m.pool == "global" and m.pooled_conv == "kxk")
+
+
+class _InferenceIDMAN(IDMAN):
+    """:class:`IDMAN` whose body (groups and ``body_conv``) runs in the reduced dtype of a
+    ``reduced_precision_copy`` (input cast once, global skip added in fp32); fp32 unchanged."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_lr_input(x, model="IDMAN", min_size=self.min_size)
+        f0 = self.head(x)
+        u = self.upsample(self.body_conv(self.body(to_body(self, f0))).to(f0.dtype).add_(f0))
+        y = self.rec(u)
+        for _ in range(self.feedback_steps):
+            y = self.rec(u + y)
+        return y
+
+
+register_swap(IDMAN, _InferenceIDMAN)
 
 __all__ = ["IDMAN", "IDMAB", "IDMAG", "MAB", "apply_weight_norm", "fold_weight_norm", "mab_kxk_to_1x1"]

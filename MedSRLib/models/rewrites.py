@@ -16,7 +16,7 @@ Generic rewrites (this file; any network):
   layers (the ones that read the image, and those after the global skip that carry it to the
   output) run with autocast disabled on float32 inputs. A no-op in fp32; under bf16/fp16 autocast
   only the residual branch is rounded (bf16 vs fp32 on real CT, HU: RMSE 3.1-3.8 -> 0.2-1.1, max
-  15-27 -> 1.4-5; ``tests/test_engine_bf16_accuracy.py``).
+  15-27 -> 1.4-5 under autocast; ``tests/test_engine_bf16_accuracy.py``).
 
 Block- and paper-specific rewrites live beside the code they rewrite and register here:
 :func:`register_swap` (an exact inference subclass, with an optional weight rewrite before the swap)
@@ -24,12 +24,27 @@ and :func:`register_in_place` (an in-place change of matching modules, applied b
 ``blocks.py`` (ResBlock residual scale folded, NCAB pooled first), ``deform.py`` (memory format
 kept), ``idman.py`` (MAB centre taps), ``w2amsn.py`` (W2AMSB lambdas folded), ``mdrn.py`` (MDRN
 aggregation as a running sum, in-place skips). A network file that registers nothing still gets the
-generic rewrites. The result is in eval mode. Not for training: use a fresh ``ModelSpec.load``.
+generic rewrites.
+
+**Reduced precision without autocast** (:func:`reduced_precision_copy`, used by the engine for bf16 on
+a CPU): a copy of the prepared network whose body weights are cast once to bf16 while the
+``full_precision_layers`` keep fp32 weights and cast their inputs to fp32. Each network's inference
+forward (``_Inference*`` classes in its file) casts the body's input once (:func:`to_body`) and adds
+the global skip in fp32 (``body(x).to(f0.dtype).add_(f0)``); MDRN keeps its block-to-block residual
+stream in fp32 (``mdrn.reduced_block_chain``). Cheaper glue in the reduced body only (MDRN's
+contrast-aware statistic accumulated in fp32 from one copy, the attention applied in place), so fp32
+results stay bit-identical.
+A body layer that still receives another dtype casts its input to its weights' dtype (a safety net;
+``tests/test_engine_bf16_native.py`` checks that no op of the shipped networks mixes dtypes). The copy
+is cached per module and dtype and rebuilt when the module's weights change. The result is in eval
+mode. Not for training: use a fresh ``ModelSpec.load``.
 :class:`MedSRLib.engine.Predictor` calls :func:`prepare_for_inference` once per loaded network.
 """
 
 from __future__ import annotations
 
+import copy
+import weakref
 from typing import Any, Callable
 
 import torch
@@ -39,6 +54,9 @@ from torch.nn.utils import parametrize
 
 __all__ = [
     "add_",
+    "body_dtype",
+    "reduced_precision_copy",
+    "to_body",
     "fold_weight_norm",
     "pointwise_conv",
     "prepare_for_inference",
@@ -85,6 +103,72 @@ def prepare_for_inference(module: nn.Module) -> nn.Module:
 
 
 _REDUCED = (torch.bfloat16, torch.float16)
+
+#: Reduced copies per prepared module (weakly held): dtype -> (weights stamp, the copy).
+_REDUCED_COPIES: "weakref.WeakKeyDictionary[nn.Module, dict[torch.dtype, tuple[tuple, nn.Module]]]" = weakref.WeakKeyDictionary()
+
+
+def body_dtype(module: nn.Module) -> torch.dtype | None:
+    """The dtype ``module``'s body runs in: the reduced dtype inside a :func:`reduced_precision_copy`,
+    else None (the body runs in its input's dtype)."""
+    return getattr(module, "_medsr_body_dtype", None)
+
+
+def _cast_inputs_to_weights(m: nn.Module, args: tuple) -> tuple | None:
+    """Forward pre-hook of a reduced body layer: floating inputs of another dtype are cast to its weights'."""
+    dtype = next(m.parameters(recurse=False)).dtype
+    if all(not isinstance(a, torch.Tensor) or not a.is_floating_point() or a.dtype == dtype for a in args):
+        return None
+    return tuple(a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+
+
+def reduced_precision_copy(module: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """A copy of the prepared ``module`` for running without autocast in ``dtype`` (bf16 / fp16): the
+    body's parameters and buffers cast once, the ``full_precision_layers`` kept in fp32 (their inputs
+    cast up); cached per module and dtype (the copy is shared by every run of that module)."""
+    if dtype == torch.float32:
+        return module
+    cache = _REDUCED_COPIES.setdefault(module, {})
+    stamp = _weights_stamp(module)
+    if dtype in cache and cache[dtype][0] == stamp:
+        return cache[dtype][1]
+    reduced = copy.deepcopy(module)
+    keep: set[int] = set()
+    for name in getattr(reduced, "full_precision_layers", ()):
+        keep.update(id(m) for m in reduced.get_submodule(name).modules())
+    for m in reduced.modules():
+        if id(m) in keep:
+            continue
+        m._medsr_body_dtype = dtype
+        for name, p in list(m.named_parameters(recurse=False)):
+            if p.is_floating_point():
+                p.data = p.data.to(dtype)
+        for name, b in list(m.named_buffers(recurse=False)):
+            if b is not None and b.is_floating_point():
+                setattr(m, name, b.to(dtype))
+        if any(True for _ in m.parameters(recurse=False)):
+            m.register_forward_pre_hook(_cast_inputs_to_weights)
+    cache[dtype] = (stamp, reduced)
+    return reduced
+
+
+def _weights_stamp(module: nn.Module) -> tuple:
+    """Identity and in-place version of every parameter and buffer: a copy made from other weights
+    (an optimiser step, ``load_state_dict``) is never reused."""
+    return tuple((id(t), _version(t)) for t in (*module.parameters(), *module.buffers()))
+
+
+def _version(t: torch.Tensor) -> int:
+    try:
+        return t._version
+    except RuntimeError:  # an inference tensor has no version counter (and cannot change in place)
+        return -1
+
+
+def to_body(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` cast once to the dtype ``module``'s body runs in (``x`` itself outside a reduced copy)."""
+    dtype = body_dtype(module)
+    return x if dtype is None else x.to(dtype)
 
 
 def _run_in_full_precision(m: nn.Module) -> None:

@@ -28,6 +28,7 @@ from .base import ModelSpec, get_model, register
 from .blocks import EDSRUpsampler, ResBlock, SpatialAttention7, conv3x3
 from .deform import DeformConv2dV1
 from .checks import check_lr_input, positive_int
+from .rewrites import register_swap, to_body
 
 __all__ = [
     "DIAGNOSIS_OPTIONS",
@@ -53,9 +54,11 @@ class SRDA(nn.Module):
         offset_bias_init: ``'zero'`` (default) or ``'default'`` (PyTorch's random bias, as the code).
     """
 
-    #: Layers on the image path (the deformable head and its attention, and the upsampler and tail after the global skip): kept in fp32 under bf16/fp16 autocast
-    #: (``rewrites.prepare_for_inference``), so reduced precision only touches the residual branch.
-    full_precision_layers: tuple[str, ...] = ("dconv", "attention", "upsampler", "tail")
+    #: Layers that read and write the image (the deformable head -- its sampling positions must stay
+    #: exact -- with its attention, and the tail): kept in fp32 under bf16/fp16 (``rewrites``). The
+    #: upsampler (over half the MACs at x4) runs in the reduced dtype: bf16 vs fp32 on real CT, x4, max
+    #: 2.5 -> 3.1 HU with it.
+    full_precision_layers: tuple[str, ...] = ("dconv", "attention", "tail")
 
     def __init__(
         self,
@@ -284,6 +287,20 @@ def _srda(*, scale: int, **options: Any) -> SRDA:
 
 
 _COMMON: dict[str, Any] = dict(network="SRDA", paper=PAPER, modality="MR", scales=(4,), factory=_srda)
+
+
+class _InferenceSRDA(SRDA):
+    """:class:`SRDA` whose residual body and upsampler run in the reduced dtype of a
+    ``reduced_precision_copy`` (the global skip added in fp32 between them); fp32 unchanged."""
+
+    def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_lr_input(x, model="SRDA")
+        features, w_sr = self.attention(self.dconv(x))
+        features = self.body(to_body(self, features)).to(features.dtype).add_(features)  # skip in fp32
+        return self.tail(self.upsampler(to_body(self, features))), w_sr
+
+
+register_swap(SRDA, _InferenceSRDA)
 
 register(
     ModelSpec(

@@ -29,9 +29,10 @@ from ..resize import INTERPOLATIONS, interpolation_matrix
 from .base import ModelSpec, register
 from .blocks import conv1x1, conv3x3
 from .checks import check_lr_input, choice, positive_int
+from .rewrites import add_, body_dtype, register_swap
 from .dridsr import PAPER as DRIDSR_PAPER
 from .dridsr import HighFrequencyPath, LowFrequencyPath
-from .mdrn import FMDRB
+from .mdrn import FMDRB, _InferenceFMDRB, reduced_block_chain
 from .mdrn import PAPER as MDRN_PAPER
 
 #: Integer factors one network serves.
@@ -113,7 +114,7 @@ class ThroughPlaneNet(nn.Module):
         self.tails = nn.ModuleDict({str(r): conv3x3(channels, r) for r in self.scales})
         #: Layers on the image path (the ones reading the image, and the tails, whose output is added
         #: to the fp32 B-spline base): kept in fp32 under autocast (``rewrites.prepare_for_inference``).
-        image_layers = ("head",) if body == "mdrn" else ("low", "high.f1", "high.f2", "high.sobel")
+        image_layers = ("head",) if body == "mdrn" else ("low", "high.f1", "high.f2", "high.sobel", "high.f3")
         self.full_precision_layers = tuple(f"body.{n}" for n in image_layers) + tuple(f"tails.{r}" for r in self.scales)
         for tail in self.tails.values():  # start exactly at the B-spline base (zero residual)
             nn.init.zeros_(tail.weight)
@@ -135,6 +136,31 @@ class ThroughPlaneNet(nn.Module):
         residual = shuffle_rows(self.tails[str(r)](self.body(x)), r)
         return self.base(x.float(), r).to(residual.dtype) + residual
 
+
+
+class _InferenceMDRNBody(MDRNBody):
+    """:class:`MDRNBody` whose blocks and aggregation run in the reduced dtype of a
+    ``reduced_precision_copy`` (:func:`~.mdrn.reduced_block_chain`; skip ``+ F0`` in fp32, in place);
+    fp32 unchanged."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f0 = self.head(x)
+        dtype = body_dtype(self)
+        if dtype is None or not all(type(b) is _InferenceFMDRB for b in self.blocks):
+            return super().forward(x)
+        outs = [fb for _, fb in reduced_block_chain(self.blocks, f0, dtype)]  # blocks in bf16, stream in fp32
+        return self.aggregate(torch.cat(outs, dim=1)).to(f0.dtype).add_(f0)
+
+
+class _InferenceDRIDSRBody(DRIDSRBody):
+    """:class:`DRIDSRBody` with the two paths summed in place."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return add_(self.low(x), self.high(x))
+
+
+register_swap(MDRNBody, _InferenceMDRNBody)
+register_swap(DRIDSRBody, _InferenceDRIDSRBody)
 
 PAPERS = {"mdrn": MDRN_PAPER, "dridsr": DRIDSR_PAPER}
 #: The shipped body (measured fastest per slice on a CPU: dense 3x3 convs, see benchmarks/bench_throughplane.py).

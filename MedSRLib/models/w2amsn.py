@@ -22,7 +22,7 @@ from .base import ModelSpec, register
 from .blocks import NCAB, EDSRUpsampler, PixelShuffleHead, conv1x1, conv3x3
 from ..errors import OptionError
 from .checks import check_lr_input, positive_int
-from .rewrites import add_, register_swap, scale_conv_
+from .rewrites import add_, register_swap, scale_conv_, to_body
 
 __all__ = ["W2AMSB", "W2AMSN", "check_lr_input"]
 
@@ -250,3 +250,25 @@ def _fold_w2amsb(m: W2AMSB) -> None:
 
 
 register_swap(W2AMSB, _InferenceW2AMSB, rewrite=_fold_w2amsb)
+
+
+class _InferenceW2AMSN(W2AMSN):
+    """:class:`W2AMSN` whose blocks and global attention run in the reduced dtype of a
+    ``reduced_precision_copy`` (input cast once; ``global_fuse`` and the global skip in fp32); fp32
+    unchanged."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_lr_input(x, model="W2AMSN")
+        x_s = self.sfe(x)
+        h = to_body(self, x_s)
+        features = [h]
+        for i in range(self.n_blocks):
+            h = self.blocks[0 if self.share_block_weights else i](h)
+            features.append(h)
+        del h
+        x_a = self.global_attention(torch.cat(features, dim=1))
+        del features
+        return self.tail(self.upsampler(self.global_fuse(x_a).to(x_s.dtype).add_(x_s)))
+
+
+register_swap(W2AMSN, _InferenceW2AMSN)

@@ -34,7 +34,8 @@ and the batch halved; at batch 1 the tile side is halved (tiling starts) down to
 from __future__ import annotations
 
 import os
-from typing import Any
+
+from .._lazy import lazy_getattr
 
 # Transparent huge pages for PyTorch's large CPU tensors (docstring); must precede torch's first
 # allocation of >= 2 MiB to take effect, hence before the submodules import torch.
@@ -68,13 +69,7 @@ _LAZY_NAMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """The engine's public names, imported lazily from their submodule."""
-    if name in _LAZY_NAMES:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY_NAMES[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY_NAMES)
 
 
 __all__ = [

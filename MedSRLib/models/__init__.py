@@ -7,7 +7,7 @@ Use :func:`get_model` / :func:`list_models`; they import every model file on fir
 
 from __future__ import annotations
 
-from typing import Any
+from .._lazy import lazy_getattr
 
 #: Public names and the submodule that defines each. They are imported on first use (PEP 562), so
 #: torch-free submodules (:mod:`.cards`, read by ``medsr models``) load without importing torch.
@@ -22,13 +22,7 @@ _LAZY_NAMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    """The registry and interface names, imported lazily from their submodule."""
-    if name in _LAZY_NAMES:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY_NAMES[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY_NAMES)
 
 
 __all__ = sorted(_LAZY_NAMES)

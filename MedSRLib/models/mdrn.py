@@ -107,14 +107,18 @@ class FMDRB(nn.Module):
         self.cca = CCA(channels, positive_int("cca_reduction", cca_reduction))
         self.block_residual = bool(block_residual)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _distilled(self, x: torch.Tensor) -> torch.Tensor:
+        """The progressive distillation: the kept features of every step, fused (``N x C x H x W``)."""
         kept = []
         r = x
         for dist, remain in zip(self.distill, self.remain):
             kept.append(self.distill_act(dist(r)))
             r = remain(r)
         kept.append(self.last(r))
-        out = self.cca(self.esa(self.fuse(torch.cat(kept, dim=1))))
+        return self.fuse(torch.cat(kept, dim=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.cca(self.esa(self._distilled(x)))
         return self._add_residual(out, x) if self.block_residual else out
 
     def _add_residual(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -203,15 +207,7 @@ class _InferenceFMDRB(FMDRB):
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         """The block's output before its residual (a fresh tensor of ``x``'s dtype)."""
-        kept = []
-        r = x
-        for dist, remain in zip(self.distill, self.remain):
-            kept.append(self.distill_act(dist(r)))
-            r = remain(r)
-        kept.append(self.last(r))
-        del r
-        out = self.esa(self.fuse(torch.cat(kept, dim=1)))
-        del kept
+        out = self.esa(self._distilled(x))
         if type(self.cca) is not CCA:
             return self.cca(out)
         return out.mul_(self.cca.fc(_contrast(out, self.cca.eps).to(out.dtype)))

@@ -442,7 +442,8 @@ def _super_resolve_through_plane(
             unit = rules.to_network(volume.array)
             module, report = adapt_through_plane(module, unit, axis=facts.axis, factor=factor,
                                                  seconds=float(adapt_seconds or 0.0), iterations=adapt_iterations,
-                                                 thickness=facts.thickness / facts.spacing, seed=int(adapt_seed))
+                                                 thickness=facts.thickness / facts.spacing, seed=int(adapt_seed),
+                                                 threads=opts.threads)
             del unit
             adaptation = {"seconds": report.seconds, "iterations": report.iterations, "seed": report.seed,
                           "heldout_psnr_before": report.psnr_before, "heldout_psnr_after": report.psnr_after,
@@ -453,8 +454,10 @@ def _super_resolve_through_plane(
         else:
             predictor = Predictor(spec, r, weights=weights, options=opts, allow_untrained=allow_untrained)
     started = time.perf_counter()
+    projection: list[Any] = []
     fused = super_resolve_through_plane(volume.array, axis=facts.axis, factor=factor, predictor=predictor, n_out=n_out,
-                                        normalise=rules.to_network, progress=progress, cancel=cancel)
+                                        normalise=rules.to_network, progress=progress, cancel=cancel,
+                                        thickness=facts.thickness / facts.spacing, on_projection=projection.append)
     seconds = time.perf_counter() - started
     out = fused if dtype == np.float32 else np.empty(plan.output.shape, dtype=dtype)
     cut = others[0]
@@ -476,6 +479,7 @@ def _super_resolve_through_plane(
         "finish": None if n_out == r * n else f"cubic B-spline along axis {facts.axis} ({r * n} -> {n_out} samples)",
         "fusion": "mean of the two in-plane orientations",
         "profile": "gaussian (FWHM = thickness)",
+        "projection": projection[0].to_json() if projection else None,
         "adaptation": adaptation,
         "seconds": seconds,
     }

@@ -570,6 +570,11 @@ def summary_text(summary: dict[str, Any]) -> str:
         f"slice thickness {through['thickness_mm']:.4g} mm ({through['thickness_source']})"
         + (f", gap {through['gap_mm']:.3g} mm" if through["gap_mm"] > 0 else ""),
     ]
+    projection = through.get("projection")
+    if projection:
+        lines.append(f"projected onto the input ({projection['steps']} back-projection steps): mean |input - re-degraded "
+                     f"output| {projection['residual_before']:.4f} -> {projection['residual_after']:.4f} (0-1 units; "
+                     "before = the network's own consistency)")
     adapt = through.get("adaptation")
     if adapt:
         lines.append(f"adapted {adapt['seconds']:.1f} s ({adapt['iterations']} steps, seed {adapt['seed']}; repeat exactly "

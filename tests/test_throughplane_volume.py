@@ -55,12 +55,12 @@ def test_the_predictor_path_equals_the_direct_path_in_fp32(factor: float) -> Non
         torch.nn.init.normal_(p, std=0.05)
     vol = np.random.default_rng(0).random((9, 20, 17)).astype(np.float32)
     same = _predictor(net, channels_last=False, batch_size=16)
-    out = super_resolve_through_plane(vol, axis=0, factor=factor, predictor=same)
+    out = super_resolve_through_plane(vol, axis=0, factor=factor, predictor=same, project=0)
     reference = _direct(vol, same.module, axis=0, n_out=out.shape[0])
     assert np.array_equal(out, reference)
-    auto = super_resolve_through_plane(vol, axis=0, factor=factor, predictor=_predictor(net))
+    auto = super_resolve_through_plane(vol, axis=0, factor=factor, predictor=_predictor(net), project=0)
     np.testing.assert_allclose(auto, reference, atol=2e-6, rtol=0)
-    tiled = super_resolve_through_plane(vol, axis=0, factor=factor, predictor=_predictor(net, tile=12, tile_overlap=4))
+    tiled = super_resolve_through_plane(vol, axis=0, factor=factor, predictor=_predictor(net, tile=12, tile_overlap=4), project=0)
     # tiles blend (random weights on noise: seams differ, most voxels do not)
     assert tiled.shape == reference.shape and np.median(np.abs(tiled - reference)) < 1e-3
 
@@ -68,7 +68,7 @@ def test_the_predictor_path_equals_the_direct_path_in_fp32(factor: float) -> Non
 @pytest.mark.parametrize("axis", [0, 1, 2])
 def test_integer_factor_with_zero_tails_is_the_bspline_along_the_thick_axis(zero_tail_net, axis: int) -> None:
     vol = np.random.default_rng(axis).random((6, 7, 8)).astype(np.float32)
-    out = super_resolve_through_plane(vol, axis=axis, factor=3, predictor=zero_tail_net)
+    out = super_resolve_through_plane(vol, axis=axis, factor=3, predictor=zero_tail_net, project=0)
     shape = list(vol.shape)
     shape[axis] *= 3
     assert out.shape == tuple(shape) and out.dtype == np.float32
@@ -77,7 +77,7 @@ def test_integer_factor_with_zero_tails_is_the_bspline_along_the_thick_axis(zero
 
 def test_non_integer_factor_runs_ceil_and_finishes_with_the_bspline(zero_tail_net) -> None:
     vol = np.random.default_rng(5).random((8, 6, 5)).astype(np.float32)
-    out = super_resolve_through_plane(vol, axis=0, factor=4.6, predictor=zero_tail_net)
+    out = super_resolve_through_plane(vol, axis=0, factor=4.6, predictor=zero_tail_net, project=0)
     assert out.shape == (37, 6, 5)  # round(8 x 4.6)
     r_grid = interpolate_axis(vol.astype(np.float64), axis=0, n_out=40)
     np.testing.assert_allclose(out, np.tensordot(interpolation_matrix(40, 37), r_grid, axes=(1, 0)), atol=1e-5)
@@ -89,9 +89,9 @@ def test_orientations_are_fused_by_averaging() -> None:
     for p in net.tails.parameters():
         torch.nn.init.normal_(p, std=0.05)
     vol = np.random.default_rng(6).random((5, 6, 7)).astype(np.float32)
-    a = super_resolve_through_plane(vol, axis=0, factor=2, predictor=_predictor(net), fuse="first")
-    b = super_resolve_through_plane(vol, axis=0, factor=2, predictor=_predictor(net), fuse="second")
-    both = super_resolve_through_plane(vol, axis=0, factor=2, predictor=_predictor(net, batch_size=3))
+    a = super_resolve_through_plane(vol, axis=0, factor=2, predictor=_predictor(net), fuse="first", project=0)
+    b = super_resolve_through_plane(vol, axis=0, factor=2, predictor=_predictor(net), fuse="second", project=0)
+    both = super_resolve_through_plane(vol, axis=0, factor=2, predictor=_predictor(net, batch_size=3), project=0)
     assert not np.allclose(a, b, atol=1e-4)
     np.testing.assert_allclose(both, (a + b) / 2, atol=1e-5)
 
@@ -155,3 +155,59 @@ def test_adaptation_is_seeded_bounded_and_leaves_the_shipped_network_alone() -> 
         assert torch.equal(ta, tb), ka
     _, timed = adapt_through_plane(net, thick, **{**kw, "iterations": None, "seconds": 0.5})
     assert 0.5 <= timed.seconds < 5 and timed.iterations >= 1
+
+
+# ------------------------------------------------------------------ back-projection onto the input
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_projection_makes_the_output_re_degrade_to_the_input(axis: int) -> None:
+    """After the projection, the slice-profile degradation of the output is (nearly) the input: the
+    residual falls at least 4x in 3 steps, and what the report says is what the arrays show."""
+    from MedSRLib.resize import slice_profile_degrade
+    from MedSRLib.throughplane import project_onto_input
+
+    rng = np.random.default_rng(axis)
+    vol = rng.random((9, 10, 11)).astype(np.float32)
+    shape = list(vol.shape)
+    shape[axis] = 4 * vol.shape[axis] + 1  # a non-integer factor
+    out = rng.random(shape).astype(np.float32)
+    f = shape[axis] / vol.shape[axis]
+    before = float(np.abs(vol - slice_profile_degrade(out, axis=axis, factor=f)).mean())
+    report = project_onto_input(vol, out, axis=axis, steps=3)
+    after = float(np.abs(vol - slice_profile_degrade(out, axis=axis, factor=f)).mean())
+    assert report.residual_before == pytest.approx(before, rel=1e-4)
+    assert report.residual_after == pytest.approx(after, rel=1e-3)
+    assert after < before / 4
+
+
+def test_a_consistent_output_is_a_fixed_point_and_chunks_do_not_matter() -> None:
+    from MedSRLib.resize import slice_profile_degrade
+    from MedSRLib.throughplane import project_onto_input
+
+    rng = np.random.default_rng(7)
+    hr = rng.random((30, 8, 9)).astype(np.float32)
+    lr = slice_profile_degrade(hr, axis=0, factor=3.0, thickness=3.0 * 1.5)  # thickness 1.5 slice spacings
+    kept = hr.copy()
+    project_onto_input(lr, kept, axis=0, steps=3, thickness=1.5)
+    np.testing.assert_allclose(kept, hr, atol=1e-5)  # D hr = lr already: nothing to correct
+    noisy = hr + rng.normal(0, 0.1, hr.shape).astype(np.float32)
+    one, many = noisy.copy(), noisy.copy()
+    project_onto_input(lr, one, axis=0, steps=2, thickness=1.5, chunk=1)
+    project_onto_input(lr, many, axis=0, steps=2, thickness=1.5, chunk=16)
+    np.testing.assert_allclose(one, many, atol=1e-6)
+    assert not np.allclose(one, noisy, atol=1e-3)
+
+
+def test_the_network_path_projects_by_default_and_reports_it(zero_tail_net) -> None:
+    """``super_resolve_through_plane`` projects (PROJECT_STEPS) unless ``project=0``; the report reaches
+    ``on_projection``; with zero tails (B-spline base) the projection changes the output."""
+    from MedSRLib.throughplane import PROJECT_STEPS
+
+    vol = np.random.default_rng(9).random((6, 7, 8)).astype(np.float32)
+    seen = []
+    projected = super_resolve_through_plane(vol, axis=0, factor=3, predictor=zero_tail_net, on_projection=seen.append)
+    plain = super_resolve_through_plane(vol, axis=0, factor=3, predictor=zero_tail_net, project=0)
+    assert len(seen) == 1 and seen[0].steps == PROJECT_STEPS > 0
+    assert seen[0].residual_after < seen[0].residual_before
+    assert not np.allclose(projected, plain, atol=1e-4)

@@ -218,7 +218,9 @@ def free_cpu_count(sample_seconds: float = 0.25) -> int:
 
 
 @contextlib.contextmanager
-def _num_threads(threads: int | str | None) -> Iterator[None]:
+def cpu_threads(threads: int | str | None) -> Iterator[None]:
+    """Run the ``with`` block with ``threads`` PyTorch CPU threads (``'auto'``: the free cores; None:
+    unchanged), restoring the previous count after."""
     if threads is None:
         yield
         return

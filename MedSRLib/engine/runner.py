@@ -20,7 +20,7 @@ from ..models.rewrites import reduced_precision_copy
 from ..errors import CancelledError, InputSizeError, ModelOutputError, OptionError, ScaleError, UnsupportedImageError
 from . import device as _device
 from .memory import (
-    _CPU_BATCH_PIXELS, _MEMORY_SAFETY, _MIB, _MIN_AUTO_TILE, _activation_bytes, _num_threads, default_memory_budget_bytes,
+    _CPU_BATCH_PIXELS, _MEMORY_SAFETY, _MIB, _MIN_AUTO_TILE, _activation_bytes, cpu_threads, default_memory_budget_bytes,
     keep_freed_memory,
 )
 from .options import EngineOptions, _is_int
@@ -404,7 +404,7 @@ def _run(
             progress(0, 0)
         return out, precision_name(dtype)
     keep = keep_freed_memory() if device.type == "cpu" else contextlib.nullcontext()
-    with _num_threads(options.threads), torch.inference_mode(), keep:
+    with cpu_threads(options.threads), torch.inference_mode(), keep:
         def make(rows: int, share: float = 1.0) -> _Runner:
             return _Runner(module, scale=int(scale), shape=(rows, h, w), options=options,
                            min_lr_size=int(min_lr_size), device=device, dtype=dtype, model_name=model_name,

@@ -574,7 +574,10 @@ def summary_text(summary: dict[str, Any]) -> str:
     if projection:
         lines.append(f"projected onto the input ({projection['steps']} back-projection steps): mean |input - re-degraded "
                      f"output| {projection['residual_before']:.4f} -> {projection['residual_after']:.4f} (0-1 units; "
-                     "before = the network's own consistency)")
+                     f"before = the network's own consistency; cubic B-spline {projection['bspline_residual']:.4f})")
+        if projection["suspect"]:
+            lines.append("WARNING: the network output was less consistent with the input than cubic B-spline "
+                         "interpolation: inspect it before use (a wrong network or weights, or a slice profile far from Gaussian)")
     adapt = through.get("adaptation")
     if adapt:
         lines.append(f"adapted {adapt['seconds']:.1f} s ({adapt['iterations']} steps, seed {adapt['seed']}; repeat exactly "

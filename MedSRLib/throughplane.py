@@ -197,14 +197,23 @@ def super_resolve_through_plane(
 @dataclass(frozen=True)
 class ProjectionReport:
     """What :func:`project_onto_input` did. ``residual_*``: mean |input - degrade(output)| in [0, 1]
-    units before and after (before = the network output's own consistency with the input)."""
+    units before and after (before = the network output's own consistency with the input);
+    ``bspline_residual``: the same for cubic B-spline interpolation of the input (the shipped networks
+    measured 3.5-4.8x below it on the isotropic-mr volumes at 3-7 mm; a network output above it is suspect)."""
 
     steps: int
     residual_before: float
     residual_after: float
+    bspline_residual: float
+
+    @property
+    def suspect(self) -> bool:
+        """The network output was less consistent with the input than cubic B-spline interpolation."""
+        return self.residual_before > self.bspline_residual
 
     def to_json(self) -> dict[str, Any]:
-        return {"steps": self.steps, "residual_before": self.residual_before, "residual_after": self.residual_after}
+        return {"steps": self.steps, "residual_before": self.residual_before, "residual_after": self.residual_after,
+                "bspline_residual": self.bspline_residual, "suspect": self.suspect}
 
 
 def _projection_matrices(n: int, n_out: int, steps: int, thickness: float, profile: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -249,7 +258,8 @@ def project_onto_input(
     degrade, keep, add = _projection_matrices(n, n_out, int(steps), rel, profile)
     cut = [a for a in (0, 1, 2) if a != axis][0]
     src, dst = np.moveaxis(array_zyx, cut, 0), np.moveaxis(out, cut, 0)
-    before = after = 0.0
+    up = interpolation_matrix(n, n_out, "bspline3")
+    before = after = reference = 0.0
     count = 0
     thick = 1 + ([a for a in (0, 1, 2) if a != cut].index(axis))  # the thick axis of a chunk (cut axis first)
     for k in range(0, src.shape[0], chunk):
@@ -259,9 +269,11 @@ def project_onto_input(
         before += float(np.abs(x - apply_along_axis(y, degrade, thick)).sum())
         y = apply_along_axis(y, keep, thick) + apply_along_axis(x, add, thick)
         after += float(np.abs(x - apply_along_axis(y, degrade, thick)).sum())
+        reference += float(np.abs(x - apply_along_axis(apply_along_axis(x, up, thick), degrade, thick)).sum())
         count += x.size
         dst[k : k + chunk] = y
-    return ProjectionReport(int(steps), before / max(count, 1), after / max(count, 1))
+    count = max(count, 1)
+    return ProjectionReport(int(steps), before / count, after / count, reference / count)
 
 
 # --------------------------------------------------------------------------------------------------

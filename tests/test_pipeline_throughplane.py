@@ -229,6 +229,9 @@ def test_cli_run_json_and_text_say_plane_axis_factor_model_thickness(tiny_weight
     assert summary["factor"] == pytest.approx(4.8 / 1.015625, rel=0.01)
     tp = summary["through_plane"]
     assert tp["network_factor"] == 5 and tp["thickness_assumed"] and tp["thickness_mm"] == pytest.approx(4.8)
+    projection = tp["projection"]  # back-projected onto the input; the network's own residual kept
+    assert projection["steps"] == 3 and projection["residual_after"] < projection["residual_before"]
+    assert projection["bspline_residual"] > 0 and isinstance(projection["suspect"], bool)
     assert summary["consistency"]["plane"] == "through" and "slice profile" in summary["consistency"]["degradation"]
     assert read_volume(out).shape == tuple(summary["output_shape_zyx"])
     record = json.loads((tmp_path / "sr.medsr.json").read_text())  # the provenance sidecar
@@ -239,6 +242,7 @@ def test_cli_run_json_and_text_say_plane_axis_factor_model_thickness(tiny_weight
     text = capsys.readouterr().out
     assert "through-plane tp-dridsr along array axis 2, factor 3" in text
     assert "slice thickness 4.8 mm (assumed = slice spacing)" in text
+    assert "projected onto the input (3 back-projection steps)" in text
 
 
 def test_cli_check_infers_a_through_plane_pair(tiny_weights, small_thick_mr, tmp_path, capsys) -> None:

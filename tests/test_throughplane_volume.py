@@ -211,3 +211,21 @@ def test_the_network_path_projects_by_default_and_reports_it(zero_tail_net) -> N
     assert len(seen) == 1 and seen[0].steps == PROJECT_STEPS > 0
     assert seen[0].residual_after < seen[0].residual_before
     assert not np.allclose(projected, plain, atol=1e-4)
+
+
+def test_projection_reports_the_bspline_reference_and_flags_an_inconsistent_output() -> None:
+    """A smooth consistent-ish output is not suspect; noise far from the input is (its residual is
+    above cubic B-spline's)."""
+    from MedSRLib.resize import interpolate_axis, slice_profile_degrade
+    from MedSRLib.throughplane import project_onto_input
+
+    rng = np.random.default_rng(11)
+    hr = np.cumsum(np.cumsum(rng.random((40, 12, 12)), axis=0), axis=1).astype(np.float32)
+    hr /= hr.max()
+    lr = slice_profile_degrade(hr, axis=0, factor=4.0)
+    good = project_onto_input(lr, hr.copy(), axis=0)
+    bad = project_onto_input(lr, rng.random(hr.shape).astype(np.float32), axis=0)
+    reference = float(np.abs(lr - slice_profile_degrade(interpolate_axis(lr, axis=0, n_out=40), axis=0, factor=4.0)).mean())
+    assert good.bspline_residual == pytest.approx(reference, rel=1e-4) == bad.bspline_residual
+    assert not good.suspect and bad.suspect
+    assert good.to_json()["suspect"] is False and bad.to_json()["bspline_residual"] == bad.bspline_residual

@@ -265,3 +265,15 @@ def test_a_through_plane_run_ignores_the_in_plane_models_scale(medsr, tp_weights
     assert problem is None or problem.startswith("No through-plane weights for MR")
     output = logic.process(node, model="mdrn", scale=3, plane="auto", weights=tp_weights, engine=FP32_CPU, check=False)
     assert logic.lastRunInfo["model"] == "tp-dridsr" and output.GetImageData().GetDimensions() == (24, 20, SLICES_OUT)
+
+
+def test_notes_warn_when_the_network_output_was_less_consistent_than_the_bspline(medsr) -> None:
+    from MedSRSlicerLib import reporting
+
+    def run(suspect: bool) -> dict:
+        return {"plane": "through", "through_plane": {"thickness_assumed": False, "projection": {
+            "steps": 3, "residual_before": 0.02 if suspect else 0.002, "residual_after": 0.001,
+            "bspline_residual": 0.01, "suspect": suspect}}}
+
+    assert not any("less consistent" in n for n in reporting.throughPlaneNotes(run(False)))
+    assert any("less consistent with the input than cubic B-spline" in n for n in reporting.throughPlaneNotes(run(True)))

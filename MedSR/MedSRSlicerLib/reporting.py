@@ -133,13 +133,18 @@ def describeRun(runInfo: Optional[dict]) -> str:
 
 def throughPlaneNotes(runInfo: dict) -> list:
     """One-line notes of a through-plane run, from the output's ``metadata["medsr"]["through_plane"]``: the
-    slice thickness when MedSRLib assumed it, and what a per-volume adaptation did ([] for other runs)."""
+    slice thickness when MedSRLib assumed it, a warning when the network output was less consistent with the
+    input than cubic B-spline (``projection.suspect``), and what a per-volume adaptation did ([] for other runs)."""
     through = runInfo.get("through_plane") if runInfo.get("plane") == "through" else None
     if not through:
         return []
     notes = []
     if through.get("thickness_assumed"):
         notes.append(f"Slice thickness assumed = slice spacing ({float(through['thickness_mm']):.3g} mm).")
+    projection = through.get("projection")
+    if projection and projection.get("suspect"):
+        notes.append("Warning: the network output was less consistent with the input than cubic B-spline "
+                     "interpolation; inspect it before use.")
     adaptation = through.get("adaptation")
     if adaptation:
         notes.append(f"Adapted for {float(adaptation['seconds']):.0f} s ({adaptation['iterations']} steps): "

@@ -451,7 +451,7 @@ def _cmd_evaluate_through_plane(args: argparse.Namespace, options: Any) -> int:
         if row["adaptation"]:
             ad = row["adaptation"]
             print(f"{'':14}adapted {ad['seconds']:.1f} s ({ad['iterations']} steps, seed {ad['seed']}): held-back "
-                  f"{ad['heldout_psnr_before']:.2f} -> {ad['heldout_psnr_after']:.2f} dB")
+                  f"{ad['heldout_psnr_before']:.2f} -> {ad['heldout_psnr_after']:.2f} dB (weights of step {ad['kept_step']} kept)")
     print(f"scores: {rows[0]['convention']}; mask: {rows[0]['mask_fraction']:.1%} of the voxels")
     return 0
 

@@ -288,7 +288,8 @@ def evaluate_thick_slices(
             "seconds": dict(ev.seconds),
             "adaptation": None if report is None else {
                 "seconds": report.seconds, "iterations": report.iterations, "seed": report.seed,
-                "heldout_psnr_before": report.psnr_before, "heldout_psnr_after": report.psnr_after},
+                "heldout_psnr_before": report.psnr_before, "heldout_psnr_after": report.psnr_after,
+                "kept_step": report.kept_step},
             "convention": ev.convention,
         })
     return rows

@@ -583,5 +583,6 @@ def summary_text(summary: dict[str, Any]) -> str:
         lines.append(f"adapted {adapt['seconds']:.1f} s ({adapt['iterations']} steps, seed {adapt['seed']}; repeat exactly "
                      f"with --adapt-iterations {adapt['iterations']}): held-back patches {adapt['heldout_psnr_before']:.2f}"
                      f" -> {adapt['heldout_psnr_after']:.2f} dB ({adapt['heldout_gain_db']:+.2f} dB; cubic B-spline "
-                     f"{adapt['heldout_bspline_psnr']:.2f} dB)")
+                     f"{adapt['heldout_bspline_psnr']:.2f} dB); kept the weights of step {adapt['kept_step']}"
+                     + (" (the shipped ones: adaptation did not help its held-back patches)" if adapt["kept_step"] == 0 else ""))
     return "\n".join(lines)

@@ -331,8 +331,9 @@ def cut_batch(planes: list[np.ndarray], rng: np.random.Generator, *, n: int, r: 
 
 @dataclass
 class AdaptationReport:
-    """What :func:`adapt_through_plane` did: wall time, iterations, and the L1/PSNR on its own
-    held-back patches (in-plane slices it never trained on) before and after."""
+    """What :func:`adapt_through_plane` did: wall time, iterations, and the PSNR on its own held-back
+    patches (in-plane slices it never trained on) before and after; ``kept_step``: the step whose
+    weights were kept (best held-back score; 0 = the shipped weights, -1 = not recorded)."""
 
     seconds: float
     iterations: int
@@ -344,6 +345,7 @@ class AdaptationReport:
     psnr_after: float
     bspline_psnr: float
     seed: int
+    kept_step: int = -1
 
     @property
     def gain_db(self) -> float:
@@ -371,6 +373,7 @@ def adapt_through_plane(
     n_heldout: int = 64,
     min_std: float = 0.02,
     threads: int | str | None = None,
+    check_every: int = 200,
 ) -> tuple[nn.Module, AdaptationReport]:
     """Fine-tune a copy of a through-plane network on the volume's own in-plane slices (SMORE/ECLARE's
     self-supervision, warm-started from the shipped weights so that minutes on a CPU are enough).
@@ -387,14 +390,21 @@ def adapt_through_plane(
         factor: slice spacing / target spacing (as for :func:`super_resolve_through_plane`).
         seconds: wall-time bound of the training loop (the held-back scoring is not counted).
         iterations: run exactly this many steps instead (reproducible to the bit on one machine:
-            the report of a timed run gives the count to repeat it).
+            a timed run fixes its step count from the speed of its first steps, and its report gives
+            the count that repeats it).
         seed: seeds the patches (numpy) and torch.
-        learning_rate: Adam's initial step; ``schedule``: ``'cosine'`` (decays to 0 over the run, by
-            wall time or by ``iterations``) or ``'constant'``. Measured with the stage-1 shipped
+        learning_rate: Adam's initial step; ``schedule``: ``'cosine'`` (decays to 0 over the run's
+            steps, see :func:`_adapt_loop`) or ``'constant'``. Measured with the stage-1 shipped
             tp-dridsr on seg3d-mr at 5 mm, 800 steps, 1 thread: +2.70 dB over cubic B-spline with a
             constant 5e-4, +2.72 cosine 5e-4, +2.75 cosine 1e-3, +2.75 cosine 2e-3; 2400 steps cosine
             1e-3 +2.84 (shipped weights alone +1.90; no back-projection in these figures).
         threads: PyTorch CPU threads for the loop (:func:`MedSRLib.engine.cpu_threads`; None: as set).
+        check_every: steps between scorings of the held-back patches; the weights that scored best
+            (the shipped ones included, step 0) are returned (early stopping: on the small
+            sct-spine t1w volume the held-back score peaked early and fell with more steps, and the
+            last weights were worse than the shipped ones on ground truth). Scoring time is not
+            counted in ``seconds``, and a timed run and ``iterations`` = its step count check at the
+            same steps, so they return the same weights.
 
     Returns:
         ``(adapted network in eval mode, AdaptationReport)``.
@@ -430,24 +440,59 @@ def adapt_through_plane(
     opt = torch.optim.Adam(params, lr=learning_rate)
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"schedule must be 'cosine' or 'constant'; got {schedule!r}")
+    best = {"psnr": before, "step": 0, "state": copy.deepcopy(adapted.state_dict())}
+
+    def keep_best(step: int) -> None:
+        """Score the held-back patches; keep the weights when they are the best so far (early stopping)."""
+        psnr = held_psnr(adapted)
+        adapted.train()
+        if psnr > best["psnr"]:
+            best.update(psnr=psnr, step=step, state=copy.deepcopy(adapted.state_dict()))
+
     adapted.train()
     with cpu_threads(threads):
         steps, elapsed = _adapt_loop(adapted, opt, train, rng, iterations=iterations, seconds=seconds, schedule=schedule,
                                      learning_rate=learning_rate, batch=batch, r=r, t_hr=t_hr, profile=profile,
-                                     lr_rows=lr_rows, cols=cols, min_std=min_std)
-        after = held_psnr(adapted)
+                                     lr_rows=lr_rows, cols=cols, min_std=min_std, check=keep_best, check_every=check_every)
+        keep_best(steps)
+    adapted.load_state_dict(best["state"])
     adapted.eval()
-    return adapted, AdaptationReport(elapsed, steps, r, t_hr, len(train), len(val_lr), before, after, reference, seed)
+    return adapted, AdaptationReport(elapsed, steps, r, t_hr, len(train), len(val_lr), before, best["psnr"], reference,
+                                     seed, kept_step=int(best["step"]))
+
+
+#: Timed adaptation: the run's length is fixed at this step from the speed of the steps after
+#: :data:`ADAPT_WARMUP_STEPS` (its cosine schedule then runs over a known number of steps, so
+#: ``iterations`` = that number repeats a timed run exactly).
+ADAPT_FIT_STEPS = 20
+#: First steps left out of the speed estimate (allocator and kernel warm-up are slower).
+ADAPT_WARMUP_STEPS = 5
 
 
 def _adapt_loop(adapted: nn.Module, opt: torch.optim.Optimizer, train: list[np.ndarray], rng: np.random.Generator, *,
                 iterations: int | None, seconds: float, schedule: str, learning_rate: float, batch: int, r: int,
-                t_hr: float, profile: str, lr_rows: int, cols: int, min_std: float) -> tuple[int, float]:
-    """The adaptation's training steps (bounded by ``iterations`` or ``seconds``): ``(steps, seconds)``."""
-    start, steps = time.perf_counter(), 0
-    while (steps < iterations) if iterations is not None else (time.perf_counter() - start < seconds):
-        if schedule == "cosine":
-            done = steps / iterations if iterations is not None else (time.perf_counter() - start) / max(seconds, 1e-9)
+                t_hr: float, profile: str, lr_rows: int, cols: int, min_std: float,
+                check: Callable[[int], None], check_every: int) -> tuple[int, float]:
+    """The adaptation's training steps: ``iterations``, or (timed) as many as ``seconds`` allows at the
+    speed of steps :data:`ADAPT_WARMUP_STEPS`-:data:`ADAPT_FIT_STEPS` (stopped at 1.5 x ``seconds`` should the machine
+    slow down). The learning rate is constant for the first ADAPT_FIT_STEPS steps, then (``'cosine'``)
+    decays to 0 at the last step. ``check(step)`` after every ``check_every`` steps (time not counted).
+    Returns ``(steps, seconds)``."""
+    start, steps, planned, warm = time.perf_counter(), 0, iterations, 0.0
+    while planned is None or steps < planned:
+        elapsed = time.perf_counter() - start
+        if planned is None:
+            if elapsed >= seconds:
+                break
+            if steps == ADAPT_WARMUP_STEPS:
+                warm = elapsed
+            if steps == ADAPT_FIT_STEPS:
+                per_step = (elapsed - warm) / (ADAPT_FIT_STEPS - ADAPT_WARMUP_STEPS)
+                planned = steps + max(1, int((seconds - elapsed) / max(per_step, 1e-9)))
+        elif iterations is None and elapsed >= 1.5 * seconds:
+            break
+        if schedule == "cosine" and planned is not None and steps >= ADAPT_FIT_STEPS:
+            done = (steps - ADAPT_FIT_STEPS) / max(1, planned - ADAPT_FIT_STEPS)
             for group in opt.param_groups:
                 group["lr"] = learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
         lr_t, hr_t = cut_batch(train, rng, n=batch, r=r, thickness=t_hr, profile=profile, lr_rows=lr_rows, cols=cols,
@@ -457,6 +502,10 @@ def _adapt_loop(adapted: nn.Module, opt: torch.optim.Optimizer, train: list[np.n
         loss.backward()
         opt.step()
         steps += 1
+        if steps % check_every == 0 and (planned is None or steps < planned):
+            paused = time.perf_counter()
+            check(steps)
+            start += time.perf_counter() - paused
     return steps, time.perf_counter() - start
 
 

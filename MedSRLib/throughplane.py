@@ -464,9 +464,9 @@ def adapt_through_plane(
 #: Timed adaptation: the run's length is fixed at this step from the speed of the steps after
 #: :data:`ADAPT_WARMUP_STEPS` (its cosine schedule then runs over a known number of steps, so
 #: ``iterations`` = that number repeats a timed run exactly).
-ADAPT_FIT_STEPS = 20
+ADAPT_FIT_STEPS = 60
 #: First steps left out of the speed estimate (allocator and kernel warm-up are slower).
-ADAPT_WARMUP_STEPS = 5
+ADAPT_WARMUP_STEPS = 20
 
 
 def _adapt_loop(adapted: nn.Module, opt: torch.optim.Optimizer, train: list[np.ndarray], rng: np.random.Generator, *,

@@ -286,10 +286,7 @@ def evaluate_thick_slices(
             "scores": {k: {"psnr": s.psnr, "ssim": s.ssim} for k, s in ev.scores.items()},
             "gain_db": {k: ev.gain(k) for k in ev.scores if k != "bspline3"},
             "seconds": dict(ev.seconds),
-            "adaptation": None if report is None else {
-                "seconds": report.seconds, "iterations": report.iterations, "seed": report.seed,
-                "heldout_psnr_before": report.psnr_before, "heldout_psnr_after": report.psnr_after,
-                "kept_step": report.kept_step},
+            "adaptation": None if report is None else report.to_json(),
             "convention": ev.convention,
         })
     return rows

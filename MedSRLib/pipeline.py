@@ -445,11 +445,7 @@ def _super_resolve_through_plane(
                                                  thickness=facts.thickness / facts.spacing, seed=int(adapt_seed),
                                                  threads=opts.threads)
             del unit
-            adaptation = {"seconds": report.seconds, "iterations": report.iterations, "seed": report.seed,
-                          "heldout_psnr_before": report.psnr_before, "heldout_psnr_after": report.psnr_after, "kept_step": report.kept_step,
-                          "heldout_gain_db": report.gain_db, "heldout_bspline_psnr": report.bspline_psnr,
-                          "heldout_patches": report.n_heldout_patches, "train_slices": report.n_train_slices,
-                          "network_factor": report.r}
+            adaptation = report.to_json()
             predictor = Predictor(spec, r, module=module, options=opts)
         else:
             predictor = Predictor(spec, r, weights=weights, options=opts, allow_untrained=allow_untrained)

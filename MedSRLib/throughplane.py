@@ -352,6 +352,13 @@ class AdaptationReport:
         """PSNR after minus before on the held-back patches (dB)."""
         return self.psnr_after - self.psnr_before
 
+    def to_json(self) -> dict[str, Any]:
+        """The report as written in run metadata, JSON summaries and evaluation rows."""
+        return {"seconds": self.seconds, "iterations": self.iterations, "seed": self.seed,
+                "heldout_psnr_before": self.psnr_before, "heldout_psnr_after": self.psnr_after,
+                "kept_step": self.kept_step, "heldout_gain_db": self.gain_db, "heldout_bspline_psnr": self.bspline_psnr,
+                "heldout_patches": self.n_heldout_patches, "train_slices": self.n_train_slices, "network_factor": self.r}
+
 
 def adapt_through_plane(
     net: nn.Module,

@@ -272,7 +272,8 @@ def evaluate_thick_slices(
             def adapted(lr: np.ndarray, n_out: int, factor: float = factor) -> np.ndarray:
                 base = spec.load(max(spec.scales), weights=weights, allow_untrained=allow_untrained)
                 tuned, report = adapt_through_plane(base, lr, axis=a, factor=factor, seconds=float(adapt_seconds or 0.0),
-                                                    iterations=adapt_iterations, seed=0, threads=opts.threads)
+                                                    iterations=adapt_iterations, seed=0, threads=opts.threads,
+                                                    precision=opts.precision)
                 reports["adapted"] = report
                 return super_resolve_through_plane(lr, axis=a, factor=factor, n_out=n_out,
                                                    predictor=Predictor(spec, report.r, module=tuned, options=opts))

@@ -443,7 +443,7 @@ def _super_resolve_through_plane(
             module, report = adapt_through_plane(module, unit, axis=facts.axis, factor=factor,
                                                  seconds=float(adapt_seconds or 0.0), iterations=adapt_iterations,
                                                  thickness=facts.thickness / facts.spacing, seed=int(adapt_seed),
-                                                 threads=opts.threads)
+                                                 threads=opts.threads, precision=opts.precision)
             del unit
             adaptation = report.to_json()
             predictor = Predictor(spec, r, module=module, options=opts)

@@ -509,7 +509,8 @@ def run_volume(
         written = write_dicom_series(result, target, inputs=[input_path])
         write_sidecar(written, record, overwrite=replace_dicom)
     else:
-        written = write_volume(result, target, inputs=[input_path], overwrite=overwrite, provenance=record)
+        threads = opts.engine.threads if isinstance(opts.engine.threads, int) else None
+        written = write_volume(result, target, inputs=[input_path], overwrite=overwrite, provenance=record, threads=threads)
     difference = None
     if diff_target is not None and report is not None and report.difference is not None:
         write_volume(report.difference, diff_target, inputs=[input_path], overwrite=overwrite)

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from .engine.memory import cpu_threads
+from .engine.precision import resolve_precision
 from .errors import GeometryError, InputSizeError, ScaleError, UnsupportedImageError
 from .resize import apply_along_axis, interpolate_axis, interpolation_matrix, lr_length, slice_profile_degrade, slice_profile_matrix
 
@@ -346,6 +347,7 @@ class AdaptationReport:
     bspline_psnr: float
     seed: int
     kept_step: int = -1
+    precision: str = "fp32"
 
     @property
     def gain_db(self) -> float:
@@ -357,7 +359,8 @@ class AdaptationReport:
         return {"seconds": self.seconds, "iterations": self.iterations, "seed": self.seed,
                 "heldout_psnr_before": self.psnr_before, "heldout_psnr_after": self.psnr_after,
                 "kept_step": self.kept_step, "heldout_gain_db": self.gain_db, "heldout_bspline_psnr": self.bspline_psnr,
-                "heldout_patches": self.n_heldout_patches, "train_slices": self.n_train_slices, "network_factor": self.r}
+                "heldout_patches": self.n_heldout_patches, "train_slices": self.n_train_slices, "network_factor": self.r,
+                "precision": self.precision}
 
 
 def adapt_through_plane(
@@ -381,6 +384,7 @@ def adapt_through_plane(
     min_std: float = 0.02,
     threads: int | str | None = None,
     check_every: int = 200,
+    precision: str = "auto",
 ) -> tuple[nn.Module, AdaptationReport]:
     """Fine-tune a copy of a through-plane network on the volume's own in-plane slices (SMORE/ECLARE's
     self-supervision, warm-started from the shipped weights so that minutes on a CPU are enough).
@@ -412,6 +416,10 @@ def adapt_through_plane(
             last weights were worse than the shipped ones on ground truth). Scoring time is not
             counted in ``seconds``, and a timed run and ``iterations`` = its step count check at the
             same steps, so they return the same weights.
+        precision: the training steps' precision, as the engine's (``'auto'``: bf16 autocast with fp32
+            master weights on a CPU with native bf16, else fp32; ``'fp32'``, ``'bf16'``). bf16 runs
+            more steps in the same seconds (AMD EPYC, 1 thread: see ``ADAPT_BF16_NOTE``); the held-back
+            scoring always runs in fp32.
 
     Returns:
         ``(adapted network in eval mode, AdaptationReport)``.
@@ -456,16 +464,20 @@ def adapt_through_plane(
         if psnr > best["psnr"]:
             best.update(psnr=psnr, step=step, state=copy.deepcopy(adapted.state_dict()))
 
+    ran = resolve_precision(precision, torch.device("cpu"))
+    if ran == "fp16":
+        ran = "fp32"
     adapted.train()
     with cpu_threads(threads):
         steps, elapsed = _adapt_loop(adapted, opt, train, rng, iterations=iterations, seconds=seconds, schedule=schedule,
                                      learning_rate=learning_rate, batch=batch, r=r, t_hr=t_hr, profile=profile,
-                                     lr_rows=lr_rows, cols=cols, min_std=min_std, check=keep_best, check_every=check_every)
+                                     lr_rows=lr_rows, cols=cols, min_std=min_std, check=keep_best, check_every=check_every,
+                                     bf16=ran == "bf16")
         keep_best(steps)
     adapted.load_state_dict(best["state"])
     adapted.eval()
     return adapted, AdaptationReport(elapsed, steps, r, t_hr, len(train), len(val_lr), before, best["psnr"], reference,
-                                     seed, kept_step=int(best["step"]))
+                                     seed, kept_step=int(best["step"]), precision=ran)
 
 
 #: Timed adaptation: the run's length is fixed at this step from the speed of the steps after
@@ -479,11 +491,12 @@ ADAPT_WARMUP_STEPS = 20
 def _adapt_loop(adapted: nn.Module, opt: torch.optim.Optimizer, train: list[np.ndarray], rng: np.random.Generator, *,
                 iterations: int | None, seconds: float, schedule: str, learning_rate: float, batch: int, r: int,
                 t_hr: float, profile: str, lr_rows: int, cols: int, min_std: float,
-                check: Callable[[int], None], check_every: int) -> tuple[int, float]:
+                check: Callable[[int], None], check_every: int, bf16: bool = False) -> tuple[int, float]:
     """The adaptation's training steps: ``iterations``, or (timed) as many as ``seconds`` allows at the
     speed of steps :data:`ADAPT_WARMUP_STEPS`-:data:`ADAPT_FIT_STEPS` (stopped at 1.5 x ``seconds`` should the machine
     slow down). The learning rate is constant for the first ADAPT_FIT_STEPS steps, then (``'cosine'``)
     decays to 0 at the last step. ``check(step)`` after every ``check_every`` steps (time not counted).
+    ``bf16``: forward and backward under CPU bf16 autocast (fp32 weights, optimiser and loss).
     Returns ``(steps, seconds)``."""
     start, steps, planned, warm = time.perf_counter(), 0, iterations, 0.0
     while planned is None or steps < planned:
@@ -504,7 +517,9 @@ def _adapt_loop(adapted: nn.Module, opt: torch.optim.Optimizer, train: list[np.n
                 group["lr"] = learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
         lr_t, hr_t = cut_batch(train, rng, n=batch, r=r, thickness=t_hr, profile=profile, lr_rows=lr_rows, cols=cols,
                                min_std=min_std)
-        loss = torch.nn.functional.l1_loss(adapted(lr_t, r), hr_t)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            sr = adapted(lr_t, r)
+        loss = torch.nn.functional.l1_loss(sr.float(), hr_t)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

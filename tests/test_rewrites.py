@@ -172,3 +172,20 @@ def test_float32_channels_last_with_onednn_pointwise_convs_matches(name: str) ->
         got = fast(x.contiguous(memory_format=torch.channels_last))
     assert any(type(m).__name__ == "_PointwiseConv2d" for m in fast.modules())
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)  # float32: summation order only
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("hw", [(1, 5), (2, 8), (3, 3), (4, 7), (17, 12)])
+def test_shuffle_tail_fold_equals_conv_shuffle_conv_everywhere_including_the_border(scale, hw) -> None:
+    """The folded upsampler + tail (one 5x5 LR conv) is the same linear map as conv3x3 -> PixelShuffle
+    -> conv3x3, on the border ring too (recomputed through the original layers)."""
+    from MedSRLib.models.blocks import ShuffleTailFold, conv3x3
+
+    torch.manual_seed(scale)
+    head, tail = conv3x3(6, scale * scale * 3).double(), conv3x3(3, 2).double()
+    fold = ShuffleTailFold(head, scale, tail)
+    x = torch.randn(2, 6, *hw, dtype=torch.float64)
+    with torch.no_grad():
+        expected = tail(torch.nn.functional.pixel_shuffle(head(x), scale))
+        torch.testing.assert_close(fold(x), expected, **EXACT)
+        assert fold.weight.shape == (2 * scale * scale, 6, 5, 5)

@@ -4,7 +4,9 @@ Output policy (README "Output policy"):
 
 * **Never a bad file**: the volume is written to a temporary file in the target folder
   (``.medsr-<host>-<pid>-<hex>.partial<ending>``), flushed and fsync'ed, then *read back* (header: size,
-  pixel type; NIfTI: the whole gzip stream / data length) before it is renamed over the target. A
+  pixel type; NIfTI: the data length; a ``.nii.gz`` is ITK's uncompressed file deflated by MedSR on
+  several threads, :mod:`MedSRLib.io.compress`, and read back by its size and gzip trailer) before
+  it is renamed over the target. A
   full disk or any write error raises :class:`~MedSRLib.errors.OutputPathError` and leaves an
   existing file at the target untouched.
 * **No silent overwrite**: an existing file is replaced only with ``overwrite=True`` (CLI
@@ -23,7 +25,7 @@ import re
 import signal
 import uuid
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -31,6 +33,9 @@ from ..errors import MedSRError, OutputPathError, UnsupportedImageError
 from ..geometry import volume_to_sitk
 from ..volume import Volume
 from ._itk import check_path_components, itk_error_message
+
+if TYPE_CHECKING:
+    from .compress import GzipResult
 
 __all__ = ["WRITE_FORMATS", "check_output_path", "remove_stale_partials", "write_text_atomic", "write_volume",
            "written_paths"]
@@ -206,11 +211,15 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _verify_written(temp: Path, image: Any, fmt_ending: str) -> None:
+def _verify_written(temp: Path, image: Any, fmt_ending: str, *, raw_nifti: Path | None = None,
+                    gz: "GzipResult | None" = None) -> None:
     """Read ``temp`` back: header size and pixel type as written, data complete; else raise OSError.
 
-    NIfTI: the data length (the whole gzip stream for ``.nii.gz``) against the header, because ITK
-    zero-fills short NIfTI data without an error; NRRD/MetaImage: a full read, which fails on short data.
+    NIfTI: the data length against the header, because ITK zero-fills short NIfTI data without an
+    error: for a ``.nii.gz`` that MedSR compressed itself (``raw_nifti`` = ITK's uncompressed file,
+    ``gz`` = what :func:`~MedSRLib.io.compress.gzip_file` wrote) the raw file's length, then the
+    compressed file's size and gzip trailer (CRC-32 and length of exactly those bytes); otherwise the
+    whole gzip stream. NRRD/MetaImage: a full read, which fails on short data.
     """
     import SimpleITK as sitk
 
@@ -226,14 +235,44 @@ def _verify_written(temp: Path, image: Any, fmt_ending: str) -> None:
         raise OSError(f"the written file reads back as {reader.GetSize()} {sitk.GetPixelIDValueAsString(reader.GetPixelID())}")
     if fmt_ending.startswith(".nii"):
         try:
-            _check_nifti_length(temp, reader)
+            _check_nifti_length(temp if raw_nifti is None else raw_nifti, reader)
         except MedSRError as exc:
             raise OSError(f"the written file is incomplete ({exc})") from None
+        if gz is not None:
+            from .compress import check_gzip_file
+
+            check_gzip_file(temp, gz)
     else:
         try:
             reader.Execute()  # NRRD/MetaImage readers raise on short or corrupt data
         except RuntimeError as exc:
             raise OSError(f"the written file is incomplete ({itk_error_message(exc)})") from None
+
+
+#: zlib level of the ``.nii.gz`` files MedSR writes (deflated on :func:`~MedSRLib.io.compress.gzip_threads`
+#: threads). Measured on the 141-slice x2 CT output (``benchmarks/RESULTS.md``): see NIFTI_GZIP_NOTE there.
+NIFTI_GZIP_LEVEL = 1
+
+
+def _write_nifti_gz(image: Any, temp: Path, threads: int | None) -> None:
+    """``temp`` (a ``.nii.gz``) = ITK's uncompressed NIfTI of ``image``, gzip-compressed on several
+    threads (ITK's own writer deflates on one), then fsync'ed and verified; the uncompressed file
+    (a temporary in the same folder) is removed whatever happens."""
+    import SimpleITK as sitk
+
+    from .compress import gzip_file
+
+    raw = temp.with_name(partial_name(".nii"))
+    try:
+        sitk.WriteImage(image, str(raw), useCompression=False)
+        gz = gzip_file(raw, temp, level=NIFTI_GZIP_LEVEL, threads=threads)
+        _fsync(temp)
+        _verify_written(temp, image, ".nii.gz", raw_nifti=raw, gz=gz)
+    finally:
+        try:
+            raw.unlink()
+        except OSError:
+            pass
 
 
 def _blocked_signals() -> Any:
@@ -261,6 +300,7 @@ def write_volume(
     inputs: Sequence[str | os.PathLike[str]] = (),
     overwrite: bool = False,
     provenance: Mapping[str, Any] | None = None,
+    threads: int | None = None,
 ) -> Path:
     """Write ``volume`` as NIfTI (``.nii``/``.nii.gz``), NRRD (``.nrrd``) or MetaImage (``.mha``).
 
@@ -278,6 +318,7 @@ def write_volume(
         provenance: how the volume was made (:func:`MedSRLib.provenance.build_provenance`): stored in
             the file (NIfTI ``descrip``: a summary; NRRD/MHA: key ``medsr_provenance`` = the JSON) and
             as a JSON sidecar beside it (:func:`MedSRLib.provenance.sidecar_path`).
+        threads: threads that deflate a ``.nii.gz`` (None: :func:`MedSRLib.io.compress.gzip_threads`).
 
     Returns:
         The absolute path written.
@@ -313,9 +354,12 @@ def write_volume(
     temp = target.with_name(partial_name(ending))
     try:
         try:
-            sitk.WriteImage(image, str(temp), useCompression=compress)
-            _fsync(temp)
-            _verify_written(temp, image, ending.lower())
+            if ending.lower() == ".nii.gz":
+                _write_nifti_gz(image, temp, threads)
+            else:
+                sitk.WriteImage(image, str(temp), useCompression=compress)
+                _fsync(temp)
+                _verify_written(temp, image, ending.lower())
             with _blocked_signals():
                 if overwrite:
                     os.replace(temp, target)

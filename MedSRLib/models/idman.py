@@ -25,7 +25,7 @@ from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
 from ..errors import OptionError
 from .base import ModelSpec, register
-from .blocks import EDSRUpsampler, PixelShuffleHead, conv1x1, conv3x3
+from .blocks import EDSRUpsampler, PixelShuffleHead, ShuffleTailFold, conv1x1, conv3x3
 from .checks import check_lr_input, choice, positive_int
 from .rewrites import fold_weight_norm, register_in_place, register_swap, to_body
 
@@ -304,18 +304,34 @@ register_in_place(MAB, mab_kxk_to_1x1, condition=lambda m: m.pool == "global" an
 
 class _InferenceIDMAN(IDMAN):
     """:class:`IDMAN` whose body (groups and ``body_conv``) runs in the reduced dtype of a
-    ``reduced_precision_copy`` (input cast once, global skip added in fp32); fp32 unchanged."""
+    ``reduced_precision_copy`` (input cast once, global skip added in fp32), and whose reconstruction
+    never builds the C-channel HR map: the upsampler's last conv + PixelShuffle and ``rec`` are one LR
+    conv (:class:`~.blocks.ShuffleTailFold`), and each feedback step, ``rec(u + y)`` with ``y`` broadcast
+    over the C channels, is ``rec(u) + conv3x3(y, sum_c W_c)`` (``rec`` is linear): a 1 -> 1 HR conv.
+    Measured (idman-small x2, 512^2, fp32, 1 thread): upsampler + two ``rec`` passes 405 ms of 2.4 s."""
+
+    full_precision_layers = IDMAN.full_precision_layers + ("shuffle_rec",)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_lr_input(x, model="IDMAN", min_size=self.min_size)
         f0 = self.head(x)
-        u = self.upsample(self.body_conv(self.body(to_body(self, f0))).to(f0.dtype).add_(f0))
-        y = self.rec(u)
+        lr = self.body_conv(self.body(to_body(self, f0))).to(f0.dtype).add_(f0)
+        for stage in list(self.upsample)[:-2]:  # EDSR stages before the last (x4: one)
+            lr = stage(lr)
+        y0 = self.shuffle_rec(lr)
+        weight = self.rec.weight.sum(dim=1, keepdim=True).to(y0.dtype)
+        y = y0
         for _ in range(self.feedback_steps):
-            y = self.rec(u + y)
+            y = nn.functional.conv2d(y, weight, padding=1).add_(y0)
         return y
 
 
-register_swap(IDMAN, _InferenceIDMAN)
+def _fold_reconstruction(model: IDMAN) -> None:
+    head, shuffle = model.upsample[-2], model.upsample[-1]
+    model.shuffle_rec = ShuffleTailFold(head, shuffle.upscale_factor, model.rec)
+
+
+register_swap(IDMAN, _InferenceIDMAN, rewrite=_fold_reconstruction,
+              condition=lambda m: isinstance(m.upsample[-1], nn.PixelShuffle) and m.rec.kernel_size == (3, 3))
 
 __all__ = ["IDMAN", "IDMAB", "IDMAG", "MAB", "apply_weight_norm", "fold_weight_norm", "mab_kxk_to_1x1"]

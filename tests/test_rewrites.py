@@ -189,3 +189,14 @@ def test_shuffle_tail_fold_equals_conv_shuffle_conv_everywhere_including_the_bor
         expected = tail(torch.nn.functional.pixel_shuffle(head(x), scale))
         torch.testing.assert_close(fold(x), expected, **EXACT)
         assert fold.weight.shape == (2 * scale * scale, 6, 5, 5)
+
+
+def test_shuffle_tail_fold_counts_the_macs_it_removes() -> None:
+    from MedSRLib.models.base import count_macs
+    from MedSRLib.models.blocks import ShuffleTailFold, conv3x3
+
+    head, tail = conv3x3(6, 4 * 3), conv3x3(3, 1)
+    path = nn.Sequential(nn.Conv2d(1, 6, 1), head, nn.PixelShuffle(2), tail)
+    unfolded = count_macs(path, (10, 12)) - 10 * 12 * 6  # minus the 1 -> 6 adapter
+    folded = 10 * 12 * 25 * 6 * 4  # one 5x5 conv, 6 -> 2^2 x 1 channels, on the LR grid
+    assert ShuffleTailFold(head, 2, tail).macs_removed(10, 12) == unfolded - folded

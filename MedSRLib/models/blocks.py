@@ -100,6 +100,14 @@ class ShuffleTailFold(nn.Module):
         dtype = self.head_weight.dtype  # the weights' own precision (computed in float64)
         return weight.to(dtype).contiguous(), bias.to(dtype).contiguous()
 
+    def macs_removed(self, h: int, w: int) -> int:
+        """Multiply-accumulates the fold saves on an ``h x w`` input: the head conv at ``h x w`` and the
+        tail at ``s h x s w``, minus the 5x5 LR conv (the border strips, ~1 %, not counted)."""
+        c_mid, c_in = self.head_weight.shape[:2]
+        c_out, c_tail = self.tail_weight.shape[:2]
+        s = self.scale
+        return int(h * w * (9 * c_in * c_mid + s * s * 9 * c_tail * c_out - 25 * c_in * c_out * s * s))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.scale
         h, w = x.shape[-2:]

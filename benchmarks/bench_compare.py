@@ -13,7 +13,7 @@ Times are the minimum over ``--rounds`` of seconds per slice (``--slices`` slice
 mode at the same torch/runtime thread count. Errors are max |x - MedSR fp32| in HU (the CT window
 [-1024, 3071] HU maps to [0, 1]). ``% of limit``: achieved GFLOP/s (2 x the network's MACs per slice /
 time) over the machine limit at the precision that ran (best dense 3x3 channels_last convolution,
-probed before and after). MedSR's two modes count the MACs their prepared network runs: DRIDSR, IDMAN
+probed before and after). MedSR's two modes count the MACs their prepared network runs: DRIDSR, IDMAN, W2AMSN
 and SRDA run their upsampler + tail as one folded LR convolution (``models.blocks.ShuffleTailFold``),
 fewer MACs than the network's nominal count (shown as "(N run)" beside GFLOP/slice); the other modes run
 the nominal network. Peak RSS per mode comes from its own process (MedSR's two modes share one).

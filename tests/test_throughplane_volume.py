@@ -155,6 +155,16 @@ def test_adaptation_is_seeded_bounded_and_leaves_the_shipped_network_alone() -> 
         assert torch.equal(ta, tb), ka
     _, timed = adapt_through_plane(net, thick, **{**kw, "iterations": None, "seconds": 0.5})
     assert 0.25 <= timed.seconds <= 0.75 + 0.5 and timed.iterations >= 1
+    # the training steps' precision is the engine's rule (recorded), and bf16 steps still learn
+    from MedSRLib.engine.precision import resolve_precision
+
+    assert rep_a.precision == resolve_precision("auto", torch.device("cpu"))
+    assert rep_a.to_json()["precision"] == rep_a.precision
+    _, fp32 = adapt_through_plane(net, thick, **{**kw, "precision": "fp32"})
+    _, bf16 = adapt_through_plane(net, thick, **{**kw, "precision": "bf16", "iterations": 12})
+    _, gpu_choice = adapt_through_plane(net, thick, **{**kw, "precision": "fp16"})  # a GPU run's: the CPU's rule
+    assert (fp32.precision, bf16.precision, gpu_choice.precision) == ("fp32", "bf16", rep_a.precision)
+    assert bf16.psnr_after > bf16.psnr_before
 
 
 def _spine_thick() -> np.ndarray:

@@ -496,6 +496,9 @@ class CohortSummary:
             appended for a slice-axis network).
         seconds: wall time of the whole run.
         interrupted: the run was stopped by Ctrl-C / SIGTERM.
+        in_progress: the run is still going (the summary is rewritten after every volume, so a run that
+            is killed -- out of memory, a cluster's time limit -- leaves one that says how far it got;
+            its ``exit_status`` is then provisional).
         paths: the summary CSV and JSON written (empty before :meth:`write`).
     """
 
@@ -504,6 +507,7 @@ class CohortSummary:
     models_loaded: list[str] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    in_progress: bool = False
     paths: list[Path] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
@@ -533,6 +537,7 @@ class CohortSummary:
             "counts": self.counts(),
             "exit_status": self.exit_status,
             "interrupted": self.interrupted,
+            "in_progress": self.in_progress,
             "models_loaded": list(self.models_loaded),
             "seconds": round(self.seconds, 3),
             "ignored_files": list(self.plan.ignored),
@@ -693,14 +698,21 @@ def run_cohort(
                 record.status, record.error = "failed", f"internal error {type(exc).__name__}: {exc}"
             record.seconds = round(time.perf_counter() - t0, 3)
             reporter.finish(record, index, total)
+            if index < total:  # how far the run got, should it be killed before the end
+                summary.in_progress, summary.seconds = True, time.perf_counter() - started
+                try:
+                    summary.write()
+                except (OSError, MedSRError) as exc:
+                    note(f"the summary could not be updated after {item.key} ({exc}); it is written at the end")
     except KeyboardInterrupt:
+        summary.in_progress = False
         summary.interrupted = True
         if index and summary.records[index - 1].status == "not run":
             summary.records[index - 1].status = "interrupted"
         summary.seconds = time.perf_counter() - started
         summary.write()
         raise
-    summary.seconds = time.perf_counter() - started
+    summary.in_progress, summary.seconds = False, time.perf_counter() - started
     summary.write()
     return summary
 

@@ -218,6 +218,30 @@ def test_interrupt_keeps_complete_outputs_and_writes_the_summary(cohort, tmp_pat
     assert not (out / "ct").exists() and not list(out.rglob(".medsr-*"))
 
 
+def test_summary_on_disk_says_how_far_a_running_cohort_got(cohort, tmp_path) -> None:
+    """A cohort killed mid-run (out of memory, a cluster's time limit) leaves a summary of what was done."""
+    seen = []
+
+    class Peek(batch.CohortReporter):
+        def start(self, item, index, total):  # type: ignore[no-untyped-def]
+            if index > 1:
+                data, rows = read_summary(tmp_path / "out")
+                seen.append((index, data["in_progress"], [v["status"] for v in data["volumes"]][: index - 1],
+                             data["volumes"][index - 1]["status"], len(rows)))
+            return None
+
+    plan = batch.plan_cohort(cohort, tmp_path / "out")
+    summary = batch.run_cohort(plan, model="bicubic", scale=2, reporter=Peek())
+    total = len(plan.items)
+    assert [s[0] for s in seen] == list(range(2, total + 1))
+    for _index, in_progress, before, current, n_rows in seen:
+        assert in_progress and current == "not run" and n_rows == total
+        assert "not run" not in before  # every earlier volume has its outcome on disk
+    final, _ = read_summary(tmp_path / "out")
+    assert final["in_progress"] is False and summary.in_progress is False
+    assert final["exit_status"] == summary.exit_status == 1  # the truncated file failed, the others were written
+
+
 def test_shipped_examples_as_a_cohort_on_a_fresh_clone(tmp_path, capsys, builds) -> None:
     """No ../shared needed: a list file of the two shipped examples (NIfTI MR, DICOM CT), DICOM out."""
     listing = tmp_path / "examples.txt"

@@ -585,5 +585,6 @@ def summary_text(summary: dict[str, Any]) -> str:
                      f"with --adapt-iterations {adapt['iterations']}): held-back patches {adapt['heldout_psnr_before']:.2f}"
                      f" -> {adapt['heldout_psnr_after']:.2f} dB ({adapt['heldout_gain_db']:+.2f} dB; cubic B-spline "
                      f"{adapt['heldout_bspline_psnr']:.2f} dB); kept the weights of step {adapt['kept_step']}"
-                     + (" (the shipped ones: adaptation did not help its held-back patches)" if adapt["kept_step"] == 0 else ""))
+                     + (" (the shipped ones: adaptation did not help its held-back patches)" if adapt["kept_step"] == 0 else "")
+                     + (f"; note: {adapt['caution']}" if adapt.get("caution") else ""))
     return "\n".join(lines)

@@ -190,6 +190,7 @@ def test_adaptation_is_run_and_reported_in_one_line(medsr, tp_weights):
     assert adaptation["iterations"] >= 1 and logic.lastRunInfo["adapted"]
     notes = [n for n in logic.lastNotes if n.startswith("Adapted for")]
     assert len(notes) == 1 and "held-back patches" in notes[0] and "\n" not in notes[0]
+    assert "do not measure the through-plane result" in notes[0]
 
 
 def test_without_shipped_weights_a_through_plane_run_stops_with_one_line_and_adds_nothing(medsr):

@@ -148,5 +148,6 @@ def throughPlaneNotes(runInfo: dict) -> list:
     adaptation = through.get("adaptation")
     if adaptation:
         notes.append(f"Adapted for {float(adaptation['seconds']):.0f} s ({adaptation['iterations']} steps): "
-                     f"{float(adaptation['heldout_gain_db']):+.2f} dB on its own held-back patches.")
+                     f"{float(adaptation['heldout_gain_db']):+.2f} dB on its own held-back patches"
+                     + (f" (note: {adaptation['caution']})." if adaptation.get("caution") else "."))
     return notes

@@ -180,3 +180,26 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     start = time.perf_counter()
     result = fn()
     return time.perf_counter() - start, result
+
+
+def macs_removed_by_folds(module: Any, h: int, w: int) -> int:
+    """MACs per ``h x w`` slice that a prepared network's folds (:class:`MedSRLib.models.blocks.ShuffleTailFold`)
+    do not run, measured on a 64 x 64 forward (each fold's input size scales with the slice)."""
+    import torch
+
+    from MedSRLib.models.blocks import ShuffleTailFold
+
+    removed = 0
+
+    def hook(fold: Any, inputs: Any, _out: Any) -> None:
+        nonlocal removed
+        removed += fold.macs_removed(*inputs[0].shape[-2:])
+
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, ShuffleTailFold)]
+    try:
+        with torch.inference_mode():
+            module(torch.zeros(1, 1, 64, 64, device=next(module.parameters()).device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return int(removed * h * w / (64 * 64))

@@ -36,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from _common import conv_limit, ct_slices, loadavg, machine, md_table, peak_rss_mib, reset_peak_rss, run_child
+from _common import (conv_limit, ct_slices, loadavg, machine, macs_removed_by_folds, md_table, peak_rss_mib, reset_peak_rss,
+                     run_child)
 
 SCRIPT = Path(__file__).resolve()
 DEFAULT_MODELS = ("dridsr:2", "mdrn:2", "idman-small:2", "srda-small:4", "w2amsn-small:2")
@@ -101,30 +102,9 @@ def child_medsr(name: str, scale: int, n: int, rounds: int, out: str) -> dict[st
         np.save(f"{out}.{key}.npy", array)
     nominal = default.spec.macs_per_lr_pixel(scale) * slices.shape[1] * slices.shape[2]
     return {"s": times, "peak_mib": peaks, "precision": default.precision_ran, "macs_per_slice": nominal,
-            "macs_run_per_slice": nominal - _folded_macs(default, slices.shape[1], slices.shape[2])}
+            "macs_run_per_slice": nominal - macs_removed_by_folds(default.module, slices.shape[1], slices.shape[2])}
 
 
-def _folded_macs(predictor: Any, h: int, w: int) -> int:
-    """MACs per ``h x w`` slice that the prepared network's folds (:class:`MedSRLib.models.blocks.ShuffleTailFold`)
-    do not run: measured on a 64 x 64 forward (each fold's input size scales with the slice)."""
-    import torch
-
-    from MedSRLib.models.blocks import ShuffleTailFold
-
-    removed = 0
-
-    def hook(module: Any, inputs: Any, _out: Any) -> None:
-        nonlocal removed
-        removed += module.macs_removed(*inputs[0].shape[-2:])
-
-    handles = [m.register_forward_hook(hook) for m in predictor.module.modules() if isinstance(m, ShuffleTailFold)]
-    try:
-        with torch.inference_mode():
-            predictor.module(torch.zeros(1, 1, 64, 64))
-    finally:
-        for handle in handles:
-            handle.remove()
-    return int(removed * h * w / (64 * 64))
 
 
 def _timed_run(predictor: Any, slices: np.ndarray) -> tuple[float, np.ndarray]:

@@ -242,7 +242,8 @@ def evaluate_thick_slices(
     from .intensity import IntensityMapping, guess_modality
     from .io import read_volume
     from .models import default_model, get_model
-    from .throughplane import MIN_FACTOR, adapt_through_plane, evaluate_through_plane, super_resolve_through_plane
+    from .throughplane import (MIN_FACTOR, adapt_through_plane, evaluate_through_plane, super_resolve_through_plane,
+                              use_adapted)
 
     opts = engine_options(options, **engine_keywords)
     values = [float(v) for v in mm] if mm else []
@@ -275,8 +276,11 @@ def evaluate_thick_slices(
                                                     iterations=adapt_iterations, seed=0, threads=opts.threads,
                                                     precision=opts.precision)
                 reports["adapted"] = report
-                return super_resolve_through_plane(lr, axis=a, factor=factor, n_out=n_out,
-                                                   predictor=Predictor(spec, report.r, module=tuned, options=opts))
+                shipped = Predictor(spec, report.r, weights=weights, options=opts, allow_untrained=allow_untrained)
+                tuned_predictor = Predictor(spec, report.r, module=tuned, options=opts)
+                chosen = tuned_predictor if use_adapted(lr, report, axis=a, factor=factor, shipped=shipped,
+                                                        adapted=tuned_predictor) else shipped
+                return super_resolve_through_plane(lr, axis=a, factor=factor, n_out=n_out, predictor=chosen)
 
             extra["adapted"] = adapted
         ev = evaluate_through_plane(unit, axis=a, factor=factor, predictor=predictor, extra=extra)

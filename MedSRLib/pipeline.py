@@ -152,7 +152,9 @@ def super_resolve(
         adapt_seconds: through-plane: fine-tune a copy of the network on the volume's own in-plane
             slices for this many seconds first (:func:`MedSRLib.throughplane.adapt_through_plane`);
             ``adapt_iterations`` runs exactly that many steps instead (reproducible to the bit);
-            ``adapt_seed`` seeds it.
+            ``adapt_seed`` seeds it. The adapted network is used only when its two orientations agree
+            about as well as the shipped network's (:func:`MedSRLib.throughplane.use_adapted`); the
+            record's ``through_plane.adaptation.used`` says which ran.
         through_model: with ``plane='both'``: the through-plane model (``model`` is the in-plane one).
         output_dtype: ``'input'`` (keep the input's dtype and units; integers rounded and clipped)
             or ``'float32'``.
@@ -387,7 +389,7 @@ def _super_resolve_through_plane(
     from .intensity import IntensityMapping, NetworkIntensity, guess_modality
     from .models import default_model
     from .safety import check_memory, check_run_arguments
-    from .throughplane import adapt_through_plane, super_resolve_through_plane
+    from .throughplane import adapt_through_plane, super_resolve_through_plane, use_adapted
 
     check_run_arguments(volume, scale=1, modality=modality, allow_untrained=allow_untrained)
     units = source_units if source_units is not None else volume
@@ -445,8 +447,11 @@ def _super_resolve_through_plane(
                                                  thickness=facts.thickness / facts.spacing, seed=int(adapt_seed),
                                                  threads=opts.threads, precision=opts.precision)
             del unit
+            shipped = Predictor(spec, r, weights=weights, options=opts, allow_untrained=allow_untrained)
+            adapted = Predictor(spec, r, module=module, options=opts)
+            predictor = adapted if use_adapted(volume.array, report, axis=facts.axis, factor=factor, shipped=shipped,
+                                               adapted=adapted, normalise=rules.to_network) else shipped
             adaptation = report.to_json()
-            predictor = Predictor(spec, r, module=module, options=opts)
         else:
             predictor = Predictor(spec, r, weights=weights, options=opts, allow_untrained=allow_untrained)
     started = time.perf_counter()
@@ -491,8 +496,8 @@ def _super_resolve_through_plane(
         "intensity": _jsonable(mapping),
         "intensity_rules": rules.as_dict(),
         "ensemble": ran["ensemble"],
-        "weights": ran["weights"] if adaptation is None else None,
-        "adapted": adaptation is not None,
+        "weights": ran["weights"] if adaptation is None or not adaptation["used"] else None,
+        "adapted": adaptation is not None and bool(adaptation["used"]),
         "precision": ran["precision"],
         "device": ran["device"],
         "through_plane": through,

@@ -586,5 +586,9 @@ def summary_text(summary: dict[str, Any]) -> str:
                      f" -> {adapt['heldout_psnr_after']:.2f} dB ({adapt['heldout_gain_db']:+.2f} dB; cubic B-spline "
                      f"{adapt['heldout_bspline_psnr']:.2f} dB); kept the weights of step {adapt['kept_step']}"
                      + (" (the shipped ones: adaptation did not help its held-back patches)" if adapt["kept_step"] == 0 else "")
+                     + ("" if adapt.get("used", True) else
+                        f"; NOT used: its two orientations disagreed {adapt['disagreement_adapted']:.4f} vs the shipped "
+                        f"network's {adapt['disagreement_shipped']:.4f} (more than x{adapt['max_disagreement_ratio']:g}), so the "
+                        "output is the shipped network's")
                      + (f"; note: {adapt['caution']}" if adapt.get("caution") else ""))
     return "\n".join(lines)

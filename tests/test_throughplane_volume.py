@@ -272,3 +272,26 @@ def test_projection_reports_the_bspline_reference_and_flags_an_inconsistent_outp
     assert good.bspline_residual == pytest.approx(reference, rel=1e-4) == bad.bspline_residual
     assert not good.suspect and bad.suspect
     assert good.to_json()["suspect"] is False and bad.to_json()["bspline_residual"] == bad.bspline_residual
+
+
+def test_adapted_weights_whose_two_orientations_part_ways_are_not_used() -> None:
+    """The guard that kept adaptation from lowering the spine volumes: the adapted network is used only
+    while its two orientations agree about as well as the shipped network's (ADAPT_MAX_DISAGREEMENT)."""
+    from MedSRLib.engine import EngineOptions, Predictor
+    from MedSRLib.throughplane import ADAPT_MAX_DISAGREEMENT, AdaptationReport, use_adapted
+
+    thick = _spine_thick()
+    spec = get_model("tp-dridsr")
+    options = EngineOptions(threads=1, precision="fp32")
+    shipped = Predictor(spec, 4, options=options)
+    report = AdaptationReport(1.0, 10, 4, 4.0, 12, 8, 20.0, 21.0, 19.0, 0)
+    same = Predictor(spec, 4, module=spec.load(8), options=options)
+    assert use_adapted(thick, report, axis=0, factor=4, shipped=shipped, adapted=same) and report.used
+    assert report.disagreement_shipped > 1e-3 and report.disagreement_adapted == pytest.approx(report.disagreement_shipped)
+    broken = spec.load(8)
+    with torch.no_grad():
+        broken.tails["4"].weight.add_(0.05 * torch.randn(broken.tails["4"].weight.shape, generator=torch.Generator().manual_seed(0)))
+    assert not use_adapted(thick, report, axis=0, factor=4, shipped=shipped,
+                           adapted=Predictor(spec, 4, module=broken, options=options))
+    assert report.disagreement_adapted > ADAPT_MAX_DISAGREEMENT * report.disagreement_shipped
+    assert report.to_json()["used"] is False

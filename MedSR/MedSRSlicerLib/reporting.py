@@ -149,5 +149,8 @@ def throughPlaneNotes(runInfo: dict) -> list:
     if adaptation:
         notes.append(f"Adapted for {float(adaptation['seconds']):.0f} s ({adaptation['iterations']} steps): "
                      f"{float(adaptation['heldout_gain_db']):+.2f} dB on its own held-back patches"
+                     + ("" if adaptation.get("used", True) else
+                        "; NOT used: its two orientations disagreed more than the shipped network's, so the output "
+                        "is the shipped network's")
                      + (f" (note: {adaptation['caution']})." if adaptation.get("caution") else "."))
     return notes

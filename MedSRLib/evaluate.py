@@ -276,10 +276,9 @@ def evaluate_thick_slices(
                                                     iterations=adapt_iterations, seed=0, threads=opts.threads,
                                                     precision=opts.precision)
                 reports["adapted"] = report
-                shipped = Predictor(spec, report.r, weights=weights, options=opts, allow_untrained=allow_untrained)
                 tuned_predictor = Predictor(spec, report.r, module=tuned, options=opts)
-                chosen = tuned_predictor if use_adapted(lr, report, axis=a, factor=factor, shipped=shipped,
-                                                        adapted=tuned_predictor) else shipped
+                chosen = tuned_predictor if use_adapted(lr, report, axis=a, factor=factor, shipped=predictor,
+                                                        adapted=tuned_predictor) else predictor
                 return super_resolve_through_plane(lr, axis=a, factor=factor, n_out=n_out, predictor=chosen)
 
             extra["adapted"] = adapted

@@ -77,6 +77,18 @@ class ShuffleTailFold(nn.Module):
         self.register_buffer("weight", weight, persistent=False)
         self.register_buffer("bias", bias, persistent=False)
 
+    @staticmethod
+    def applies(upsampler: nn.Sequential, tail: nn.Module) -> bool:
+        """Whether ``upsampler`` ends with ``[conv3x3, PixelShuffle]`` and ``tail`` is a 3x3 conv (foldable)."""
+        return (len(upsampler) >= 2 and isinstance(upsampler[-1], nn.PixelShuffle) and isinstance(upsampler[-2], nn.Conv2d)
+                and isinstance(tail, nn.Conv2d) and tail.kernel_size == (3, 3))
+
+    @classmethod
+    def of(cls, upsampler: nn.Sequential, tail: nn.Conv2d) -> "ShuffleTailFold":
+        """The fold of ``upsampler``'s last stage (conv + PixelShuffle) and ``tail``; the stages before it
+        (``upsampler[:-2]``, EDSR x4's first) stay with the network."""
+        return cls(upsampler[-2], upsampler[-1].upscale_factor, tail)
+
     def original(self, x: torch.Tensor, *, bias: bool = True) -> torch.Tensor:
         """The unfolded path ``tail(PixelShuffle_s(head(x)))``."""
         head_b, tail_b = (self.head_bias, self.tail_bias) if bias else (None, None)

@@ -250,7 +250,7 @@ class _InferenceDRIDSR(DRIDSR):
 
 
 def _fold_upsampler_and_tail(model: DRIDSR) -> None:
-    model.shuffle_tail = ShuffleTailFold(model.upsample[0], model.scale, model.tail)
+    model.shuffle_tail = ShuffleTailFold.of(model.upsample, model.tail)
 
 
 register_swap(RIDM, _InferenceRIDM)

@@ -327,11 +327,10 @@ class _InferenceIDMAN(IDMAN):
 
 
 def _fold_reconstruction(model: IDMAN) -> None:
-    head, shuffle = model.upsample[-2], model.upsample[-1]
-    model.shuffle_rec = ShuffleTailFold(head, shuffle.upscale_factor, model.rec)
+    model.shuffle_rec = ShuffleTailFold.of(model.upsample, model.rec)
 
 
 register_swap(IDMAN, _InferenceIDMAN, rewrite=_fold_reconstruction,
-              condition=lambda m: isinstance(m.upsample[-1], nn.PixelShuffle) and m.rec.kernel_size == (3, 3))
+              condition=lambda m: ShuffleTailFold.applies(m.upsample, m.rec))
 
 __all__ = ["IDMAN", "IDMAB", "IDMAG", "MAB", "apply_weight_norm", "fold_weight_norm", "mab_kxk_to_1x1"]

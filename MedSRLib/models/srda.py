@@ -310,12 +310,11 @@ class _InferenceSRDA(SRDA):
 
 
 def _fold_last_stage_and_tail(model: SRDA) -> None:
-    head, shuffle = model.upsampler[-2], model.upsampler[-1]
-    model.shuffle_tail = ShuffleTailFold(head, shuffle.upscale_factor, model.tail)
+    model.shuffle_tail = ShuffleTailFold.of(model.upsampler, model.tail)
 
 
 register_swap(SRDA, _InferenceSRDA, rewrite=_fold_last_stage_and_tail,
-              condition=lambda m: isinstance(m.upsampler[-1], nn.PixelShuffle) and m.tail.kernel_size == (3, 3))
+              condition=lambda m: ShuffleTailFold.applies(m.upsampler, m.tail))
 
 register(
     ModelSpec(

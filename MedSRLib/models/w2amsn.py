@@ -279,9 +279,8 @@ class _InferenceW2AMSN(W2AMSN):
 def _fold_last_stage_and_tail(model: W2AMSN) -> None:
     """The upsampler's last conv + PixelShuffle and the tail as one LR conv (:class:`~.blocks.ShuffleTailFold`;
     w2amsn-small x2, 512^2, fp32, 1 thread: ~100 ms of 3.9 s)."""
-    head, shuffle = model.upsampler[-2], model.upsampler[-1]
-    model.shuffle_tail = ShuffleTailFold(head, shuffle.upscale_factor, model.tail)
+    model.shuffle_tail = ShuffleTailFold.of(model.upsampler, model.tail)
 
 
 register_swap(W2AMSN, _InferenceW2AMSN, rewrite=_fold_last_stage_and_tail,
-              condition=lambda m: isinstance(m.upsampler[-1], nn.PixelShuffle) and m.tail.kernel_size == (3, 3))
+              condition=lambda m: ShuffleTailFold.applies(m.upsampler, m.tail))

@@ -37,8 +37,8 @@ from typing import Any, Callable, Mapping
 from .engine.options import EngineOptions
 from .errors import OptionError, OutputPathError
 
-__all__ = ["PLANES", "PredictorCache", "RunOptions", "VolumeRun", "axis_value", "run_option_fields", "run_summary",
-           "run_volume", "summary_text"]
+__all__ = ["PLANES", "OptionsRun", "PredictorCache", "RunOptions", "VolumeRun", "axis_value", "check_with_options",
+           "run_option_fields", "run_summary", "run_volume", "summary_text", "super_resolve_with_options"]
 
 #: The runs :func:`run_volume` makes (``None`` in :class:`RunOptions`: ``'in'`` when a scale is given, else ``'auto'``).
 PLANES: tuple[str, ...] = ("auto", "in", "through", "both")
@@ -365,6 +365,133 @@ def remove_dicom_output(folder: Path) -> None:
     shutil.rmtree(folder)
 
 
+@dataclass
+class OptionsRun:
+    """What :func:`super_resolve_with_options` made of one in-memory volume.
+
+    Attributes:
+        plane: the run made: ``'in'``, ``'through'`` or ``'both'``.
+        spec: the model that ran (for ``'both'``: the in-plane one); scale: the in-plane factor (None
+            for a through-plane run).
+        result: the super-resolved :class:`~MedSRLib.volume.Volume` (``metadata["medsr"]`` describes the run).
+        notes: which model ran and why, one line each.
+    """
+
+    plane: str
+    spec: Any
+    scale: int | None
+    result: Any
+    notes: list[str] = field(default_factory=list)
+
+
+def super_resolve_with_options(
+    volume: Any,
+    options: RunOptions | None = None,
+    *,
+    predictors: PredictorCache | None = None,
+    note: Callable[[str], None] | None = None,
+    progress: Callable[[str], Callable[[int, int], None] | None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+    diff: bool = False,
+    panel: bool = False,
+) -> OptionsRun:
+    """Super-resolve an in-memory volume as :class:`RunOptions` say: THE decision flow from options to a
+    run, shared by :func:`run_volume` (``medsr run``, cohorts) and the Slicer module (which has its
+    volume from a node). Resolves the plane (``'auto'``: the volume's spacing), the model (per modality
+    and plane unless named), refuses options that do not apply to the plane, explains the choice, and runs
+    :func:`MedSRLib.pipeline.super_resolve` with networks from ``predictors`` (built once, reused).
+
+    Args:
+        volume: the input :class:`~MedSRLib.volume.Volume` (never modified).
+        options: the :class:`RunOptions` (default: all automatic).
+        predictors: a :class:`PredictorCache` (default: a new one for ``options.weights``/``options.engine``).
+        note: called with each line saying which model runs and why (default: ``warnings.warn``).
+        progress: ``progress(label)`` -> a ``(done, total)`` slice callback (or None) for this run.
+        cancel: polled between batches; True raises :class:`~MedSRLib.errors.CancelledError`.
+        diff, panel: a difference volume / panel will be made of this run (refused where they do not apply).
+
+    Raises:
+        MedSRError: a one-line user error (an option that does not apply, missing weights, ...).
+    """
+    import warnings
+
+    from .intensity import guess_modality
+    from .models import default_model, get_model
+    from .pipeline import plan_through_plane, resolve_plane, super_resolve
+    from .safety import explain_model_choice
+
+    opts = options if options is not None else RunOptions()
+    if not isinstance(opts, RunOptions):
+        raise OptionError(f"options must be a MedSRLib.run.RunOptions; got {type(opts).__name__}")
+    opts.check_plane(opts.plane, diff=diff, panel=panel)
+    cache = predictors if predictors is not None else PredictorCache(weights=opts.weights, engine=opts.engine)
+    chosen = get_model(opts.model) if opts.model is not None else None
+    modality = (opts.modality or volume.modality or guess_modality(volume)).upper()
+    plane = resolve_plane(volume, plane=opts.plane, scale=opts.scale, model=opts.model, axis=opts.axis)
+    opts.check_plane(plane, diff=diff, panel=panel)
+    scale = None if plane == "through" else (2 if opts.scale is None else opts.scale)
+    if plane != "through" and chosen is not None and chosen.multi_scale:
+        raise OptionError(f"model '{chosen.name}' is a through-plane network; run it with plane='through' "
+                          "(--plane through)")
+    through_spec = None
+    if plane == "through":
+        spec = chosen if chosen is not None else default_model(modality, plane="through")
+        notes = explain_model_choice(spec, modality=modality, scale=0, weights=opts.weights, defaulted=False)
+    else:
+        spec = chosen if chosen is not None else default_model(modality, scale)
+        spec.check_scale(scale)
+        notes = explain_model_choice(spec, modality=modality, scale=scale, weights=opts.weights,
+                                     defaulted=opts.model is None)
+        if plane == "both":
+            through_spec = default_model(modality, plane="through")
+    if plane == "in" and opts.plane is None and resolve_plane(volume, axis=opts.axis) == "through":
+        notes.append("the slice spacing is >= 2x the in-plane spacing: --plane through super-resolves the slice axis "
+                     "(--scale without --plane stays in-plane)")
+    for line in notes:
+        (note or (lambda text: warnings.warn(text, UserWarning, stacklevel=3)))(line)
+    label = f"{spec.name} through-plane" if plane == "through" else f"{spec.name} x{scale}"
+    callback = progress(label) if progress is not None else None
+    common = dict(axis=opts.axis, plane=plane, output_dtype=opts.output_dtype, modality=opts.modality,
+                  progress=callback, cancel=cancel, clip_output=opts.clip_output)
+    adapting = bool(opts.adapt_seconds or opts.adapt_iterations)
+    if plane == "in":
+        result = super_resolve(volume, predictor=cache.get(spec, scale), **common)
+    elif plane == "through" and not adapting and spec.multi_scale:
+        tp = plan_through_plane(volume, spec, axis=opts.axis, target_spacing=opts.target_spacing,
+                                thickness=opts.thickness, modality=modality, weights=opts.weights)
+        result = super_resolve(volume, predictor=cache.get(spec, tp.network_factor, plane="through"),
+                               target_spacing=opts.target_spacing, thickness=opts.thickness, **common)
+    else:  # adaptation trains its own copy; 'both' builds its two networks
+        result = super_resolve(volume, model=spec, scale=scale, target_spacing=opts.target_spacing,
+                               thickness=opts.thickness, adapt_seconds=opts.adapt_seconds,
+                               adapt_iterations=opts.adapt_iterations, through_model=through_spec,
+                               options=opts.engine, weights=opts.weights, **common)
+    return OptionsRun(plane=plane, spec=spec, scale=scale, result=result, notes=notes)
+
+
+def check_with_options(volume: Any, result: Any, options: RunOptions | None = None, *,
+                       keep_difference: bool = False) -> Any:
+    """The data-consistency check of a run of :func:`super_resolve_with_options` (``result`` made from
+    ``volume``): degrade the output back along the axes the run super-resolved (in-plane: the bicubic
+    degradation at the run's scale; through-plane: the slice profile at the run's thickness) and compare
+    with the input. Returns the :class:`~MedSRLib.consistency.ConsistencyReport`.
+
+    Raises:
+        OptionError: a ``'both'`` run (check each step separately); MedSRError from the check.
+    """
+    from .consistency import check_consistency
+
+    opts = options if options is not None else RunOptions()
+    run_info = result.metadata["medsr"]
+    plane = run_info.get("plane", "in")
+    if plane == "both":
+        opts.check_plane("both", diff=True)
+    scale = None if plane == "through" else run_info.get("scale")
+    return check_consistency(volume, result, scale=scale, axis=run_info["slice_axis"],
+                             plane="through" if plane == "through" else "in", thickness=opts.thickness,
+                             keep_difference=keep_difference)
+
+
 def run_volume(
     input_path: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -415,13 +542,7 @@ def run_volume(
         MedSRError: a one-line user error (bad option for this volume, unreadable input, output path,
             missing weights, ...); nothing is written.
     """
-    import warnings
-
-    from .intensity import guess_modality
     from .io import read_volume, write_volume
-    from .models import default_model, get_model
-    from .pipeline import plan_through_plane, resolve_plane, super_resolve
-    from .safety import explain_model_choice
 
     opts = options if options is not None else RunOptions()
     if not isinstance(opts, RunOptions):
@@ -430,64 +551,25 @@ def run_volume(
         raise OptionError(f"output_format must be 'auto' (from the output's ending), 'nifti' or 'dicom'; "
                           f"got {output_format!r}")
     opts.check_plane(opts.plane, diff=diff is not None, panel=panel is not None)
-    cache = predictors if predictors is not None else PredictorCache(weights=opts.weights, engine=opts.engine)
     target, diff_target = _check_targets(input_path, output, output_format=output_format, overwrite=overwrite,
                                          replace_dicom=replace_dicom, make_parents=make_parents, diff=diff,
                                          panel=panel, window=window)
-    chosen = get_model(opts.model) if opts.model is not None else None  # an unknown model fails before reading
+    if opts.model is not None:
+        from .models import get_model
+
+        get_model(opts.model)  # an unknown model fails before reading
     volume = read_volume(input_path, series_uid=series_uid, modality=opts.modality)
-    modality = (opts.modality or volume.modality or guess_modality(volume)).upper()
-    plane = resolve_plane(volume, plane=opts.plane, scale=opts.scale, model=opts.model, axis=opts.axis)
-    opts.check_plane(plane, diff=diff_target is not None, panel=panel is not None)
-    scale = None if plane == "through" else (2 if opts.scale is None else opts.scale)
-    if plane != "through" and chosen is not None and chosen.multi_scale:
-        raise OptionError(f"model '{chosen.name}' is a through-plane network; run it with plane='through' "
-                          "(--plane through)")
-    through_spec = None
-    if plane == "through":
-        spec = chosen if chosen is not None else default_model(modality, plane="through")
-        notes = explain_model_choice(spec, modality=modality, scale=0, weights=opts.weights, defaulted=False)
-    else:
-        spec = chosen if chosen is not None else default_model(modality, scale)
-        spec.check_scale(scale)
-        notes = explain_model_choice(spec, modality=modality, scale=scale, weights=opts.weights,
-                                     defaulted=opts.model is None)
-        if plane == "both":
-            through_spec = default_model(modality, plane="through")
-    if plane == "in" and opts.plane is None and resolve_plane(volume, axis=opts.axis) == "through":
-        notes.append("the slice spacing is >= 2x the in-plane spacing: --plane through super-resolves the slice axis "
-                     "(--scale without --plane stays in-plane)")
-    for line in notes:
-        (note or (lambda text: warnings.warn(text, UserWarning, stacklevel=2)))(line)
-    label = f"{spec.name} through-plane" if plane == "through" else f"{spec.name} x{scale}"
-    callback = progress(label) if progress is not None else None
-    common = dict(axis=opts.axis, plane=plane, output_dtype=opts.output_dtype, modality=opts.modality,
-                  progress=callback, cancel=cancel, clip_output=opts.clip_output)
-    adapting = bool(opts.adapt_seconds or opts.adapt_iterations)
-    if plane == "in":
-        result = super_resolve(volume, predictor=cache.get(spec, scale), **common)
-    elif plane == "through" and not adapting and spec.multi_scale:
-        tp = plan_through_plane(volume, spec, axis=opts.axis, target_spacing=opts.target_spacing,
-                                thickness=opts.thickness, modality=modality, weights=opts.weights)
-        result = super_resolve(volume, predictor=cache.get(spec, tp.network_factor, plane="through"),
-                               target_spacing=opts.target_spacing, thickness=opts.thickness, **common)
-    else:  # adaptation trains its own copy; 'both' builds its two networks
-        result = super_resolve(volume, model=spec, scale=scale, target_spacing=opts.target_spacing,
-                               thickness=opts.thickness, adapt_seconds=opts.adapt_seconds,
-                               adapt_iterations=opts.adapt_iterations, through_model=through_spec,
-                               options=opts.engine, weights=opts.weights, **common)
+    done = super_resolve_with_options(volume, opts, predictors=predictors, note=note, progress=progress, cancel=cancel,
+                                      diff=diff_target is not None, panel=panel is not None)
+    plane, spec, scale, result, notes = done.plane, done.spec, done.scale, done.result, done.notes
     run_info = result.metadata["medsr"]
     report = None
     if opts.check or diff_target is not None:
-        from .consistency import check_consistency
-
-        report = check_consistency(
-            volume, result, scale=scale, axis=run_info["slice_axis"], plane="through" if plane == "through" else "in",
-            thickness=opts.thickness, keep_difference=diff_target is not None,
-        )
+        report = check_with_options(volume, result, opts, keep_difference=diff_target is not None)
     panel_path = None
     if panel is not None:
         from .panel import save_volume_panel
+        from .pipeline import super_resolve
 
         columns = {} if spec.name == "bicubic" else {"bicubic": super_resolve(
             volume, model="bicubic", scale=scale, axis=run_info["slice_axis"], modality=opts.modality)}

@@ -278,3 +278,35 @@ def test_notes_warn_when_the_network_output_was_less_consistent_than_the_bspline
 
     assert not any("less consistent" in n for n in reporting.throughPlaneNotes(run(False)))
     assert any("less consistent with the input than cubic B-spline" in n for n in reporting.throughPlaneNotes(run(True)))
+
+
+def test_panel_run_is_medsr_runs_flow_with_the_same_RunOptions(medsr, tp_weights, tmp_path):
+    """One options type: the logic turns the panel's choices into a ``MedSRLib.run.RunOptions`` and runs it
+    through ``super_resolve_with_options``, the flow ``medsr run`` uses; the same options given to
+    ``run_volume`` on the same voxels write the same output, and the options the panel does not use stay unset."""
+    import slicer
+    from MedSRLib.io import read_volume, write_volume
+    from MedSRLib.run import RunOptions, run_volume
+
+    from MedSRSlicerLib import nodes
+
+    logic = medsr.MedSRLogic()
+    node = thick_node("Shared")
+    volume = nodes.volumeFromNode(node)
+    options = logic.runOptions(volume, model="bicubic", scale=2, plane="auto", targetSpacingMM=1.5, weights=tp_weights,
+                               engine=logic.engineOptions(FP32_CPU), check=False)
+    assert isinstance(options, RunOptions)
+    assert (options.plane, options.model, options.scale, options.target_spacing, options.adapt_seconds) == (
+        "through", None, None, 1.5, None)  # the in-plane model and scale are not a through-plane run's
+    output = logic.process(node, model="bicubic", scale=2, plane="auto", targetSpacingMM=1.5, weights=tp_weights,
+                           engine=FP32_CPU, check=False)
+    source = tmp_path / "thick.nrrd"
+    write_volume(volume, source)
+    run = run_volume(source, tmp_path / "out.nrrd", options)
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(output), read_volume(run.output).array)
+    assert logic.lastRunInfo["grid"] == run.result.metadata["medsr"]["grid"]
+    # an in-plane panel run: model and scale set, the through-plane fields left unset even when typed in
+    thin = nodes.volumeFromNode(thick_node("Thin2", spacing=(0.9, 0.9, 1.2)))
+    in_plane = logic.runOptions(thin, model="bicubic", scale=2, plane="auto", targetSpacingMM=0.5, adaptSeconds=30)
+    assert (in_plane.plane, in_plane.model, in_plane.scale, in_plane.target_spacing, in_plane.adapt_seconds) == (
+        "in", "bicubic", 2, None, None)

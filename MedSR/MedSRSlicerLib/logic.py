@@ -258,6 +258,38 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
                 return _("Advanced settings: {problem}").format(problem=problem)
         return None
 
+    @staticmethod
+    def runOptions(volume, *, model: str = "bicubic", scale: int = 2, axis="auto", plane: str = "in",
+                   targetSpacingMM: float = 0.0, adaptSeconds: float = 0.0, throughModel: str = planes.AUTO_NETWORK,
+                   weights=None, check: bool = True, engine=None):
+        """The ``MedSRLib.run.RunOptions`` of a panel run on ``volume`` (a MedSRLib ``Volume``): the one options
+        type ``medsr run``, cohorts and this module share. ``plane`` "auto" is resolved on the volume first
+        (``MedSRLib.pipeline.resolve_plane``) so that only the options of the run that happens are set: an
+        in-plane run takes ``model`` and ``scale``; a through-plane run the network (``throughModel``),
+        ``targetSpacingMM`` and ``adaptSeconds`` (0 = MedSRLib's default: near-isotropic, no adaptation).
+        ``engine``: an ``EngineOptions`` (None = automatic). Output dtype: the input's, unless Slicer
+        cannot store it (float32).
+
+        Raises:
+            OptionError, ScaleError, ModelNotFoundError: a value MedSRLib refuses, in one line.
+        """
+        from MedSRLib.engine import EngineOptions
+        from MedSRLib.models import get_model
+        from MedSRLib.run import RunOptions
+
+        resolved = planes.resolvedPlane(volume, plane, axis=_sliceAxisArgument(axis))
+        values = dict(plane=resolved, axis=_sliceAxisArgument(axis), output_dtype=nodes.outputDtypeFor(volume.array),
+                      weights=None if weights is None else str(weights), check=bool(check),
+                      engine=engine if engine is not None else EngineOptions())
+        if resolved == "in":  # the in-plane model and scale matter to an in-plane run only
+            spec = get_model(model)
+            values.update(model=spec.name, scale=spec.check_scale(scale))
+        else:
+            keywords = planes.superResolveKeywords(resolved, targetSpacingMM, adaptSeconds, throughModel)
+            values.update(model=keywords.get("model"), target_spacing=keywords.get("target_spacing"),
+                          adapt_seconds=keywords.get("adapt_seconds"))
+        return RunOptions(**values)
+
     # -- processing ----------------------------------------------------------------------------------
     def process(
         self,
@@ -324,35 +356,21 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
         nodes.checkInputVolume(inputVolume)
         nodes.checkOutputVolume(outputVolume, inputVolume)
         dependencies.checkDependencies()
-        from MedSRLib.models import get_model
-
         engineOptions = self.engineOptions(engine, device=device, ensemble=ensemble, memory_budget_mb=memoryBudgetMB or None)
         volume = nodes.volumeFromNode(inputVolume)
-        resolved = planes.resolvedPlane(volume, plane, axis=_sliceAxisArgument(axis))
-        options = dict(
-            axis=_sliceAxisArgument(axis),
-            options=engineOptions,
-            output_dtype=nodes.outputDtypeFor(volume.array),
-            progress=progress,
-            cancel=cancel,
-        )
-        if resolved == "in":  # the in-plane model and scale matter to an in-plane run only
-            spec = get_model(model)
-            scale = spec.check_scale(scale)
-            options.update(model=spec, scale=scale)
-        if weights is not None:
-            options["weights"] = str(weights)
-        options.update(planes.superResolveKeywords(resolved, targetSpacingMM, adaptSeconds, throughModel))
+        runOptions = self.runOptions(volume, model=model, scale=scale, axis=axis, plane=plane,
+                                     targetSpacingMM=targetSpacingMM, adaptSeconds=adaptSeconds,
+                                     throughModel=throughModel, weights=weights, check=check, engine=engineOptions)
         startTime = time.monotonic()
         logging.info(f"MedSR: super-resolving '{inputVolume.GetName()}' " + (
-            f"with {options['model'].name} x{scale}" if resolved == "in" else "along its slice axis (through-plane)"))
+            f"with {runOptions.model} x{runOptions.scale}" if runOptions.plane == "in" else "along its slice axis (through-plane)"))
         with reporting.capturedWarnings(onWarning or logging.warning):
-            result, report = (runner or _runInline)(lambda: _superResolveAndCheck(volume, options, check))
+            result, report, choiceNotes = (runner or _runInline)(lambda: _superResolveAndCheck(volume, runOptions, progress, cancel))
         if cancel is not None and cancel():
             raise CancelledError("Cancelled after super-resolution: nothing was written.")
-        notes = reporting.throughPlaneNotes(result.metadata.get("medsr") or {})
+        notes = choiceNotes + reporting.throughPlaneNotes(result.metadata.get("medsr") or {})
         nodes.checkStillInScene(inputVolume, outputVolume)  # deleted while the job ran: stop, write nothing
-        outputVolume = nodes.prepareOutputNode(outputVolume, inputVolume, *_nameParts(result, model, scale))
+        outputVolume = nodes.prepareOutputNode(outputVolume, inputVolume, *_nameParts(result, model, runOptions.scale or scale))
         nodes.writeVolumeToNode(result, outputVolume)
         nodes.placeBesideInput(outputVolume, inputVolume)
         if showResult:
@@ -426,23 +444,22 @@ def _nameParts(result, modelName: str, scale: int) -> tuple:
     return runInfo.get("model", modelName), max(runInfo["grid"]["factors_zyx"])
 
 
-def _superResolveAndCheck(volume, options, check: bool):
-    """``(super-resolved Volume, ConsistencyReport or None)``: pure MedSRLib work (runs in the worker thread)."""
-    from MedSRLib.consistency import check_consistency
-    from MedSRLib.pipeline import super_resolve
+def _superResolveAndCheck(volume, runOptions, progress=None, cancel=None):
+    """``(super-resolved Volume, ConsistencyReport or None, notes)``: pure MedSRLib work (runs in the worker
+    thread) through the flow ``medsr run`` uses (``MedSRLib.run.super_resolve_with_options``); ``notes``:
+    which model ran and why. A check that cannot run keeps the output and says why."""
+    from MedSRLib.run import check_with_options, super_resolve_with_options
 
-    result = super_resolve(volume, **options)
-    if not check:
-        return result, None
+    notes = []
+    done = super_resolve_with_options(volume, runOptions, note=notes.append, progress=lambda label: progress,
+                                      cancel=cancel)
+    if not runOptions.check:
+        return done.result, None, notes
     try:
-        if _isInPlaneResult(result):
-            return result, check_consistency(volume, result, scale=options["scale"], axis=options["axis"])
-        # through-plane: re-degrade along the slice axis with the slice profile MedSRLib recorded for the run
-        run = result.metadata["medsr"]
-        return result, check_consistency(volume, result, plane="through", axis=run["slice_axis"])
+        return done.result, check_with_options(volume, done.result, runOptions, keep_difference=True), notes
     except MedSRError as error:  # the output itself is fine to keep; say why there are no numbers
         logging.getLogger("MedSRLib.consistency").warning(f"MedSR: the data-consistency check failed: {error}")
-        return result, None
+        return done.result, None, notes
 
 
 def _sliceAxisArgument(axis):

@@ -6,7 +6,7 @@
                                                                                                   (a cohort)
     medsr models [--json] [--card NAME[:SCALE]]
     medsr evaluate HR [--model M] --scale S [--convention C] [--json]
-    medsr evaluate VOLUME --through-plane --mm 3 5 7 [--model M] [--adapt SECONDS] [--json]
+    medsr evaluate VOLUME --through-plane --mm 3 5 7 [--model M] [--adapt SECONDS] [--views 2|4] [--json]
     medsr check IN SR [--scale S] [--plane in|through] [--axis A] [--diff OUT] [--json]
     medsr precision [--measure] [--json]
     medsr example [NAME] [--list]
@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="--through-plane: simulated slice thickness = spacing in mm (default 5)")
     ev.add_argument("--adapt", type=float, default=None, metavar="SECONDS",
                     help="--through-plane: also score the network adapted for SECONDS to each simulated volume")
+    ev.add_argument("--views", type=int, default=None, choices=(2, 4),
+                    help="--through-plane: views the network's output fuses: 4 (default: both in-plane orientations "
+                         "and both voxel diagonals) or 2 (the orientations only)")
     ev.add_argument("--convention", default="basicsr", help="metric convention: basicsr (default), srda, dridsr_y")
     ev.add_argument("--limit", type=int, default=None, help="evaluate at most this many images")
     ev.add_argument("--series-uid", default=None)
@@ -435,7 +438,7 @@ def _cmd_evaluate_through_plane(args: argparse.Namespace, options: Any) -> int:
     if args.scale is not None or args.panel is not None or args.limit is not None:
         raise OptionError("--scale, --panel and --limit are for in-plane evaluation; --through-plane takes --mm")
     rows = evaluate_thick_slices(args.hr, mm=args.mm or [5.0], model=args.model, weights=args.weights, axis=args.axis,
-                                 series_uid=args.series_uid, adapt_seconds=args.adapt, options=options)
+                                 series_uid=args.series_uid, adapt_seconds=args.adapt, views=args.views, options=options)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -463,8 +466,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     options = _engine_options(args)  # invalid engine flags fail before any work
     if args.through_plane:
         return _cmd_evaluate_through_plane(args, options)
-    if args.mm is not None or args.adapt is not None:
-        raise OptionError("--mm and --adapt belong to --through-plane evaluation")
+    if args.mm is not None or args.adapt is not None or args.views is not None:
+        raise OptionError("--mm, --adapt and --views belong to --through-plane evaluation")
     if args.scale is None:
         raise OptionError("--scale is required (or --through-plane for the slice axis)")
     if args.panel is not None:

@@ -213,6 +213,7 @@ def evaluate_thick_slices(
     series_uid: str | None = None,
     adapt_seconds: float | None = None,
     adapt_iterations: int | None = None,
+    views: int | None = None,
     allow_untrained: bool = False,
     options: Any = None,
     **engine_keywords: Any,
@@ -227,10 +228,11 @@ def evaluate_thick_slices(
     to that thick volume when ``adapt_seconds``/``adapt_iterations`` are given; each is scored
     against the original inside the foreground mask (:func:`MedSRLib.throughplane.evaluate_through_plane`,
     whose ``convention`` is in each row). Intensities: the volume's :class:`IntensityMapping` to [0, 1].
+    ``views``: the views the network methods fuse (2 or 4; None = :data:`MedSRLib.throughplane.DEFAULT_VIEWS`).
 
     Returns:
         One row per thickness: ``mm``, ``axis``, ``factor`` (mm / spacing), ``n_lr``, ``n_out``,
-        ``mask_fraction``, ``scores`` (method -> ``psnr``, ``ssim``), ``gain_db`` (method -> PSNR over
+        ``mask_fraction``, ``views`` (fused by the network methods), ``scores`` (method -> ``psnr``, ``ssim``), ``gain_db`` (method -> PSNR over
         cubic B-spline), ``seconds`` (method -> s), ``adaptation`` (its report or None), ``model``,
         ``convention``.
     """
@@ -242,10 +244,13 @@ def evaluate_thick_slices(
     from .intensity import IntensityMapping, guess_modality
     from .io import read_volume
     from .models import default_model, get_model
-    from .throughplane import (MIN_FACTOR, adapt_through_plane, evaluate_through_plane, super_resolve_through_plane,
+    from .throughplane import (DEFAULT_VIEWS, MIN_FACTOR, adapt_through_plane, evaluate_through_plane, super_resolve_through_plane,
                               use_adapted)
 
     opts = engine_options(options, **engine_keywords)
+    views = DEFAULT_VIEWS if views is None else views
+    if isinstance(views, bool) or views not in (2, 4):
+        raise OptionError(f"views must be 2 or 4; got {views!r}")
     values = [float(v) for v in mm] if mm else []
     if not values or any(not math.isfinite(v) or v <= 0 for v in values):
         raise OptionError(f"--mm takes positive slice thicknesses in mm; got {list(mm) if mm else mm!r}")
@@ -279,14 +284,14 @@ def evaluate_thick_slices(
                 tuned_predictor = Predictor(spec, report.r, module=tuned, options=opts)
                 chosen = tuned_predictor if use_adapted(lr, report, axis=a, factor=factor, shipped=predictor,
                                                         adapted=tuned_predictor) else predictor
-                return super_resolve_through_plane(lr, axis=a, factor=factor, n_out=n_out, predictor=chosen)
+                return super_resolve_through_plane(lr, axis=a, factor=factor, n_out=n_out, predictor=chosen, views=views)
 
             extra["adapted"] = adapted
-        ev = evaluate_through_plane(unit, axis=a, factor=factor, predictor=predictor, extra=extra)
+        ev = evaluate_through_plane(unit, axis=a, factor=factor, predictor=predictor, extra=extra, views=views)
         report = reports.get("adapted")
         rows.append({
             "mm": v, "axis": a, "factor": factor, "n_lr": ev.n_lr, "n_out": ev.n_out, "mask_fraction": ev.mask_fraction,
-            "model": spec.name, "precision": predictor.precision_ran or predictor.precision,
+            "model": spec.name, "precision": predictor.precision_ran or predictor.precision, "views": views,
             "scores": {k: {"psnr": s.psnr, "ssim": s.ssim} for k, s in ev.scores.items()},
             "gain_db": {k: ev.gain(k) for k in ev.scores if k != "bspline3"},
             "seconds": dict(ev.seconds),

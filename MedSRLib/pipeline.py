@@ -109,6 +109,7 @@ def super_resolve(
     adapt_seconds: float | None = None,
     adapt_iterations: int | None = None,
     adapt_seed: int = 0,
+    views: int | None = None,
     through_model: Any = None,
     output_dtype: str = "input",
     modality: str | None = None,
@@ -155,6 +156,9 @@ def super_resolve(
             ``adapt_seed`` seeds it. The adapted network is used only when its two orientations agree
             about as well as the shipped network's (:func:`MedSRLib.throughplane.use_adapted`); the
             record's ``through_plane.adaptation.used`` says which ran.
+        views: through-plane: the views fused, 4 (default: the two orthogonal orientations and the two
+            voxel diagonals; :data:`MedSRLib.throughplane.DEFAULT_VIEWS`) or 2 (the orthogonal ones only,
+            about half the network time).
         through_model: with ``plane='both'``: the through-plane model (``model`` is the in-plane one).
         output_dtype: ``'input'`` (keep the input's dtype and units; integers rounded and clipped)
             or ``'float32'``.
@@ -186,11 +190,11 @@ def super_resolve(
     if chosen == "through":
         return _super_resolve_through_plane(
             volume, model=model, axis=axis, target_spacing=target_spacing, thickness=thickness,
-            adapt_seconds=adapt_seconds, adapt_iterations=adapt_iterations, adapt_seed=adapt_seed, weights=weights,
-            allow_untrained=allow_untrained, options=options, predictor=predictor, engine_keywords=engine_keywords,
-            **common)
-    if any(v is not None for v in (target_spacing, thickness, adapt_seconds, adapt_iterations)) and chosen == "in":
-        raise OptionError("target_spacing, thickness and adapt_* apply to through-plane runs; this run is in-plane "
+            adapt_seconds=adapt_seconds, adapt_iterations=adapt_iterations, adapt_seed=adapt_seed, views=views,
+            weights=weights, allow_untrained=allow_untrained, options=options, predictor=predictor,
+            engine_keywords=engine_keywords, **common)
+    if any(v is not None for v in (target_spacing, thickness, adapt_seconds, adapt_iterations, views)) and chosen == "in":
+        raise OptionError("target_spacing, thickness, adapt_* and views apply to through-plane runs; this run is in-plane "
                           "(pass plane='through' or 'both')")
     if chosen == "both":
         if predictor is not None:
@@ -204,9 +208,9 @@ def super_resolve(
             first.with_array(first.array, metadata={**volume.metadata}), model=through_model,
             axis=first.metadata["medsr"]["slice_axis"],
             target_spacing=in_plane_spacing if target_spacing is None else target_spacing, thickness=thickness,
-            adapt_seconds=adapt_seconds, adapt_iterations=adapt_iterations, adapt_seed=adapt_seed, weights=weights,
-            allow_untrained=allow_untrained, options=options, predictor=None, engine_keywords=engine_keywords,
-            source_units=volume, **common)
+            adapt_seconds=adapt_seconds, adapt_iterations=adapt_iterations, adapt_seed=adapt_seed, views=views,
+            weights=weights, allow_untrained=allow_untrained, options=options, predictor=None,
+            engine_keywords=engine_keywords, source_units=volume, **common)
         return _combine_steps(volume, first, second)
     return _super_resolve_in_plane(volume, model=model, scale=scale, axis=axis, weights=weights,
                                    allow_untrained=allow_untrained, options=options, predictor=predictor,
@@ -368,6 +372,7 @@ def _super_resolve_through_plane(
     adapt_seconds: float | None,
     adapt_iterations: int | None,
     adapt_seed: int,
+    views: int | None,
     output_dtype: str,
     modality: str | None,
     weights: str | Path | None,
@@ -389,7 +394,7 @@ def _super_resolve_through_plane(
     from .intensity import IntensityMapping, NetworkIntensity, guess_modality
     from .models import default_model
     from .safety import check_memory, check_run_arguments
-    from .throughplane import adapt_through_plane, super_resolve_through_plane, use_adapted
+    from .throughplane import DEFAULT_VIEWS, adapt_through_plane, super_resolve_through_plane, use_adapted
 
     check_run_arguments(volume, scale=1, modality=modality, allow_untrained=allow_untrained)
     units = source_units if source_units is not None else volume
@@ -417,6 +422,10 @@ def _super_resolve_through_plane(
         raise OptionError(f"adapt_iterations must be a positive integer; got {adapt_iterations!r}")
     if output_dtype not in ("input", "float32"):
         raise OptionError(f"output_dtype must be 'input' or 'float32'; got {output_dtype!r}")
+    views = DEFAULT_VIEWS if views is None else views
+    if isinstance(views, bool) or views not in (2, 4):
+        raise OptionError(f"views must be 2 (the two orthogonal orientations) or 4 (and the two voxel diagonals); "
+                          f"got {views!r}")
     tp = plan_through_plane(volume, spec, axis=axis, target_spacing=target_spacing, thickness=thickness,
                             modality=modality, weights=weights, check_weights=predictor is None and not allow_untrained)
     facts, target, requested, plan, n_out, factor, r = (tp.facts, tp.target_spacing, tp.requested_factor, tp.plan,
@@ -457,7 +466,7 @@ def _super_resolve_through_plane(
     started = time.perf_counter()
     projection: list[Any] = []
     fused = super_resolve_through_plane(volume.array, axis=facts.axis, factor=factor, predictor=predictor, n_out=n_out,
-                                        normalise=rules.to_network, progress=progress, cancel=cancel,
+                                        normalise=rules.to_network, progress=progress, cancel=cancel, views=views,
                                         thickness=facts.thickness / facts.spacing, on_projection=projection.append)
     seconds = time.perf_counter() - started
     out = fused if dtype == np.float32 else np.empty(plan.output.shape, dtype=dtype)
@@ -478,7 +487,9 @@ def _super_resolve_through_plane(
         "output_spacing_mm": facts.spacing / factor,
         "network_factor": r,
         "finish": None if n_out == r * n else f"cubic B-spline along axis {facts.axis} ({r * n} -> {n_out} samples)",
-        "fusion": "mean of the two in-plane orientations",
+        "fusion": ("mean of the two in-plane orientations and the two voxel diagonals" if views == 4
+                   else "mean of the two in-plane orientations"),
+        "views": views,
         "profile": "gaussian (FWHM = thickness)",
         "projection": projection[0].to_json() if projection else None,
         "adaptation": adaptation,
@@ -532,6 +543,7 @@ def estimate_seconds(
     precision: str = "auto",
     plane: str = "in",
     target_spacing: float | None = None,
+    views: int | None = None,
 ) -> float:
     """Rough run time in seconds before starting, from the model's MACs per LR pixel, the device and
     the precision (``'auto'`` resolved as the run would: :func:`MedSRLib.engine.resolve_precision`).
@@ -542,8 +554,9 @@ def estimate_seconds(
     the voxel size in mm in ITK order ``(x, y, z)`` (required); the slice axis is ``axis`` (numpy index
     0..2 of ``volume_shape_zyx``) or the one with the largest spacing; the network runs at
     ``r = ceil(slice spacing / target)`` (target: ``target_spacing``, else the finest other spacing) on
-    the slices of both in-plane orientations, so the LR pixel count is twice the voxel count (the
-    multi-factor network's MACs are counted with every tail built: an upper bound at small factors).
+    the slices of every view (``views``, default 4: :func:`MedSRLib.throughplane.view_columns`; 2 views:
+    twice the voxel count; the multi-factor network's MACs are counted with every tail built: an upper
+    bound at small factors).
     """
     import math
 
@@ -561,7 +574,11 @@ def estimate_seconds(
         target = float(target_spacing) if target_spacing else min(others)
         r = int(math.ceil(zyx[slice_axis] / target - 1e-9))
         scale = spec.check_scale(min(max(r, min(spec.scales)), max(spec.scales)))
-        lr_pixels = 2 * n_voxels
+        from .throughplane import DEFAULT_VIEWS, view_columns
+
+        big_p, big_q = (int(volume_shape_zyx[a]) for a in range(3) if a != slice_axis)
+        lr_pixels = int(volume_shape_zyx[slice_axis]) * view_columns(
+            big_p, big_q, views=DEFAULT_VIEWS if views is None else int(views))
     elif plane == "in":
         scale = spec.check_scale(scale)
         lr_pixels = n_voxels

@@ -45,7 +45,7 @@ PLANES: tuple[str, ...] = ("auto", "in", "through", "both")
 #: Anatomical slice-axis names :class:`RunOptions` accepts besides numpy axes 0-2.
 AXIS_NAMES: tuple[str, ...] = ("axial", "coronal", "sagittal")
 #: The through-plane fields and their ``medsr run`` flags (refused on an in-plane run).
-THROUGH_FIELDS: tuple[str, ...] = ("target_spacing", "thickness", "adapt_seconds", "adapt_iterations")
+THROUGH_FIELDS: tuple[str, ...] = ("target_spacing", "thickness", "adapt_seconds", "adapt_iterations", "views")
 #: Files :func:`MedSRLib.io.write_dicom_series` writes (a DICOM output folder of only these may be replaced).
 DICOM_OUTPUT_FILE = r"^IM\d{5}\.dcm$"
 
@@ -90,6 +90,8 @@ class RunOptions:
         thickness: through-plane slice thickness in mm; None = DICOM SliceThickness, else the slice spacing.
         adapt_seconds: through-plane: fine-tune the network on the volume's own slices this long first.
         adapt_iterations: through-plane: adapt for exactly this many steps (reproducible to the bit).
+        views: through-plane: the views fused, 4 (the two orthogonal orientations and the two voxel
+            diagonals) or 2 (orthogonal only, about half the network time); None = 4.
         modality: ``'CT'``/``'MR'`` overriding the detected one; None = detected.
         axis: slice axis: None (largest spacing), ``'axial'|'coronal'|'sagittal'`` or a numpy axis 0-2.
         weights: a weights file of ``model`` instead of the shipped one (``plane='both'``: the through-plane one).
@@ -120,6 +122,9 @@ class RunOptions:
     adapt_iterations: int | None = field(default=None, metadata=_cli(
         "--adapt-iterations", "through-plane: adapt for exactly N steps (reproducible to the bit) instead of a "
         "time bound", int, "N"))
+    views: int | None = field(default=None, metadata=_cli(
+        "--views", "through-plane: views fused: 4 (default: the two in-plane orientations and the two voxel "
+        "diagonals) or 2 (the two orientations only; about half the network time)", int, "N", (2, 4)))
     modality: str | None = field(default=None, metadata=_cli(
         "--modality", "override the detected modality", str.upper, None, ("CT", "MR")))
     axis: int | str | None = field(default=None, metadata=_cli(
@@ -156,6 +161,8 @@ class RunOptions:
             refuse("adapt_seconds", "a non-negative number of seconds")
         if self.adapt_iterations is not None and not (_is_int(self.adapt_iterations) and self.adapt_iterations >= 1):
             refuse("adapt_iterations", "a positive integer")
+        if self.views is not None and not (_is_int(self.views) and self.views in (2, 4)):
+            refuse("views", "2 or 4")
         if self.modality is not None:
             if not isinstance(self.modality, str) or self.modality.strip().upper() not in ("CT", "MR"):
                 refuse("modality", "'CT' or 'MR'")
@@ -460,11 +467,11 @@ def super_resolve_with_options(
         tp = plan_through_plane(volume, spec, axis=opts.axis, target_spacing=opts.target_spacing,
                                 thickness=opts.thickness, modality=modality, weights=opts.weights)
         result = super_resolve(volume, predictor=cache.get(spec, tp.network_factor, plane="through"),
-                               target_spacing=opts.target_spacing, thickness=opts.thickness, **common)
+                               target_spacing=opts.target_spacing, thickness=opts.thickness, views=opts.views, **common)
     else:  # adaptation trains its own copy; 'both' builds its two networks
         result = super_resolve(volume, model=spec, scale=scale, target_spacing=opts.target_spacing,
                                thickness=opts.thickness, adapt_seconds=opts.adapt_seconds,
-                               adapt_iterations=opts.adapt_iterations, through_model=through_spec,
+                               adapt_iterations=opts.adapt_iterations, views=opts.views, through_model=through_spec,
                                options=opts.engine, weights=opts.weights, **common)
     return OptionsRun(plane=plane, spec=spec, scale=scale, result=result, notes=notes)
 
@@ -645,6 +652,8 @@ def summary_text(summary: dict[str, Any]) -> str:
     if through is None:
         return f"wrote {summary['output']}: {summary['model']} x{summary['factor']} {ran}; {shape}, {spacing}"
     how = f"network x{through['network_factor']}" + (" + cubic B-spline finish" if through["finish"] else "")
+    if through.get("views"):
+        how += f", {through['views']} views fused"
     prefix = f"in-plane x{summary['scale']}, then " if summary["plane"] == "both" else ""
     lines = [
         f"wrote {summary['output']}: {prefix}through-plane {summary['model']} along array axis {summary['axis']}, "

@@ -367,19 +367,25 @@ def test_cli_scale_on_a_thick_volume_stays_in_plane_and_says_so(small_thick_mr, 
     assert "--plane through super-resolves the slice axis" in captured.err
 
 
-def test_time_estimate_of_a_through_plane_run_counts_both_orientations_at_the_network_factor() -> None:
-    """35 sagittal 4.8 mm slices of 1 mm pixels to 1 mm: the network runs x5 over both orientations."""
+def test_time_estimate_of_a_through_plane_run_counts_every_view_at_the_network_factor() -> None:
+    """35 sagittal 4.8 mm slices of 1 mm pixels to 1 mm: the network runs x5 over both orientations (views=2),
+    and by default over both voxel diagonals too, as padded to their width buckets."""
     from MedSRLib.engine import estimate_seconds as engine_estimate
     from MedSRLib.engine import resolve_device
     from MedSRLib.models import get_model
     from MedSRLib.pipeline import estimate_seconds
 
     shape_zyx, spacing_xyz = (35, 64, 64), (1.0, 1.0, 4.8)
-    seconds = estimate_seconds(shape_zyx, spacing_xyz, model="tp-dridsr", scale=2, plane="through", precision="fp32")
+    seconds = estimate_seconds(shape_zyx, spacing_xyz, model="tp-dridsr", scale=2, plane="through", precision="fp32",
+                               views=2)
     expected = engine_estimate(macs_per_lr_pixel=get_model("tp-dridsr").macs_per_lr_pixel(5),
                                lr_pixels_total=2 * 35 * 64 * 64, device=resolve_device("auto"), ensemble=False,
                                precision="fp32")
     assert seconds == pytest.approx(expected) and seconds > 0
+    # 4 views: per diagonal direction 127 diagonals of 1..64 voxels, padded to 32 (64 of them, lengths 1-32)
+    # or 64 columns (63, lengths 33-64): 64 x 32 + 63 x 64 = 6080 columns
+    four = estimate_seconds(shape_zyx, spacing_xyz, model="tp-dridsr", scale=2, plane="through", precision="fp32")
+    assert four == pytest.approx(seconds * (2 * 64 * 64 + 2 * 6080) / (2 * 64 * 64))
     in_plane = estimate_seconds(shape_zyx, spacing_xyz, model="tp-dridsr", scale=2, plane="in", precision="fp32")
     assert seconds == pytest.approx(2 * in_plane)  # both orientations: every voxel is read twice
     with pytest.raises(OptionError, match="spacing"):

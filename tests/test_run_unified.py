@@ -170,6 +170,8 @@ def test_run_cohort_takes_the_run_options(tiny_weights, tmp_path) -> None:
     ({"thickness": 0}, "thickness"),
     ({"adapt_seconds": -5}, "adapt_seconds"),
     ({"adapt_iterations": 0}, "adapt_iterations"),
+    ({"views": 3}, "views"),
+    ({"views": True}, "views"),
     ({"modality": "PET"}, "modality"),
     ({"axis": 3}, "axis"),
     ({"axis": "diagonal"}, "axis"),
@@ -213,9 +215,9 @@ def test_run_flags_are_derived_from_the_run_options() -> None:
     args = build_parser().parse_args(["run", "in.nii", "out.nii", "--plane", "through", "--target-spacing", "1.5",
                                       "--thickness", "5", "--adapt", "30", "--adapt-iterations", "7", "--modality", "mr",
                                       "--axis", "2", "--weights", "w.safetensors", "--model", "tp-mdrn", "--float32",
-                                      "--keep-raw-values", "--check", "--threads", "1"])
+                                      "--keep-raw-values", "--check", "--threads", "1", "--views", "2"])
     assert _run_options(args) == RunOptions(
-        model="tp-mdrn", plane="through", target_spacing=1.5, thickness=5.0, adapt_seconds=30.0, adapt_iterations=7,
+        model="tp-mdrn", plane="through", target_spacing=1.5, thickness=5.0, adapt_seconds=30.0, adapt_iterations=7, views=2,
         modality="MR", axis=2, weights="w.safetensors", output_dtype="float32", clip_output=False, check=True,
         engine=EngineOptions(threads=1))
 
@@ -225,6 +227,7 @@ def test_run_flags_are_derived_from_the_run_options() -> None:
     (["--adapt-iterations", "0"], "adapt_iterations (--adapt-iterations) must be a positive integer"),
     (["--scale", "0"], "scale (--scale) must be a positive integer"),
     (["--plane", "in", "--thickness", "3"], "--thickness apply to through-plane runs"),
+    (["--plane", "in", "--views", "2"], "--views apply to through-plane runs"),
 ])
 def test_bad_values_are_refused_by_name_before_any_work(args, words, tmp_path, capsys) -> None:
     """One volume and a cohort alike: one line, exit 2, nothing read or written (not even the output folder)."""
@@ -236,3 +239,25 @@ def test_bad_values_are_refused_by_name_before_any_work(args, words, tmp_path, c
         code, _, err = _cli(capsys, "run", str(target), str(out), *args)
         assert code == 2 and words in err and err.count("\n") == 1, err
         assert not out.exists()
+
+
+def test_views_reach_the_run_and_its_record(tiny_weights, tmp_path, capsys) -> None:
+    """--views 2 fuses the two orthogonal orientations only; the default fuses the two voxel diagonals too:
+    both record what ran (JSON ``through_plane.views``/``fusion``, the summary line), and the outputs differ."""
+    thick = _thick_mr(tmp_path / "in")
+    flags = ("--plane", "through", "--model", "tp-dridsr", "--weights", str(tiny_weights), "--precision", "fp32", "--quiet")
+    outputs = {}
+    for views in (None, 2):
+        out = tmp_path / f"views{views}.nii.gz"
+        code, text, err = _cli(capsys, "run", str(thick), str(out), *flags, *(("--views", str(views)) if views else ()),
+                               "--json")
+        assert code == 0, err
+        through = json.loads(text)["through_plane"]
+        assert through["views"] == (views or 4)
+        assert ("diagonals" in through["fusion"]) == (views is None)
+        outputs[views] = out
+    code, text, err = _cli(capsys, "run", str(thick), str(tmp_path / "text.nii.gz"), *flags)
+    assert code == 0 and "4 views fused" in text, err
+    from MedSRLib.io import read_volume
+
+    assert not np.array_equal(read_volume(outputs[None]).array, read_volume(outputs[2]).array)

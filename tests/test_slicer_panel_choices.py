@@ -185,7 +185,7 @@ def test_panel_shows_the_rule_and_the_plan_for_the_selected_volume(medsr):
     parameters.inputVolume = volume_node(spacing=(0.9, 0.9, 3.0))
     shown = panel(medsr, parameters).planeText
     assert "Auto is through-plane when the slice spacing is at least 2x the in-plane spacing: through-plane." in shown
-    assert "-> 20 x 0.9 mm (x3.33), two orientations fused." in shown
+    assert "-> 20 x 0.9 mm (x3.33), two orientations and two diagonals fused." in shown
     assert ("Through-plane network: tp-dridsr (Auto: MedSRLib's network for MR), run at x4" in shown
             or "No through-plane weights for MR are shipped in this MedSR (tp-dridsr): choose Direction: In-plane." in shown)
     parameters.plane = "in"

@@ -110,14 +110,16 @@ def test_through_plane_output_is_written_on_MedSRLibs_plan_with_round_n_f_slices
     before.assert_unchanged()
 
 
-def test_progress_runs_over_both_orientations_monotonic_to_the_total(medsr, tp_weights):
+def test_progress_runs_over_every_view_monotonic_to_the_total(medsr, tp_weights):
     from MedSRSlicerLib import reporting
 
     seen = []
     logic = medsr.MedSRLogic()
     logic.process(thick_node(), plane="through", weights=tp_weights, engine={**FP32_CPU, "batch_size": "4"},
                   progress=lambda done, total: seen.append((done, total)), check=False)
-    total = SHAPE_KJI[1] + SHAPE_KJI[2]  # slices cut along J (20) and along I (24), each containing the K axis
+    # slices cut along J (20) and along I (24), each containing the K axis, and the 20 + 24 - 1 voxel diagonals
+    # in each of the two diagonal directions (MedSRLib's default of 4 views)
+    total = SHAPE_KJI[1] + SHAPE_KJI[2] + 2 * (SHAPE_KJI[1] + SHAPE_KJI[2] - 1)
     assert {t for _d, t in seen} == {total}
     done = [d for d, _t in seen]
     assert done == sorted(done) and done[-1] == total and len(done) > 2

@@ -55,12 +55,12 @@ def test_the_predictor_path_equals_the_direct_path_in_fp32(factor: float) -> Non
         torch.nn.init.normal_(p, std=0.05)
     vol = np.random.default_rng(0).random((9, 20, 17)).astype(np.float32)
     same = _predictor(net, channels_last=False, batch_size=16)
-    out = super_resolve_through_plane(vol, axis=0, factor=factor, predictor=same, project=0)
+    out = super_resolve_through_plane(vol, axis=0, factor=factor, predictor=same, project=0, views=2)
     reference = _direct(vol, same.module, axis=0, n_out=out.shape[0])
     assert np.array_equal(out, reference)
-    auto = super_resolve_through_plane(vol, axis=0, factor=factor, predictor=_predictor(net), project=0)
+    auto = super_resolve_through_plane(vol, axis=0, factor=factor, predictor=_predictor(net), project=0, views=2)
     np.testing.assert_allclose(auto, reference, atol=2e-6, rtol=0)
-    tiled = super_resolve_through_plane(vol, axis=0, factor=factor, predictor=_predictor(net, tile=12, tile_overlap=4), project=0)
+    tiled = super_resolve_through_plane(vol, axis=0, factor=factor, predictor=_predictor(net, tile=12, tile_overlap=4), project=0, views=2)
     # tiles blend (random weights on noise: seams differ, most voxels do not)
     assert tiled.shape == reference.shape and np.median(np.abs(tiled - reference)) < 1e-3
 
@@ -91,16 +91,59 @@ def test_orientations_are_fused_by_averaging() -> None:
     vol = np.random.default_rng(6).random((5, 6, 7)).astype(np.float32)
     a = super_resolve_through_plane(vol, axis=0, factor=2, predictor=_predictor(net), fuse="first", project=0)
     b = super_resolve_through_plane(vol, axis=0, factor=2, predictor=_predictor(net), fuse="second", project=0)
-    both = super_resolve_through_plane(vol, axis=0, factor=2, predictor=_predictor(net, batch_size=3), project=0)
+    both = super_resolve_through_plane(vol, axis=0, factor=2, predictor=_predictor(net, batch_size=3), project=0, views=2)
     assert not np.allclose(a, b, atol=1e-4)
     np.testing.assert_allclose(both, (a + b) / 2, atol=1e-5)
+
+
+class RowsAndColumnDifference(torch.nn.Module):
+    """A linear, bias-free one-direction "network": rows repeated ``r`` times, plus the difference of each
+    pixel's two column neighbours (``x[j-1] - x[j+1]``, zero beyond the slice). Zero padding and zero data
+    give the same output, so every view has an exact numpy reference."""
+
+    def forward(self, x: torch.Tensor, r: int) -> torch.Tensor:
+        kernel = torch.tensor([[[[1.0, 0.0, -1.0]]]], dtype=x.dtype)
+        return (x + torch.nn.functional.conv2d(x, kernel, padding=(0, 1))).repeat_interleave(r, dim=-2)
+
+
+def _neighbour_difference(v: np.ndarray, dp: int, dq: int) -> np.ndarray:
+    """``v[:, i - dp, j - dq] - v[:, i + dp, j + dq]`` of a ``(thick, p, q)`` array, zero outside."""
+    pad = np.pad(v, ((0, 0), (1, 1), (1, 1)))
+    big_p, big_q = v.shape[1:]
+    return (pad[:, 1 - dp : 1 - dp + big_p, 1 - dq : 1 - dq + big_q]
+            - pad[:, 1 + dp : 1 + dp + big_p, 1 + dq : 1 + dq + big_q])
+
+
+@pytest.mark.parametrize("axis, factor", [(0, 2), (1, 2.5), (2, 3)])
+def test_four_views_are_the_two_orientations_and_the_two_voxel_diagonals(axis: int, factor: float) -> None:
+    """views=4 averages the slices cut along each in-plane axis and along both diagonals of the voxel grid:
+    with a network that mixes each pixel's column neighbours, the output equals the numpy reference built
+    from the neighbours along q, p, (p, q) and (p, -q); progress counts every slice of every view."""
+    vol = np.random.default_rng(axis).random((5, 9, 7)).astype(np.float32)
+    predictor = Predictor("tp-dridsr", 8, module=RowsAndColumnDifference(), options=EngineOptions(precision="fp32", batch_size=3))
+    seen: list[tuple[int, int]] = []
+    out = super_resolve_through_plane(vol, axis=axis, factor=factor, predictor=predictor, project=0, views=4,
+                                      progress=lambda d, t: seen.append((d, t)))
+    tpq = np.moveaxis(vol, axis, 0)  # (thick, p, q): the two other axes in numpy order
+    fused = sum(tpq + _neighbour_difference(tpq, *d) for d in [(0, 1), (1, 0), (1, 1), (1, -1)]) / 4
+    n = tpq.shape[0]
+    r = int(np.ceil(factor))
+    n_out = int(round(n * factor))
+    expected = np.tensordot(interpolation_matrix(r * n, n_out, "bspline3") if n_out != r * n else np.eye(r * n),
+                            fused.repeat(r, axis=0), axes=(1, 0))
+    np.testing.assert_allclose(out, np.moveaxis(expected, 0, axis), atol=1e-5)
+    big_p, big_q = tpq.shape[1:]
+    total = big_p + big_q + 2 * (big_p + big_q - 1)  # orthogonal slices + diagonals of both directions
+    assert seen[-1] == (total, total) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    with pytest.raises(ValueError, match="views"):
+        super_resolve_through_plane(vol, axis=axis, factor=factor, predictor=predictor, views=3)
 
 
 def test_progress_and_bad_input(zero_tail_net) -> None:
     seen = []
     vol = np.zeros((6, 5, 4), np.float32)
     two = _predictor(zero_tail_net.module, batch_size=2)
-    super_resolve_through_plane(vol, axis=0, factor=2, predictor=two, progress=lambda d, t: seen.append((d, t)))
+    super_resolve_through_plane(vol, axis=0, factor=2, predictor=two, progress=lambda d, t: seen.append((d, t)), views=2)
     # per orientation: 0, then after each batch of 2 (5 slices: 3 batches; 4 slices: 2 batches)
     assert seen[-1] == (9, 9) and all(t == 9 for _, t in seen) and [d for d, _ in seen] == sorted(d for d, _ in seen)
     with pytest.raises(CancelledError):

@@ -85,3 +85,22 @@ def test_bf16_autocast_run_with_warm_start_trains_fp32_weights(covid_folder, tmp
     assert sum(losses[-4:]) / 4 < 0.5 * sum(losses[:2]) / 2, losses
     ckpt = torch.load(result.run_dir / "last.pt", map_location="cpu", weights_only=True)
     assert all(v.dtype == torch.float32 for v in ckpt["model"].values() if v.is_floating_point())
+
+
+def test_l2_loss_is_the_mean_squared_error_of_the_network_output():
+    """``train.loss: l2`` (fine-tuning for PSNR) is MSE of the same output L1 is taken of; through-plane
+    networks get the batch's row factor."""
+    from training.loop import TrainStep
+
+    torch.manual_seed(0)
+    net = get_model("tp-dridsr").build(8).eval()
+    for p in net.tails.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    lr, hr = torch.rand(2, 1, 6, 10), torch.rand(2, 1, 18, 10)
+    label = torch.zeros(2, dtype=torch.long)
+    with torch.no_grad():
+        sr = net(lr, 3)
+        l2 = TrainStep(net, None, loss="l2", weights={})(lr, hr, label)[0]
+        l1 = TrainStep(net, None, loss="l1", weights={})(lr, hr, label)[0]
+    assert torch.allclose(l2, ((sr - hr) ** 2).mean()) and torch.allclose(l1, (sr - hr).abs().mean())
+    assert not torch.allclose(l1, l2)

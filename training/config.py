@@ -65,7 +65,7 @@ DEFAULTS: dict[str, Any] = {
         "patches_per_image": 1,  # random crops per training image per pass over the dataset
         "time_budget": None,  # seconds (or "25m", "2h"): stop and checkpoint when spent
         "augment": {"hflip": True, "rot90": True},
-        "loss": "l1",  # l1 | srda (L1 + lambda1 CE + lambda2 attention MSE)
+        "loss": "l1",  # l1 | l2 (mean squared error: what PSNR measures) | srda (L1 + lambda1 CE + lambda2 attention MSE)
         "loss_weights": {"diag": 0.0006, "atten": 0.0001},  # SRDA Eq. 5 lambda1, lambda2
         "diagnosis": {},  # SRDA: keywords of MedSRLib.models.srda.SRDADiagnosisNet
         "optimizer": {"lr": None, "betas": [0.9, 0.999], "eps": 1.0e-8},
@@ -90,7 +90,7 @@ DEFAULTS: dict[str, Any] = {
 SCHEDULES = ("constant", "step")
 DATASETS = ("covid-ct", "alzheimer", "alzheimer-srda", "luna16", "folder")
 NORMALISATIONS = ("auto", "uint8", "clip", "ct", "mr")
-LOSSES = ("l1", "srda")
+LOSSES = ("l1", "l2", "srda")
 
 
 class ConfigError(MedSRError):

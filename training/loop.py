@@ -116,12 +116,12 @@ class TrainStep(nn.Module):
         self.lambda1, self.lambda2 = float(weights.get("diag", 0.0)), float(weights.get("atten", 0.0))
 
     def forward(self, lr: torch.Tensor, hr: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if self.loss == "l1":
+        if self.loss in ("l1", "l2"):
             if getattr(self.sr, "multi_scale", False):  # through-plane: the factor of this batch's rows
                 sr = self.sr(lr, hr.shape[-2] // lr.shape[-2])
             else:
                 sr = self.sr(lr)
-            l_sr = nn.functional.l1_loss(sr, hr)
+            l_sr = nn.functional.l1_loss(sr, hr) if self.loss == "l1" else nn.functional.mse_loss(sr.float(), hr.float())
             zero = l_sr.new_zeros(())
             return l_sr, l_sr, zero, zero
         from MedSRLib.models.srda import srda_joint_loss

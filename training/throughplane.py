@@ -696,6 +696,7 @@ def results_section(folder: str | Path = GT_DIR, *, machine: str = "") -> str:
                          "trained on that volume's own planes, the through-plane ones included, so its result there is "
                          "a fit to data it has seen, which adapting to the in-plane slices alone may undo; the held-out "
                          "rows are the test.")
+    lines += _views_lines(folder)
     for key, a_gain, plain_gain, rep in adapted_gains:
         lines.append(f"* {key} at 5 mm with --adapt: {a_gain:+.2f} dB over cubic B-spline (shipped weights alone "
                      f"{plain_gain:+.2f} dB); adaptation ran {rep['seconds']:.0f} s, {rep['iterations']} steps, "
@@ -711,7 +712,8 @@ def results_section(folder: str | Path = GT_DIR, *, machine: str = "") -> str:
         + "; ".join(f"`{gt_command(k)}`" for k, *_ in GT_VOLUMES) + "; adapted: "
         + "; ".join(f"`{gt_command(k, adapt=s, threads=2)}`" for k, _, s in GT_ADAPT)
         + ". Each `--json` output is kept in `training/results_throughplane/<volume>.json` "
-          "(`<volume>_adapt120.json`); this section and the cards' ground-truth entries are made from them by "
+          "(`<volume>_adapt120.json`; `<volume>_views2.json`, `<volume>_adapt120_views2.json`: the same commands "
+          "with `--views 2`); this section and the cards' ground-truth entries are made from them by "
           "`python -m training.throughplane results`.",
         f"* Machine: {machine or 'not recorded'}. Network precision on this CPU (auto): {', '.join(precisions)} "
         "(the image path, B-spline base and tails in fp32).",
@@ -719,6 +721,31 @@ def results_section(folder: str | Path = GT_DIR, *, machine: str = "") -> str:
         RESULTS_END,
     ]
     return "\n".join(lines) + "\n"
+
+
+def _views_lines(folder: Path) -> list[str]:
+    """The comparison of 4 fused views (the default) with 2 (``<key>_views2.json`` beside ``<key>.json``)."""
+    import json
+
+    pairs: dict[float, list[tuple[str, bool, float, float]]] = {}
+    for key, _rel, _mms, modality, held_out in GT_VOLUMES:
+        four, two = folder / f"{key}.json", folder / f"{key}_views2.json"
+        if modality != "MR" or not (four.is_file() and two.is_file()):
+            continue
+        gain2 = {float(r["mm"]): r["gain_db"]["network"] for r in json.loads(two.read_text(encoding="utf-8"))}
+        for r in json.loads(four.read_text(encoding="utf-8")):
+            if float(r["mm"]) in gain2 and r.get("views", 2) == 4:
+                pairs.setdefault(float(r["mm"]), []).append((key, held_out, r["gain_db"]["network"], gain2[float(r["mm"])]))
+    lines = []
+    for mm, values in sorted(pairs.items()):
+        held = [(k, g4 - g2) for k, h, g4, g2 in values if h]
+        lines.append(
+            f"* Views at {mm:g} mm (MR): 4 fused views (both in-plane orientations and both voxel diagonals, the default) "
+            f"{_mean(g4 for *_, g4, _ in values):+.2f} dB mean gain vs 2 (the orientations only) "
+            f"{_mean(g2 for *_, g2 in values):+.2f} dB; per volume "
+            + ", ".join(f"{k} {g4 - g2:+.3f}" for k, _, g4, g2 in values)
+            + (f" (held out: {', '.join(f'{k} {d:+.3f}' for k, d in held)})" if held else "") + ".")
+    return lines
 
 
 def replace_results_section(text: str, section: str) -> str:

@@ -96,7 +96,7 @@ class PlanePlan:
             return (f"Through-plane: {self.sliceSpacing:.3g} mm to {self.targetSpacing:.3g} mm is x{self.factor:.2f}, "
                     f"below x{MIN_THROUGH_PLANE_FACTOR:g}: nothing to do.")
         return (f"Through-plane along {AXIS_NAMES[self.sliceAxis]}: {self.slices} slices x {self.sliceSpacing:.3g} mm "
-                f"-> {self.outputSlices} x {self.sliceSpacing / self.factor:.3g} mm (x{self.factor:.2f}), two orientations fused.")
+                f"-> {self.outputSlices} x {self.sliceSpacing / self.factor:.3g} mm (x{self.factor:.2f}), two orientations and two diagonals fused.")
 
 
 def planFor(grid: Any, plane: str = "auto", targetSpacingMM: float = 0.0, sliceAxis: Any = None) -> PlanePlan:

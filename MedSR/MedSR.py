@@ -249,6 +249,7 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 parameters.inputVolume, parameters.model, parameters.scale, device=parameters.device,
                 ensemble=parameters.ensemble, precision=parameters.precision, plane=self._resolvedPlane(),
                 targetSpacingMM=parameters.targetSpacingMM, throughModel=parameters.throughModel,
+                throughDiagonals=parameters.throughDiagonals,
             )
         except MedSRError as error:
             self.ui.estimateLabel.text = _("No estimate: {reason}").format(reason=error)
@@ -324,6 +325,7 @@ class MedSRWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                     targetSpacingMM=parameters.targetSpacingMM,
                     adaptSeconds=parameters.adaptSeconds,
                     throughModel=parameters.throughModel,
+                    throughDiagonals=parameters.throughDiagonals,
                     progress=self._tracker,
                     cancel=lambda: self._cancelRequested,
                     runner=self._runKeepingGuiResponsive,

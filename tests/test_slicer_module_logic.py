@@ -57,6 +57,7 @@ def test_parameter_node_defaults_and_choices_are_accepted_by_MedSRLib(medsr):
     assert (parameters.model, parameters.scale, parameters.sliceAxis, parameters.device) == ("bicubic", 2, "auto", "auto")
     assert parameters.inputVolume is None and parameters.outputVolume is None
     assert (parameters.plane, parameters.targetSpacingMM, parameters.adaptSeconds) == ("auto", 0.0, 0)
+    assert parameters.throughDiagonals is True  # MedSRLib's default fusion: 4 views
     assert medsr.MedSRLogic.engineOptions(engine_settings.readValues(parameters)) == EngineOptions()  # defaults = automatic
     for scale in medsr.SCALE_CHOICES:
         assert get_model(parameters.model).check_scale(scale) == scale

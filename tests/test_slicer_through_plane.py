@@ -312,3 +312,27 @@ def test_panel_run_is_medsr_runs_flow_with_the_same_RunOptions(medsr, tp_weights
     in_plane = logic.runOptions(thin, model="bicubic", scale=2, plane="auto", targetSpacingMM=0.5, adaptSeconds=30)
     assert (in_plane.plane, in_plane.model, in_plane.scale, in_plane.target_spacing, in_plane.adapt_seconds) == (
         "in", "bicubic", 2, None, None)
+
+
+def test_the_views_checkbox_reaches_MedSRLib_as_views_2_and_the_plan_and_estimate_follow(medsr, tp_weights):
+    """Unticking "Fuse the voxel diagonals too" runs MedSRLib with ``views=2`` (the default, ticked, leaves
+    MedSRLib's 4); the run records it, the plan line says so and the estimate shrinks."""
+    from MedSRSlicerLib import nodes
+
+    logic = medsr.MedSRLogic()
+    node = thick_node("Views")
+    volume = nodes.volumeFromNode(node)
+    assert logic.runOptions(volume, plane="through").views is None  # MedSRLib's default: 4
+    assert logic.runOptions(volume, plane="through", throughDiagonals=False).views == 2
+    logic.process(node, plane="through", weights=tp_weights, engine=FP32_CPU, check=False, throughDiagonals=False)
+    assert logic.lastRunInfo["through_plane"]["views"] == 2
+    logic.process(node, plane="through", weights=tp_weights, engine=FP32_CPU, check=False)
+    assert logic.lastRunInfo["through_plane"]["views"] == 4
+    plan = logic.planFor(node, "through")
+    assert plan.planText(2, diagonals=False).endswith("two orientations fused.")
+    assert plan.planText(2).endswith("two orientations and two diagonals fused.")
+    four_call = logic.estimateInBackground(node, "bicubic", 2, plane="through")
+    two_call = logic.estimateInBackground(node, "bicubic", 2, plane="through", throughDiagonals=False)
+    four_call.wait()
+    two_call.wait()
+    assert two_call.result() < four_call.result()

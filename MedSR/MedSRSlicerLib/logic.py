@@ -153,13 +153,13 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def estimateInBackground(inputVolume, model: str, scale: int, axis="auto", device: str = "auto",
                              ensemble: bool = False, precision: str = "auto", plane: str = "in",
-                             targetSpacingMM: float = 0.0,
-                             throughModel: str = planes.AUTO_NETWORK) -> background.BackgroundCall:
+                             targetSpacingMM: float = 0.0, throughModel: str = planes.AUTO_NETWORK,
+                             throughDiagonals: bool = True) -> background.BackgroundCall:
         """:meth:`estimateSeconds` off the calling thread: the node is read here (MRML stays on the main thread),
         MedSRLib runs in the thread. ``result()`` of the returned call is the estimate in seconds or re-raises
         MedSRLib's error (e.g. ``ScaleError``). Raises ``NodeError``/``MissingDependencyError`` at once.
         ``plane="through"`` estimates the through-plane run (``throughModel``, ``targetSpacingMM``; 0 = the
-        in-plane spacing) instead of ``model`` x ``scale``."""
+        in-plane spacing; ``throughDiagonals``: 4 fused views, else 2) instead of ``model`` x ``scale``."""
         nodes.checkInputVolume(inputVolume)
         dependencies.checkDependencies()
         shapeKJI = tuple(reversed(inputVolume.GetImageData().GetDimensions()))
@@ -174,7 +174,7 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
             return estimate_seconds(shapeKJI, spacing, model=model, scale=int(scale), axis=_sliceAxisArgument(axis),
                                     device=device, ensemble=ensemble, precision=precision,
                                     plane="through" if plane == "through" else "in",
-                                    target_spacing=targetSpacingMM or None)
+                                    target_spacing=targetSpacingMM or None, views=4 if throughDiagonals else 2)
 
         return background.BackgroundCall(estimate, name="MedSR estimate")
 
@@ -261,12 +261,13 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def runOptions(volume, *, model: str = "bicubic", scale: int = 2, axis="auto", plane: str = "in",
                    targetSpacingMM: float = 0.0, adaptSeconds: float = 0.0, throughModel: str = planes.AUTO_NETWORK,
-                   weights=None, check: bool = True, engine=None):
+                   throughDiagonals: bool = True, weights=None, check: bool = True, engine=None):
         """The ``MedSRLib.run.RunOptions`` of a panel run on ``volume`` (a MedSRLib ``Volume``): the one options
         type ``medsr run``, cohorts and this module share. ``plane`` "auto" is resolved on the volume first
         (``MedSRLib.pipeline.resolve_plane``) so that only the options of the run that happens are set: an
         in-plane run takes ``model`` and ``scale``; a through-plane run the network (``throughModel``),
-        ``targetSpacingMM`` and ``adaptSeconds`` (0 = MedSRLib's default: near-isotropic, no adaptation).
+        ``targetSpacingMM`` and ``adaptSeconds`` (0 = MedSRLib's default: near-isotropic, no adaptation) and
+        ``views`` 2 when ``throughDiagonals`` is off (on: MedSRLib's default of 4).
         ``engine``: an ``EngineOptions`` (None = automatic). Output dtype: the input's, unless Slicer
         cannot store it (float32).
 
@@ -285,9 +286,10 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
             spec = get_model(model)
             values.update(model=spec.name, scale=spec.check_scale(scale))
         else:
-            keywords = planes.superResolveKeywords(resolved, targetSpacingMM, adaptSeconds, throughModel)
+            keywords = planes.superResolveKeywords(resolved, targetSpacingMM, adaptSeconds, throughModel,
+                                                   diagonals=throughDiagonals)
             values.update(model=keywords.get("model"), target_spacing=keywords.get("target_spacing"),
-                          adapt_seconds=keywords.get("adapt_seconds"))
+                          adapt_seconds=keywords.get("adapt_seconds"), views=keywords.get("views"))
         return RunOptions(**values)
 
     # -- processing ----------------------------------------------------------------------------------
@@ -312,6 +314,7 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
         targetSpacingMM: float = 0.0,
         adaptSeconds: float = 0.0,
         throughModel: str = planes.AUTO_NETWORK,
+        throughDiagonals: bool = True,
         weights=None,
     ):
         """Super-resolve ``inputVolume`` (in-plane by ``scale``, or along its slice axis) and return the output node.
@@ -336,6 +339,8 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
             plane: "in" (default here, as before), "auto" (through-plane when the slice spacing is at least
                 2x the in-plane spacing) or "through"; targetSpacingMM: through-plane output slice spacing
                 (0 = the in-plane spacing); adaptSeconds: through-plane per-volume adaptation (0 = none);
+                throughDiagonals: fuse the two voxel-diagonal views too (MedSRLib's default, 4 views; False:
+                the two orientations only, about half the network time);
                 throughModel: the through-plane network ("auto" = MedSRLib's for the volume's modality,
                 or a ``tp-*`` name). MedSRLib's ``pipeline.resolve_plane`` decides what "auto" runs; a
                 through-plane run ignores ``model`` and ``scale`` and writes MedSRLib's grid plan, named
@@ -360,7 +365,8 @@ class MedSRLogic(ScriptedLoadableModuleLogic):
         volume = nodes.volumeFromNode(inputVolume)
         runOptions = self.runOptions(volume, model=model, scale=scale, axis=axis, plane=plane,
                                      targetSpacingMM=targetSpacingMM, adaptSeconds=adaptSeconds,
-                                     throughModel=throughModel, weights=weights, check=check, engine=engineOptions)
+                                     throughModel=throughModel, throughDiagonals=throughDiagonals, weights=weights,
+                                     check=check, engine=engineOptions)
         startTime = time.monotonic()
         logging.info(f"MedSR: super-resolving '{inputVolume.GetName()}' " + (
             f"with {runOptions.model} x{runOptions.scale}" if runOptions.plane == "in" else "along its slice axis (through-plane)"))

@@ -64,7 +64,7 @@ def planeText(logic: PanelLogic, parameters: Any) -> str:
         plan = logic.planFor(parameters.inputVolume, parameters.plane, parameters.targetSpacingMM, parameters.sliceAxis)
     except MedSRError as error:
         return f"No plan: {error}"
-    lines = [plan.ruleText(), plan.planText(parameters.scale)]
+    lines = [plan.ruleText(), plan.planText(parameters.scale, diagonals=parameters.throughDiagonals)]
     run = throughPlaneRun(logic, parameters)
     if run is not None:
         _plan, name, network, modality = run

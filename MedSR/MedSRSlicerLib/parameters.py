@@ -37,6 +37,8 @@ class MedSRParameterNode:
         the panel lists the cached catalog's through-plane networks.
     targetSpacingMM - through-plane output slice spacing, mm; 0 = the in-plane spacing (near-isotropic).
     adaptSeconds - through-plane per-volume adaptation time, s; 0 = none.
+    throughDiagonals - through-plane: fuse the two voxel-diagonal views with the two orientations (MedSRLib's
+        default, views=4); False = the two orientations only (views=2, about half the network time).
     checkConsistency - after the run, degrade the output back and compare it with the input (MedSRLib.consistency).
     device, batch_size, memory_budget_mb, tile, tile_overlap, ensemble, precision, threads, compile -
         the engine settings: MedSRLib.engine.EngineOptions fields (text fields: "" = automatic).
@@ -51,6 +53,7 @@ class MedSRParameterNode:
     throughModel: str = AUTO_NETWORK
     targetSpacingMM: Annotated[float, WithinRange(0.0, MAX_TARGET_SPACING_MM)] = 0.0
     adaptSeconds: Annotated[int, WithinRange(0, MAX_ADAPT_SECONDS)] = 0
+    throughDiagonals: bool = True
     checkConsistency: bool = True
 
 

@@ -88,15 +88,16 @@ class PlanePlan:
         factor is finished by the cubic B-spline); its card is the card at this factor."""
         return int(math.ceil(self.outputSlices / self.slices - 1e-9))
 
-    def planText(self, scale: int) -> str:
-        """What the run will do, one line."""
+    def planText(self, scale: int, diagonals: bool = True) -> str:
+        """What the run will do, one line (``diagonals``: the voxel-diagonal views are fused too)."""
         if self.resolved == "in":
             return f"In-plane x{int(scale)}; the slice spacing ({self.sliceSpacing:.3g} mm) is kept."
         if self.factor < MIN_THROUGH_PLANE_FACTOR:
             return (f"Through-plane: {self.sliceSpacing:.3g} mm to {self.targetSpacing:.3g} mm is x{self.factor:.2f}, "
                     f"below x{MIN_THROUGH_PLANE_FACTOR:g}: nothing to do.")
+        fused = "two orientations and two diagonals fused" if diagonals else "two orientations fused"
         return (f"Through-plane along {AXIS_NAMES[self.sliceAxis]}: {self.slices} slices x {self.sliceSpacing:.3g} mm "
-                f"-> {self.outputSlices} x {self.sliceSpacing / self.factor:.3g} mm (x{self.factor:.2f}), two orientations and two diagonals fused.")
+                f"-> {self.outputSlices} x {self.sliceSpacing / self.factor:.3g} mm (x{self.factor:.2f}), {fused}.")
 
 
 def planFor(grid: Any, plane: str = "auto", targetSpacingMM: float = 0.0, sliceAxis: Any = None) -> PlanePlan:
@@ -154,11 +155,12 @@ def resolvedPlane(volume: Any, plane: str, axis: Any = None) -> str:
 
 
 def superResolveKeywords(resolved: str, targetSpacingMM: float, adaptSeconds: float,
-                         network: Optional[str] = None) -> dict[str, Any]:
+                         network: Optional[str] = None, diagonals: bool = True) -> dict[str, Any]:
     """The through-plane keywords for ``super_resolve`` of a run that resolved to ``resolved``: ``plane``
     always; for a through-plane run also ``model`` (``network``: a ``tp-*`` name, or None = MedSRLib's
     through-plane network for the volume's modality), ``target_spacing`` and ``adapt_seconds`` when positive
-    (0 in the panel = the library's default: near-isotropic, no adaptation). An in-plane run gets none of
+    (0 in the panel = the library's default: near-isotropic, no adaptation), and ``views`` 2 when
+    ``diagonals`` is off (on: MedSRLib's default of 4 views, not passed). An in-plane run gets none of
     them (MedSRLib refuses them there)."""
     keywords: dict[str, Any] = {"plane": resolved}
     if resolved != "through":
@@ -168,4 +170,6 @@ def superResolveKeywords(resolved: str, targetSpacingMM: float, adaptSeconds: fl
         keywords["target_spacing"] = float(targetSpacingMM)
     if adaptSeconds and adaptSeconds > 0:
         keywords["adapt_seconds"] = float(adaptSeconds)
+    if not diagonals:
+        keywords["views"] = 2
     return keywords

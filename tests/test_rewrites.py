@@ -200,3 +200,30 @@ def test_shuffle_tail_fold_counts_the_macs_it_removes() -> None:
     unfolded = count_macs(path, (10, 12)) - 10 * 12 * 6  # minus the 1 -> 6 adapter
     folded = 10 * 12 * 25 * 6 * 4  # one 5x5 conv, 6 -> 2^2 x 1 channels, on the LR grid
     assert ShuffleTailFold(head, 2, tail).macs_removed(10, 12) == unfolded - folded
+
+
+@pytest.mark.parametrize("hw", [(37, 41), (64, 48)])  # 1517 pixels: one 1024 chunk + a remainder; 3072: 3 chunks
+def test_mdrn_contrast_statistic_on_bf16_maps_matches_float64_without_touching_the_map(hw) -> None:
+    """The GEMM-based CCA statistic (std + mean per channel) of a bf16 channels_last map is within 3e-3 of the
+    float64 statistic of the same bf16 values, also for channels whose std is 1 % of their mean (no
+    cancellation: the variance is taken about a shift), and leaves the map unchanged; the fp32 path too."""
+    from MedSRLib.models.mdrn import _contrast
+
+    torch.manual_seed(0)
+    c = 16
+    scale = torch.linspace(0.01, 1.0, c).view(1, c, 1, 1)
+    offset = torch.linspace(0.5, 2.0, c).view(1, c, 1, 1)
+    x = (torch.randn(2, c, *hw) * scale + offset).bfloat16().contiguous(memory_format=torch.channels_last)
+    before = x.clone()
+    d = x.double()
+    mean = d.mean((2, 3), keepdim=True)
+    expected = ((d - mean) ** 2).mean((2, 3), keepdim=True).add(1e-12).sqrt() + mean
+    got = _contrast(x, 1e-12)
+    assert got.dtype == torch.float32 and got.shape == (2, c, 1, 1)
+    std = ((d - mean) ** 2).mean((2, 3), keepdim=True).sqrt()
+    assert torch.allclose(got.double(), expected, rtol=3e-3, atol=0)
+    assert ((got.double() - mean) / std - 1).abs().max() < 0.02  # the std itself, even where it is 1 % of the mean
+    assert torch.equal(x, before)
+    x32 = x.float()
+    copy32 = x32.clone()
+    assert torch.allclose(_contrast(x32, 1e-12).double(), expected, rtol=1e-5) and torch.equal(x32, copy32)

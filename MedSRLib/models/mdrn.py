@@ -223,18 +223,46 @@ class _InferenceFMDRB(FMDRB):
         return out.mul_(self.cca.fc(_contrast(out, self.cca.eps).to(out.dtype)))
 
 
+#: Pixels per partial sum of :func:`_contrast` on a reduced-precision map (each partial sum is one GEMM
+#: row, rounded once to the map's dtype; the partial sums are added in fp32).
+CONTRAST_CHUNK = 1024
+
+
+def _channel_sums(v: torch.Tensor) -> torch.Tensor:
+    """``N x P x C`` (any float dtype) -> fp32 ``N x C`` sums over P: GEMMs of a ones row with chunks of
+    :data:`CONTRAST_CHUNK` pixels (accumulated in fp32 inside the GEMM, each chunk's sum rounded once to
+    ``v``'s dtype), the chunk sums added in fp32. A bf16 GEMM reads the map once at full speed, where a
+    reduction with ``dtype=torch.float32`` or a cast copy is memory-bound at a fraction of it."""
+    n, p, c = v.shape
+    full = p - p % CONTRAST_CHUNK
+    total = v.new_zeros((n, c), dtype=torch.float32)
+    if full:
+        ones = v.new_ones((1, CONTRAST_CHUNK))
+        total += torch.matmul(ones, v[:, :full].reshape(n, full // CONTRAST_CHUNK, CONTRAST_CHUNK, c)).float().sum((1, 2))
+    if full < p:
+        total += torch.matmul(v.new_ones((1, p - full)), v[:, full:]).float().sum(1)
+    return total
+
+
 def _contrast(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """CCA's statistic ``std + mean`` over H x W (``N x C x 1 x 1``), accumulated in fp32 from one fp32
-    copy updated in place. On a bf16 channels_last map this is ~18x faster than ``torch.var_mean``
-    (Welford, not vectorised over the channels) and ~2.5x faster than CCA's own bf16 chain, whose
-    bf16 variance alone moved MDRN x4 from 7.0 to 8.1 HU max against fp32."""
+    """CCA's statistic ``std + mean`` over H x W (``N x C x 1 x 1``, fp32).
+
+    On a reduced-precision (bf16) channels_last map: the mean from :func:`_channel_sums`; the variance
+    from the map minus that mean (rounded to the map's dtype: ``var = E[d^2] - E[d]^2`` with ``d = x - m``
+    is exact for any shift ``m`` and, ``m`` being close to the mean, has no cancellation), squared in
+    place, summed the same way. Measured (MDRN x2, 4 real 512^2 CT slices, 2 threads, AMD EPYC): 0.95 ->
+    0.82 s per slice against the earlier fp32-copy statistic, max error against fp32 7.69 -> 6.38 HU;
+    relative error of the statistic 7e-4..2e-3 on random maps (CCA's own bf16 chain moved MDRN x4 from
+    7.0 to 8.1 HU). Otherwise (fp32, or NCHW): one fp32 copy, centred in place."""
     n, c, h, w = x.shape
-    if x.is_contiguous(memory_format=torch.channels_last):
-        x32 = x.permute(0, 2, 3, 1).reshape(n, h * w, c).float()  # a view of the NHWC memory, then one copy
-        mean = x32.mean(1, keepdim=True)
-        var = x32.sub_(mean).square_().mean(1, keepdim=True)
-        return var.add_(eps).sqrt_().add_(mean).reshape(n, 1, 1, c).permute(0, 3, 1, 2)
-    x32 = x.float()
+    if x.is_contiguous(memory_format=torch.channels_last) and x.dtype in (torch.bfloat16, torch.float16):
+        v = x.permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view of the NHWC memory
+        mean = _channel_sums(v) / (h * w)
+        d = v - mean.to(x.dtype).view(n, 1, c)
+        shift = _channel_sums(d) / (h * w)
+        var = (_channel_sums(d.square_()) / (h * w) - shift * shift).clamp_min_(0.0)
+        return var.add_(eps).sqrt_().add_(mean).reshape(n, c, 1, 1)
+    x32 = x.to(torch.float32, copy=True)  # centred in place below: never the caller's tensor
     mean = x32.mean(dim=(2, 3), keepdim=True)
     var = x32.sub_(mean).square_().mean(dim=(2, 3), keepdim=True)
     return var.add_(eps).sqrt_().add_(mean)

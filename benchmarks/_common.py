@@ -193,7 +193,7 @@ def macs_removed_by_folds(module: Any, h: int, w: int) -> int:
 
     def hook(fold: Any, inputs: Any, _out: Any) -> None:
         nonlocal removed
-        removed += fold.macs_removed(*inputs[0].shape[-2:])
+        removed += fold.macs_removed(*inputs[0].shape[-2:], *inputs[1:])
 
     handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, ShuffleTailFold)]
     try:

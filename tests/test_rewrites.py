@@ -227,3 +227,25 @@ def test_mdrn_contrast_statistic_on_bf16_maps_matches_float64_without_touching_t
     x32 = x.float()
     copy32 = x32.clone()
     assert torch.allclose(_contrast(x32, 1e-12).double(), expected, rtol=1e-5) and torch.equal(x32, copy32)
+
+
+@pytest.mark.parametrize("pre, hw", [(2, (7, 9)), (2, (2, 5)), (3, (4, 3))])
+def test_shuffle_tail_fold_reads_the_map_before_a_pixel_shuffle_exactly(pre, hw) -> None:
+    """``fold(y, pre)`` == ``fold(PixelShuffle_pre(y))`` == the unfolded path, in float64, borders included
+    (sizes where the shuffled map has fewer than 3 rows fall back to the unfolded path); the MACs it saves
+    count its 3x3 conv on the unshuffled grid."""
+    from MedSRLib.models.blocks import ShuffleTailFold
+
+    torch.manual_seed(pre)
+    head, tail = nn.Conv2d(6, 24, 3, padding=1).double(), nn.Conv2d(6, 1, 3, padding=1).double()
+    fold = ShuffleTailFold(head, 2, tail)
+    y = torch.randn(2, 6 * pre * pre, *hw, dtype=torch.float64)
+    x = nn.functional.pixel_shuffle(y, pre)
+    reference = fold.original(x)
+    torch.testing.assert_close(fold(y, pre), reference, rtol=0, atol=1e-12)
+    torch.testing.assert_close(fold(x), reference, rtol=0, atol=1e-12)
+    k = ShuffleTailFold.unshuffled_kernel(pre)
+    assert k == 3 and fold.unshuffled_weight(pre)[0].shape == (4 * pre * pre, 6 * pre * pre, 3, 3)
+    h, w = hw
+    extra = h * w * (9 * 6 * pre * pre * 4 * pre * pre - 25 * 6 * 4 * pre * pre)
+    assert fold.macs_removed(h, w, pre) == fold.macs_removed(h * pre, w * pre) - extra

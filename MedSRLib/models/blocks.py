@@ -60,6 +60,12 @@ class ShuffleTailFold(nn.Module):
     everywhere: the HR tail's zero padding differs from the LR conv's only on the outermost LR row and
     column of outputs, and those four strips are recomputed through the original layers on their 3-pixel
     input strips (~1 % of the work). ``N x C_in x h x w`` -> ``N x C_out x s h x s w``, in the weights' dtype.
+
+    ``forward(y, pre)`` takes the map BEFORE a preceding PixelShuffle(pre) (SRDA x4: the first upsampler
+    stage's conv output, ``C_in pre^2`` channels at ``h / pre``) and runs the same 5x5 conv as a 3x3 conv on
+    that grid (:meth:`unshuffled_weight`: ``C_in pre^2 -> C_out s^2 pre^2``; a 2-pixel reach at the shuffled
+    size is a 1-pixel reach at ``pre >= 2``, and zero padding maps to zero padding), so the shuffled
+    ``C_in``-channel map is never built: equal to ``forward(PixelShuffle_pre(y))``.
     """
 
     def __init__(self, head: nn.Conv2d, scale: int, tail: nn.Conv2d) -> None:
@@ -112,16 +118,61 @@ class ShuffleTailFold(nn.Module):
         dtype = self.head_weight.dtype  # the weights' own precision (computed in float64)
         return weight.to(dtype).contiguous(), bias.to(dtype).contiguous()
 
-    def macs_removed(self, h: int, w: int) -> int:
-        """Multiply-accumulates the fold saves on an ``h x w`` input: the head conv at ``h x w`` and the
-        tail at ``s h x s w``, minus the 5x5 LR conv (the border strips, ~1 %, not counted)."""
+    def macs_removed(self, h: int, w: int, pre: int = 1) -> int:
+        """Multiply-accumulates the fold saves on an ``h x w`` input: the head conv and the tail at
+        ``s`` x that, minus the 5x5 LR conv (the border strips, ~1 %, not counted); with ``pre`` (an input
+        before a PixelShuffle(pre), see the class) the 3x3 conv on the unshuffled grid replaces the 5x5."""
         c_mid, c_in = self.head_weight.shape[:2]
         c_out, c_tail = self.tail_weight.shape[:2]
         s = self.scale
-        return int(h * w * (9 * c_in * c_mid + s * s * 9 * c_tail * c_out - 25 * c_in * c_out * s * s))
+        pixels = h * w * pre * pre  # at the fold's own input size
+        removed = pixels * (9 * c_in * c_mid + s * s * 9 * c_tail * c_out - 25 * c_in * c_out * s * s)
+        if pre > 1:
+            k = self.unshuffled_kernel(pre)
+            removed -= h * w * (k * k * c_in * pre * pre * c_out * s * s * pre * pre - 25 * c_in * c_out * s * s * pre * pre)
+        return int(removed)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def unshuffled_kernel(pre: int) -> int:
+        """Side of the conv on the grid before a PixelShuffle(``pre``) that reaches as far as the 5x5 after it."""
+        return 2 * (-(-2 // pre)) + 1
+
+    def unshuffled_weight(self, pre: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(weight, bias)`` of the conv on the unshuffled grid (cached per ``pre``): input channel
+        ``c pre^2 + a pre + b`` is the shuffled map's channel ``c`` at sub-pixel ``(a, b)``; output channel
+        ``o pre^2 + a' pre + b'`` is the 5x5 conv's output ``o`` at sub-pixel ``(a', b')``; a tap ``(di, dj)``
+        of input sub-pixel ``(a, b)`` is the 5x5 tap ``(pre di + a - a' + 2, pre dj + b - b' + 2)`` when inside."""
+        cache = self.__dict__.setdefault("_unshuffled", {})
+        if pre not in cache:
+            o4, c_in = self.weight.shape[:2]
+            reach = -(-2 // pre)
+            k = 2 * reach + 1
+            weight = torch.zeros(o4 * pre * pre, c_in * pre * pre, k, k, dtype=self.weight.dtype, device=self.weight.device)
+            out_index = torch.arange(o4) * pre * pre
+            in_index = torch.arange(c_in) * pre * pre
+            for ao in range(pre):
+                for bo in range(pre):
+                    for a in range(pre):
+                        for b in range(pre):
+                            for di in range(-reach, reach + 1):
+                                for dj in range(-reach, reach + 1):
+                                    u, v = pre * di + a - ao + 2, pre * dj + b - bo + 2
+                                    if 0 <= u < 5 and 0 <= v < 5:
+                                        weight[(out_index + ao * pre + bo)[:, None], (in_index + a * pre + b)[None, :],
+                                               di + reach, dj + reach] = self.weight[:, :, u, v]
+            bias = self.bias.repeat_interleave(pre * pre)
+            cache[pre] = (weight.contiguous(), bias.contiguous())
+        return cache[pre]
+
+    #: In a full-precision layer (``rewrites``): reduced-precision inputs are cast here, in bands.
+    casts_own_inputs = True
+
+    def forward(self, x: torch.Tensor, pre: int = 1) -> torch.Tensor:
         s = self.scale
+        if pre > 1:
+            return self._forward_unshuffled(x, int(pre))
+        if x.dtype in (torch.bfloat16, torch.float16) and self.weight.dtype not in (torch.bfloat16, torch.float16):
+            x = x.to(self.weight.dtype)
         h, w = x.shape[-2:]
         if h < 3 or w < 3:
             return self.original(x)
@@ -130,6 +181,48 @@ class ShuffleTailFold(nn.Module):
         y[..., -s:, :] = self.original(x[..., -3:, :])[..., -s:, :]
         y[..., :, :s] = self.original(x[..., :, :3])[..., :, :s]
         y[..., :, -s:] = self.original(x[..., :, -3:])[..., :, -s:]
+        return y
+
+    #: Bytes of one band of the unshuffled input in :meth:`_conv_in_bands` (cast to the weights' dtype a band
+    #: at a time: SRDA x4's 256-channel 512^2 map in one piece was a 268 MB fp32 copy, faulted in on every run).
+    BAND_BYTES = 8 * 2**20
+
+    def _conv_in_bands(self, u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """``conv2d(u, weight, bias, 'same' zero padding)`` in the weights' dtype, over bands of rows of ``u``
+        (each cast on its own, with its neighbours' halo rows; zero rows only at the true borders)."""
+        n, c, h, w = u.shape
+        reach = weight.shape[-1] // 2
+        dtype = weight.dtype
+        band = max(1, min(h, self.BAND_BYTES // max(1, n * c * w * torch.finfo(dtype).bits // 8)))
+        out = torch.empty((n, weight.shape[0], h, w), dtype=dtype, device=u.device)
+        if u.is_contiguous(memory_format=torch.channels_last):
+            out = out.contiguous(memory_format=torch.channels_last)
+        for r0 in range(0, h, band):
+            r1 = min(h, r0 + band)
+            piece = u[..., max(0, r0 - reach) : min(h, r1 + reach), :].to(dtype)
+            piece = nn.functional.pad(piece, (0, 0, reach - (r0 - max(0, r0 - reach)), reach - (min(h, r1 + reach) - r1)))
+            out[..., r0:r1, :] = nn.functional.conv2d(piece, weight, bias, padding=(0, reach))
+        return out
+
+    def _forward_unshuffled(self, u: torch.Tensor, pre: int) -> torch.Tensor:
+        """``forward(PixelShuffle_pre(u))`` without building the shuffled map (see the class)."""
+        s = self.scale
+        h, w = u.shape[-2] * pre, u.shape[-1] * pre
+        dtype = self.weight.dtype if u.dtype in (torch.bfloat16, torch.float16) else u.dtype
+        if h < 3 or w < 3:
+            return self.original(nn.functional.pixel_shuffle(u.to(dtype), pre))
+        weight, bias = self.unshuffled_weight(pre)
+        z = self._conv_in_bands(u, weight.to(dtype), bias.to(dtype))
+        y = nn.functional.pixel_shuffle(nn.functional.pixel_shuffle(z, pre), s)
+        rows = -(-3 // pre)  # unshuffled rows/columns holding the 3 outermost shuffled ones
+
+        def strip(part: torch.Tensor, factor: int) -> torch.Tensor:
+            return nn.functional.pixel_shuffle(part.to(dtype), factor)
+
+        y[..., :s, :] = self.original(strip(u[..., :rows, :], pre)[..., :3, :])[..., :s, :]
+        y[..., -s:, :] = self.original(strip(u[..., -rows:, :], pre)[..., -3:, :])[..., -s:, :]
+        y[..., :, :s] = self.original(strip(u[..., :, :rows], pre)[..., :, :3])[..., :, :s]
+        y[..., :, -s:] = self.original(strip(u[..., :, -rows:], pre)[..., :, -3:])[..., :, -s:]
         return y
 
 

@@ -173,7 +173,8 @@ def to_body(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def _run_in_full_precision(m: nn.Module) -> None:
     """Give ``m`` a subclass whose forward runs with autocast off on float32 inputs (bf16/fp16 inputs
-    are cast up; names and state dict unchanged; idempotent)."""
+    are cast up, unless ``m`` says it casts its own inputs (``casts_own_inputs``, e.g. in bands to keep a
+    large cast copy out of memory); names and state dict unchanged; idempotent)."""
     cls = type(m)
     if getattr(cls, "_medsr_full_precision", False):
         return
@@ -181,7 +182,8 @@ def _run_in_full_precision(m: nn.Module) -> None:
 
     def forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
         device_type = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
-        args = tuple(a.float() if isinstance(a, torch.Tensor) and a.dtype in _REDUCED else a for a in args)
+        if not getattr(self, "casts_own_inputs", False):
+            args = tuple(a.float() if isinstance(a, torch.Tensor) and a.dtype in _REDUCED else a for a in args)
         if not torch.is_autocast_enabled(device_type):
             return inner(self, *args, **kwargs)
         with torch.autocast(device_type=device_type, enabled=False):

@@ -295,7 +295,10 @@ class _InferenceSRDA(SRDA):
     stage (conv3x3 C -> 4C + PixelShuffle(2), the largest conv of the network: at x4 it runs at 2x
     the LR size) and tail are one fp32 LR conv (:class:`~.blocks.ShuffleTailFold`): the C-channel map
     at the output size is never built. Measured (srda-small x4, 512^2 CT, 1 thread): upsampler + tail
-    were 2.8 s of 4.9 s."""
+    were 2.8 s of 4.9 s. At x4 the fold reads the first stage's conv output before its PixelShuffle
+    (``ShuffleTailFold.forward(y, pre)``: a 3x3 conv on the LR grid), so the C-channel map at 2x the LR
+    size is not built either: measured (2 threads, one slice) its shuffle, fp32 cast and 5x5 conv took
+    ~0.6 s of ~1.7 s."""
 
     full_precision_layers = SRDA.full_precision_layers + ("shuffle_tail",)
 
@@ -304,9 +307,11 @@ class _InferenceSRDA(SRDA):
         features, w_sr = self.attention(self.dconv(x))
         features = self.body(to_body(self, features)).to(features.dtype).add_(features)  # skip in fp32
         h = to_body(self, features)
-        for stage in list(self.upsampler)[:-2]:
+        stages = list(self.upsampler)[:-2]
+        pre = stages.pop().upscale_factor if stages and isinstance(stages[-1], nn.PixelShuffle) else 1
+        for stage in stages:
             h = stage(h)
-        return self.shuffle_tail(h), w_sr
+        return self.shuffle_tail(h, pre), w_sr  # the fold reads the map before the last PixelShuffle
 
 
 def _fold_last_stage_and_tail(model: SRDA) -> None:

@@ -244,13 +244,11 @@ def evaluate_thick_slices(
     from .intensity import IntensityMapping, guess_modality
     from .io import read_volume
     from .models import default_model, get_model
-    from .throughplane import (DEFAULT_VIEWS, MIN_FACTOR, adapt_through_plane, evaluate_through_plane, super_resolve_through_plane,
-                              use_adapted)
+    from .throughplane import (MIN_FACTOR, adapt_through_plane, evaluate_through_plane, resolve_views,
+                              super_resolve_through_plane, use_adapted)
 
     opts = engine_options(options, **engine_keywords)
-    views = DEFAULT_VIEWS if views is None else views
-    if isinstance(views, bool) or views not in (2, 4):
-        raise OptionError(f"views must be 2 or 4; got {views!r}")
+    views = resolve_views(views)
     values = [float(v) for v in mm] if mm else []
     if not values or any(not math.isfinite(v) or v <= 0 for v in values):
         raise OptionError(f"--mm takes positive slice thicknesses in mm; got {list(mm) if mm else mm!r}")

@@ -394,7 +394,7 @@ def _super_resolve_through_plane(
     from .intensity import IntensityMapping, NetworkIntensity, guess_modality
     from .models import default_model
     from .safety import check_memory, check_run_arguments
-    from .throughplane import DEFAULT_VIEWS, adapt_through_plane, super_resolve_through_plane, use_adapted
+    from .throughplane import adapt_through_plane, resolve_views, super_resolve_through_plane, use_adapted
 
     check_run_arguments(volume, scale=1, modality=modality, allow_untrained=allow_untrained)
     units = source_units if source_units is not None else volume
@@ -422,10 +422,7 @@ def _super_resolve_through_plane(
         raise OptionError(f"adapt_iterations must be a positive integer; got {adapt_iterations!r}")
     if output_dtype not in ("input", "float32"):
         raise OptionError(f"output_dtype must be 'input' or 'float32'; got {output_dtype!r}")
-    views = DEFAULT_VIEWS if views is None else views
-    if isinstance(views, bool) or views not in (2, 4):
-        raise OptionError(f"views must be 2 (the two orthogonal orientations) or 4 (and the two voxel diagonals); "
-                          f"got {views!r}")
+    views = resolve_views(views)
     tp = plan_through_plane(volume, spec, axis=axis, target_spacing=target_spacing, thickness=thickness,
                             modality=modality, weights=weights, check_weights=predictor is None and not allow_untrained)
     facts, target, requested, plan, n_out, factor, r = (tp.facts, tp.target_spacing, tp.requested_factor, tp.plan,
@@ -574,11 +571,10 @@ def estimate_seconds(
         target = float(target_spacing) if target_spacing else min(others)
         r = int(math.ceil(zyx[slice_axis] / target - 1e-9))
         scale = spec.check_scale(min(max(r, min(spec.scales)), max(spec.scales)))
-        from .throughplane import DEFAULT_VIEWS, view_columns
+        from .throughplane import resolve_views, view_columns
 
         big_p, big_q = (int(volume_shape_zyx[a]) for a in range(3) if a != slice_axis)
-        lr_pixels = int(volume_shape_zyx[slice_axis]) * view_columns(
-            big_p, big_q, views=DEFAULT_VIEWS if views is None else int(views))
+        lr_pixels = int(volume_shape_zyx[slice_axis]) * view_columns(big_p, big_q, views=resolve_views(views))
     elif plane == "in":
         scale = spec.check_scale(scale)
         lr_pixels = n_voxels

@@ -38,7 +38,7 @@ from torch import nn
 
 from .engine.memory import cpu_threads
 from .engine.precision import resolve_precision
-from .errors import GeometryError, InputSizeError, ScaleError, UnsupportedImageError
+from .errors import GeometryError, InputSizeError, OptionError, ScaleError, UnsupportedImageError
 from .resize import apply_along_axis, interpolate_axis, interpolation_matrix, lr_length, slice_profile_degrade, slice_profile_matrix
 
 #: Below this factor there is nothing to do (issue 20: "factor below about 1.2").
@@ -60,6 +60,20 @@ DEFAULT_VIEWS = 4
 DIAGONAL_BUCKET = 32
 #: Narrowest diagonal slice given to the network (shorter diagonals are zero-padded to it).
 DIAGONAL_MIN_WIDTH = 16
+
+
+def resolve_views(views: Any) -> int:
+    """The views a run fuses: ``None`` -> :data:`DEFAULT_VIEWS`; 2 or 4 as given.
+
+    Raises:
+        OptionError: anything else.
+    """
+    if views is None:
+        return DEFAULT_VIEWS
+    if isinstance(views, bool) or views not in (2, 4):
+        raise OptionError(f"views must be 2 (the two orthogonal orientations) or 4 (and the two voxel diagonals); "
+                          f"got {views!r}")
+    return int(views)
 
 
 def view_columns(big_p: int, big_q: int, *, views: int = DEFAULT_VIEWS) -> int:
@@ -275,8 +289,7 @@ def super_resolve_through_plane(
     others = [a for a in (0, 1, 2) if a != axis]
     if fuse not in ("mean", "first", "second"):
         raise ValueError(f"fuse must be 'mean', 'first' or 'second'; got {fuse!r}")
-    if isinstance(views, bool) or views not in (2, 4):
-        raise ValueError(f"views must be 2 (the two orthogonal orientations) or 4 (and the two diagonal ones); got {views!r}")
+    views = resolve_views(views)
     cut_axes = others if fuse == "mean" else [others[0] if fuse == "first" else others[1]]
     diagonal = fuse == "mean" and views == 4
     weight = np.float32(1.0 / (len(cut_axes) + (2 if diagonal else 0)))
@@ -837,7 +850,7 @@ def evaluate_through_plane(
 
 
 __all__ = [
-    "DEFAULT_VIEWS", "view_columns", "MIN_FACTOR", "MIN_SLICES", "PROJECT_STEPS", "AdaptationReport", "ProjectionReport", "project_onto_input", "ThroughPlaneEvaluation", "adapt_through_plane", "cut_batch", "cut_pair",
+    "DEFAULT_VIEWS", "resolve_views", "view_columns", "MIN_FACTOR", "MIN_SLICES", "PROJECT_STEPS", "AdaptationReport", "ProjectionReport", "project_onto_input", "ThroughPlaneEvaluation", "adapt_through_plane", "cut_batch", "cut_pair",
     "random_view", "ThroughPlaneScore", "evaluate_through_plane",
     "foreground_mask", "masked_scores", "otsu_threshold", "output_length", "super_resolve_through_plane",
 ]

@@ -54,6 +54,8 @@ def parseArguments(argv):
                         help="through-plane output slice spacing, mm (default: the in-plane spacing)")
     parser.add_argument("--adapt", type=float, default=0.0, metavar="SECONDS",
                         help="through-plane per-volume adaptation time, s (default: none)")
+    parser.add_argument("--views", type=int, default=4, choices=(2, 4),
+                        help="through-plane views fused: 4 (default: both orientations and both voxel diagonals) or 2")
     parser.add_argument("--through-model", default="auto", metavar="NAME",
                         help="through-plane network: auto (MedSRLib's for the volume's modality) or a tp-* name")
     parser.add_argument("--weights", default=None, metavar="FILE",
@@ -113,6 +115,7 @@ def run(arguments) -> int:
         targetSpacingMM=arguments.target_spacing,
         adaptSeconds=arguments.adapt,
         throughModel=arguments.through_model,
+        throughDiagonals=arguments.views == 4,
         weights=arguments.weights,
         progress=progress,
         showResult=False,

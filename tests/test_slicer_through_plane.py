@@ -230,11 +230,11 @@ def test_batch_script_runs_auto_through_plane_on_a_thick_file_and_writes_what_Me
     write_volume(full.with_array(np.ascontiguousarray(full.array[:24, :24])), source)
     written, expected = tmp_path / "slicer.nrrd", tmp_path / "medsrlib.nrrd"
     assert batch.main(["--", str(source), str(written), "--plane", "auto", "--target-spacing", "2.4",
-                       "--weights", str(tp_weights), "--precision", "fp32", "--device", "cpu"]) == 0
+                       "--weights", str(tp_weights), "--precision", "fp32", "--device", "cpu", "--views", "2"]) == 0
     out = capsys.readouterr().out
     assert "tp-dridsr through-plane x2 (network x2) ran in fp32 on cpu." in out
     run_volume(source, expected, RunOptions(plane="auto", target_spacing=2.4, weights=str(tp_weights), check=False,
-                                            engine=EngineOptions(**FP32_CPU)))
+                                            views=2, engine=EngineOptions(**FP32_CPU)))
     a, b = sitk.ReadImage(str(written)), sitk.ReadImage(str(expected))
     assert a.GetSize() == b.GetSize() == (70, 24, 24)  # 35 slices x 4.8 mm -> 70 x 2.4 mm along I
     np.testing.assert_allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-6)

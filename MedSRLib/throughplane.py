@@ -83,7 +83,7 @@ def view_columns(big_p: int, big_q: int, *, views: int = DEFAULT_VIEWS) -> int:
     total = 2 * big_p * big_q
     if views == 4:
         for anti in (False, True):
-            diagonals = _Diagonals((1, big_p, big_q), anti=anti)
+            diagonals = _Diagonals(big_p, big_q, anti=anti)
             total += sum(width * len(members) for width, members in diagonals.buckets)
     return int(total)
 
@@ -159,8 +159,7 @@ class _Diagonals:
     equal-width slices (``(b, thick, width)``, the valid run first, zeros after) that one
     :meth:`Predictor.run` call can take, so padding costs little."""
 
-    def __init__(self, shape_tpq: tuple[int, int, int], *, anti: bool) -> None:
-        _, big_p, big_q = shape_tpq
+    def __init__(self, big_p: int, big_q: int, *, anti: bool) -> None:
         self.rows: list[np.ndarray] = []
         self.cols: list[np.ndarray] = []
         for c in range(big_p + big_q - 1):
@@ -173,9 +172,6 @@ class _Diagonals:
         widths = np.minimum(widths, max(DIAGONAL_MIN_WIDTH, int(lengths.max())))
         #: ``(width, indices of the diagonals)`` per bucket.
         self.buckets = [(int(w), np.flatnonzero(widths == w)) for w in np.unique(widths)]
-
-    def __len__(self) -> int:
-        return len(self.rows)
 
 
 class _DiagonalSlices:
@@ -307,7 +303,7 @@ def super_resolve_through_plane(
     if diagonal:
         src_tpq, dst_tpq = np.moveaxis(array_zyx, [axis] + others, (0, 1, 2)), np.moveaxis(out, [axis] + others, (0, 1, 2))
         for anti in (False, True):
-            diagonals = _Diagonals(src_tpq.shape, anti=anti)
+            diagonals = _Diagonals(*src_tpq.shape[1:], anti=anti)
             for width, members in diagonals.buckets:
                 runs.append((_DiagonalSlices(src_tpq, diagonals, members, width, normalise=normalise),
                              _DiagonalWriter(dst_tpq, diagonals, members, width, finish=finish, weight=weight,

@@ -641,10 +641,11 @@ def results_section(folder: str | Path = GT_DIR, *, machine: str = "") -> str:
     import json
 
     folder = Path(folder)
+    loaded = {key: json.loads((folder / f"{key}.json").read_text(encoding="utf-8"))
+              for key, *_ in GT_VOLUMES if (folder / f"{key}.json").is_file()}  # each result read once
     rows, gains, adapted_gains = [], {}, []
     for key, rel, mms, modality, held_out in GT_VOLUMES:
-        path = folder / f"{key}.json"
-        if not path.is_file():
+        if key not in loaded:
             continue
         adapt = {}
         for k, mm, seconds in GT_ADAPT:
@@ -652,7 +653,7 @@ def results_section(folder: str | Path = GT_DIR, *, machine: str = "") -> str:
             if k == key and apath.is_file():
                 for r in json.loads(apath.read_text(encoding="utf-8")):
                     adapt[float(r["mm"])] = (r, seconds)
-        for r in json.loads(path.read_text(encoding="utf-8")):
+        for r in loaded[key]:
             s = r["scores"]
             gain = s["network"]["psnr"] - s["bspline3"]["psnr"]
             gains.setdefault((modality, float(r["mm"])), []).append((key, held_out, gain))
@@ -671,8 +672,7 @@ def results_section(folder: str | Path = GT_DIR, *, machine: str = "") -> str:
             rows.append("| " + " | ".join(cells) + " |")
     lines = [RESULTS_BEGIN, "", "### Through-plane: ground truth on near-isotropic volumes (issue 20 item 6)", "",
              "| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)] + rows + [""]
-    precisions = sorted({str(r.get("precision")) for key, *_ in GT_VOLUMES if (folder / f"{key}.json").is_file()
-                         for r in json.loads((folder / f"{key}.json").read_text(encoding="utf-8"))})
+    precisions = sorted({str(r.get("precision")) for results in loaded.values() for r in results})
     for (modality, mm), values in sorted(gains.items()):
         mean = sum(g for _, _, g in values) / len(values)
         held = [g for _, h, g in values if h]
@@ -696,7 +696,7 @@ def results_section(folder: str | Path = GT_DIR, *, machine: str = "") -> str:
                          "trained on that volume's own planes, the through-plane ones included, so its result there is "
                          "a fit to data it has seen, which adapting to the in-plane slices alone may undo; the held-out "
                          "rows are the test.")
-    lines += _views_lines(folder)
+    lines += _views_lines(folder, loaded)
     for key, a_gain, plain_gain, rep in adapted_gains:
         lines.append(f"* {key} at 5 mm with --adapt: {a_gain:+.2f} dB over cubic B-spline (shipped weights alone "
                      f"{plain_gain:+.2f} dB); adaptation ran {rep['seconds']:.0f} s, {rep['iterations']} steps, "
@@ -723,17 +723,18 @@ def results_section(folder: str | Path = GT_DIR, *, machine: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _views_lines(folder: Path) -> list[str]:
-    """The comparison of 4 fused views (the default) with 2 (``<key>_views2.json`` beside ``<key>.json``)."""
+def _views_lines(folder: Path, loaded: Mapping[str, list[dict[str, Any]]]) -> list[str]:
+    """The comparison of 4 fused views (the default; ``loaded``: each volume's ``<key>.json`` rows) with 2
+    (``<key>_views2.json`` in ``folder``)."""
     import json
 
     pairs: dict[float, list[tuple[str, bool, float, float]]] = {}
     for key, _rel, _mms, modality, held_out in GT_VOLUMES:
-        four, two = folder / f"{key}.json", folder / f"{key}_views2.json"
-        if modality != "MR" or not (four.is_file() and two.is_file()):
+        two = folder / f"{key}_views2.json"
+        if modality != "MR" or key not in loaded or not two.is_file():
             continue
         gain2 = {float(r["mm"]): r["gain_db"]["network"] for r in json.loads(two.read_text(encoding="utf-8"))}
-        for r in json.loads(four.read_text(encoding="utf-8")):
+        for r in loaded[key]:
             if float(r["mm"]) in gain2 and r.get("views", 2) == 4:
                 pairs.setdefault(float(r["mm"]), []).append((key, held_out, r["gain_db"]["network"], gain2[float(r["mm"])]))
     lines = []

@@ -7,6 +7,7 @@ All blocks take and return ``N x C x H x W`` float tensors. Definitions follow
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 from torch import nn
@@ -95,6 +96,16 @@ class ShuffleTailFold(nn.Module):
         (``upsampler[:-2]``, EDSR x4's first) stay with the network."""
         return cls(upsampler[-2], upsampler[-1].upscale_factor, tail)
 
+    def after_stages(self, upsampler: nn.Sequential, h: torch.Tensor) -> torch.Tensor:
+        """The whole of :meth:`of`'s ``upsampler`` + tail on ``h``: the stages before the folded one (EDSR
+        x4's first), then the fold; a PixelShuffle ending those stages is not run but read through
+        (``forward(h, pre)``)."""
+        stages = list(upsampler)[:-2]
+        pre = stages.pop().upscale_factor if stages and isinstance(stages[-1], nn.PixelShuffle) else 1
+        for stage in stages:
+            h = stage(h)
+        return self(h, pre)
+
     def original(self, x: torch.Tensor, *, bias: bool = True) -> torch.Tensor:
         """The unfolded path ``tail(PixelShuffle_s(head(x)))``."""
         head_b, tail_b = (self.head_bias, self.tail_bias) if bias else (None, None)
@@ -126,11 +137,9 @@ class ShuffleTailFold(nn.Module):
         c_out, c_tail = self.tail_weight.shape[:2]
         s = self.scale
         pixels = h * w * pre * pre  # at the fold's own input size
-        removed = pixels * (9 * c_in * c_mid + s * s * 9 * c_tail * c_out - 25 * c_in * c_out * s * s)
-        if pre > 1:
-            k = self.unshuffled_kernel(pre)
-            removed -= h * w * (k * k * c_in * pre * pre * c_out * s * s * pre * pre - 25 * c_in * c_out * s * s * pre * pre)
-        return int(removed)
+        unfolded = pixels * (9 * c_in * c_mid + s * s * 9 * c_tail * c_out)
+        k = 5 if pre == 1 else self.unshuffled_kernel(pre)  # the conv that runs, on the h x w grid
+        return int(unfolded - h * w * k * k * (c_in * pre * pre) * (c_out * s * s * pre * pre))
 
     @staticmethod
     def unshuffled_kernel(pre: int) -> int:
@@ -144,24 +153,15 @@ class ShuffleTailFold(nn.Module):
         of input sub-pixel ``(a, b)`` is the 5x5 tap ``(pre di + a - a' + 2, pre dj + b - b' + 2)`` when inside."""
         cache = self.__dict__.setdefault("_unshuffled", {})
         if pre not in cache:
-            o4, c_in = self.weight.shape[:2]
-            reach = -(-2 // pre)
-            k = 2 * reach + 1
-            weight = torch.zeros(o4 * pre * pre, c_in * pre * pre, k, k, dtype=self.weight.dtype, device=self.weight.device)
-            out_index = torch.arange(o4) * pre * pre
-            in_index = torch.arange(c_in) * pre * pre
-            for ao in range(pre):
-                for bo in range(pre):
-                    for a in range(pre):
-                        for b in range(pre):
-                            for di in range(-reach, reach + 1):
-                                for dj in range(-reach, reach + 1):
-                                    u, v = pre * di + a - ao + 2, pre * dj + b - bo + 2
-                                    if 0 <= u < 5 and 0 <= v < 5:
-                                        weight[(out_index + ao * pre + bo)[:, None], (in_index + a * pre + b)[None, :],
-                                               di + reach, dj + reach] = self.weight[:, :, u, v]
-            bias = self.bias.repeat_interleave(pre * pre)
-            cache[pre] = (weight.contiguous(), bias.contiguous())
+            k = self.unshuffled_kernel(pre)
+            c = self.weight.shape[1] * pre * pre
+            with torch.no_grad():  # the impulse response, as for the 5x5 kernel: each output is one weight x 1
+                impulses = torch.zeros(c, c, k, k, dtype=self.weight.dtype, device=self.weight.device)
+                impulses[torch.arange(c), torch.arange(c), k // 2, k // 2] = 1.0
+                shuffled = nn.functional.pixel_shuffle(impulses, pre)
+                response = nn.functional.pixel_unshuffle(nn.functional.conv2d(shuffled, self.weight, padding=2), pre)
+            weight = response.transpose(0, 1).flip(-1, -2)  # a correlation's impulse response is its flipped kernel
+            cache[pre] = (weight.contiguous(), self.bias.repeat_interleave(pre * pre).contiguous())
         return cache[pre]
 
     #: In a full-precision layer (``rewrites``): reduced-precision inputs are cast here, in bands.
@@ -177,10 +177,17 @@ class ShuffleTailFold(nn.Module):
         if h < 3 or w < 3:
             return self.original(x)
         y = nn.functional.pixel_shuffle(nn.functional.conv2d(x, self.weight.to(x.dtype), self.bias.to(x.dtype), padding=2), s)
-        y[..., :s, :] = self.original(x[..., :3, :])[..., :s, :]  # the outermost LR row/column of outputs
-        y[..., -s:, :] = self.original(x[..., -3:, :])[..., -s:, :]
-        y[..., :, :s] = self.original(x[..., :, :3])[..., :, :s]
-        y[..., :, -s:] = self.original(x[..., :, -3:])[..., :, -s:]
+        return self._with_exact_border(y, lambda edge: x[edge])
+
+    def _with_exact_border(self, y: torch.Tensor, strip: Callable[[tuple], torch.Tensor]) -> torch.Tensor:
+        """``y`` with its outermost LR row/column of outputs (``s`` HR pixels each side) recomputed through
+        the original layers: ``strip(index)`` gives the fold's input at ``index`` (its 3 outermost rows or
+        columns), where the HR tail's zero padding differs from the LR conv's."""
+        s = self.scale
+        y[..., :s, :] = self.original(strip((..., slice(0, 3), slice(None))))[..., :s, :]
+        y[..., -s:, :] = self.original(strip((..., slice(-3, None), slice(None))))[..., -s:, :]
+        y[..., :, :s] = self.original(strip((..., slice(None), slice(0, 3))))[..., :, :s]
+        y[..., :, -s:] = self.original(strip((..., slice(None), slice(-3, None))))[..., :, -s:]
         return y
 
     #: Bytes of one band of the unshuffled input in :meth:`_conv_in_bands` (cast to the weights' dtype a band
@@ -199,8 +206,8 @@ class ShuffleTailFold(nn.Module):
             out = out.contiguous(memory_format=torch.channels_last)
         for r0 in range(0, h, band):
             r1 = min(h, r0 + band)
-            piece = u[..., max(0, r0 - reach) : min(h, r1 + reach), :].to(dtype)
-            piece = nn.functional.pad(piece, (0, 0, reach - (r0 - max(0, r0 - reach)), reach - (min(h, r1 + reach) - r1)))
+            piece = u[..., max(0, r0 - reach) : min(h, r1 + reach), :].to(dtype)  # the band and its halo rows
+            piece = nn.functional.pad(piece, (0, 0, max(0, reach - r0), max(0, r1 + reach - h)))  # zeros past the borders
             out[..., r0:r1, :] = nn.functional.conv2d(piece, weight, bias, padding=(0, reach))
         return out
 
@@ -216,14 +223,12 @@ class ShuffleTailFold(nn.Module):
         y = nn.functional.pixel_shuffle(nn.functional.pixel_shuffle(z, pre), s)
         rows = -(-3 // pre)  # unshuffled rows/columns holding the 3 outermost shuffled ones
 
-        def strip(part: torch.Tensor, factor: int) -> torch.Tensor:
-            return nn.functional.pixel_shuffle(part.to(dtype), factor)
+        def strip(edge: tuple) -> torch.Tensor:  # the shuffled map at ``edge``, from the unshuffled rows/columns
+            near = tuple(slice(None) if e == slice(None) else slice(0, rows) if e.start == 0 else slice(-rows, None)
+                         for e in edge[1:])
+            return nn.functional.pixel_shuffle(u[(...,) + near].to(dtype), pre)[edge]
 
-        y[..., :s, :] = self.original(strip(u[..., :rows, :], pre)[..., :3, :])[..., :s, :]
-        y[..., -s:, :] = self.original(strip(u[..., -rows:, :], pre)[..., -3:, :])[..., -s:, :]
-        y[..., :, :s] = self.original(strip(u[..., :, :rows], pre)[..., :, :3])[..., :, :s]
-        y[..., :, -s:] = self.original(strip(u[..., :, -rows:], pre)[..., :, -3:])[..., :, -s:]
-        return y
+        return self._with_exact_border(y, strip)
 
 
 class ResBlock(nn.Module):

@@ -306,12 +306,7 @@ class _InferenceSRDA(SRDA):
         check_lr_input(x, model="SRDA")
         features, w_sr = self.attention(self.dconv(x))
         features = self.body(to_body(self, features)).to(features.dtype).add_(features)  # skip in fp32
-        h = to_body(self, features)
-        stages = list(self.upsampler)[:-2]
-        pre = stages.pop().upscale_factor if stages and isinstance(stages[-1], nn.PixelShuffle) else 1
-        for stage in stages:
-            h = stage(h)
-        return self.shuffle_tail(h, pre), w_sr  # the fold reads the map before the last PixelShuffle
+        return self.shuffle_tail.after_stages(self.upsampler, to_body(self, features)), w_sr
 
 
 def _fold_last_stage_and_tail(model: SRDA) -> None:

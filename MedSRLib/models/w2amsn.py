@@ -270,10 +270,7 @@ class _InferenceW2AMSN(W2AMSN):
         del h
         x_a = self.global_attention(torch.cat(features, dim=1))
         del features
-        h = self.global_fuse(x_a).to(x_s.dtype).add_(x_s)
-        for stage in list(self.upsampler)[:-2]:  # EDSR stages before the last (x4: one)
-            h = stage(h)
-        return self.shuffle_tail(h)
+        return self.shuffle_tail.after_stages(self.upsampler, self.global_fuse(x_a).to(x_s.dtype).add_(x_s))
 
 
 def _fold_last_stage_and_tail(model: W2AMSN) -> None:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -408,12 +408,13 @@ def project_onto_input(
 # training pairs (shared by training/throughplane.py and the per-volume adaptation)
 
 
-def random_view(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def random_view(image: np.ndarray, rng: np.random.Generator, *, upright: bool = False) -> np.ndarray:
     """A random one of the 8 flips/rotations of a 2D ``image`` (a view): any in-plane direction can
-    become the rows that are degraded."""
+    become the rows that are degraded. ``upright``: only the 4 that keep rows as rows (a slice whose
+    rows alone have the target spacing, e.g. a diagonal plane: its columns are sqrt(2) apart)."""
     if rng.integers(0, 2):
         image = image[:, ::-1]
-    return np.rot90(image, int(rng.integers(0, 4)))
+    return np.rot90(image, 2 * int(rng.integers(0, 2)) if upright else int(rng.integers(0, 4)))
 
 
 def cut_pair(image: np.ndarray, rng: np.random.Generator, *, r: int, thickness: float, profile: str,
@@ -437,14 +438,17 @@ def cut_pair(image: np.ndarray, rng: np.random.Generator, *, r: int, thickness: 
     return np.ascontiguousarray(lr, dtype=np.float32), np.ascontiguousarray(block[2 * r : (lr_rows + 2) * r])
 
 
-def cut_batch(planes: list[np.ndarray], rng: np.random.Generator, *, n: int, r: int, thickness: float, profile: str,
-              lr_rows: int, cols: int, min_std: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` pairs from random slices of ``planes`` (random view; patches with HR std below
-    ``min_std`` redrawn up to 8 times) as ``(N x 1 x lr_rows x cols, N x 1 x lr_rows r x cols)`` tensors."""
+def cut_batch(planes: Sequence[np.ndarray], rng: np.random.Generator, *, n: int, r: int, thickness: float, profile: str,
+              lr_rows: int, cols: int, min_std: float = 0.0,
+              upright: Sequence[bool] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` pairs from random slices of ``planes`` (random view, :func:`random_view`, upright where
+    ``upright[k]``; patches with HR std below ``min_std`` redrawn up to 8 times) as
+    ``(N x 1 x lr_rows x cols, N x 1 x lr_rows r x cols)`` tensors."""
     lrs, hrs = [], []
     for _ in range(n):
         for _attempt in range(8):
-            image = random_view(planes[int(rng.integers(0, len(planes)))], rng)
+            k = int(rng.integers(0, len(planes)))
+            image = random_view(planes[k], rng, upright=bool(upright[k]) if upright is not None else False)
             lr, hr = cut_pair(image, rng, r=r, thickness=thickness, profile=profile, lr_rows=lr_rows, cols=cols)
             if hr.std() >= min_std:
                 break

@@ -140,3 +140,73 @@ def test_results_section_is_replaced_in_place_and_kept_by_training_results() -> 
     again = replace_results_section(text + "\n### later\n", newer)
     assert again.count(RESULTS_BEGIN) == 1 and "| b |" in again and "| a |" not in again and again.endswith("### later\n")
     assert kept_results_section(again) == newer and kept_results_section("# none\n") == ""
+
+
+def test_diagonal_planes_are_the_voxel_diagonals_with_the_axis_as_rows() -> None:
+    from training.throughplane import DIAGONAL_MIN_COLUMNS, _diagonal_planes
+
+    view = np.random.default_rng(0).random((3, 40, 36)).astype(np.float32)
+    planes = _diagonal_planes(view, 1)
+    long_enough = sum(min(40, 36, c + 1, 40 + 36 - 1 - c) >= DIAGONAL_MIN_COLUMNS for c in range(40 + 36 - 1))
+    assert len(planes) == 2 * long_enough
+    for plane, name in planes:
+        assert plane.shape[0] == 3 and plane.shape[1] >= DIAGONAL_MIN_COLUMNS
+        # every column is one voxel (i, j) of the grid; consecutive columns step one voxel in both axes
+        hits = [np.flatnonzero((view[0] == plane[0, t]).ravel()) for t in range(plane.shape[1])]
+        ij = np.array([divmod(int(h[0]), 36) for h in hits])
+        steps = np.diff(ij, axis=0)
+        assert (steps[:, 0] == 1).all() and (steps[:, 1] == (-1 if name.startswith("anti") else 1)).all()
+        np.testing.assert_array_equal(plane, view[:, ij[:, 0], ij[:, 1]])
+    assert len(_diagonal_planes(view, 3)) < len(planes) / 2
+
+
+def test_upright_views_keep_the_rows_as_the_degraded_direction() -> None:
+    from MedSRLib.throughplane import random_view
+
+    image = np.arange(15, dtype=np.float32).reshape(3, 5)
+    rng = np.random.default_rng(0)
+    upright = {random_view(image, rng, upright=True).tobytes() for _ in range(64)}
+    free = {random_view(image, rng).tobytes() for _ in range(64)}
+    assert len(upright) == 4 and len(free) == 8
+    for _ in range(16):
+        view = random_view(image, rng, upright=True)
+        assert view.shape == (3, 5)
+        assert sorted(map(tuple, np.sort(view, axis=1))) == sorted(map(tuple, image))  # rows stay rows
+
+
+def test_diagonal_sources_add_upright_planes_that_batches_keep_upright() -> None:
+    path = shared_path("isotropic-mr", "sct-spine", "t2.nii.gz")
+    store = load_slices([{"kind": "volume", "path": str(path), "axes": [0], "modality": "MR", "diagonals": 2},
+                         {"kind": "volume", "path": str(path), "axes": [1], "modality": "MR"}])
+    straight = 52 + 55  # numpy (z, y, x) = (52, 55, 60)
+    assert len(store.upright) == len(store.planes) > straight and sum(store.upright) == len(store.planes) - straight
+    assert all(p.shape[0] == 52 for p, u in zip(store.planes, store.upright) if u)  # numpy axis 0 is the rows
+    tp = {"factors": [3, 3], "thickness": [1.0, 1.0], "profile": "gaussian", "lr_rows": 4, "min_std": 0.0}
+    only_diagonals = SliceStore([p for p, u in zip(store.planes, store.upright) if u],
+                                [n for n, u in zip(store.names, store.upright) if u], [True] * sum(store.upright))
+    item = ThroughPlaneBatches(only_diagonals, tp, batch=8, cols=20, seed=0)[0]
+    for hr in item["hr"][:, 0].numpy():
+        # each HR patch is a block of one diagonal plane, flipped at most: rows of the plane stay rows
+        assert any(_holds_block(plane, hr) for plane in only_diagonals.planes)
+
+
+def _holds_block(plane: np.ndarray, block: np.ndarray) -> bool:
+    for view in (plane, plane[::-1], plane[:, ::-1], plane[::-1, ::-1]):
+        if view.shape[1] < block.shape[1]:
+            continue
+        for y in range(view.shape[0] - block.shape[0] + 1):
+            for x in range(view.shape[1] - block.shape[1] + 1):
+                if np.array_equal(view[y : y + block.shape[0], x : x + block.shape[1]], block):
+                    return True
+    return False
+
+
+def test_diagonals_config_errors(tmp_path: Path) -> None:
+    cfg = _config(tmp_path)
+    cfg["throughplane"]["sources"][0]["diagonals"] = -1
+    with pytest.raises(ConfigError, match="diagonals"):
+        validate(cfg)
+    cfg = _config(tmp_path)
+    cfg["throughplane"]["sources"].append({"kind": "image", "path": cfg["throughplane"]["sources"][0]["path"], "diagonals": 2})
+    with pytest.raises(ConfigError, match="diagonals"):
+        validate(cfg)

@@ -385,3 +385,7 @@ def validate_throughplane(cfg: dict[str, Any], spec: Any, *, need_data: bool = T
                 raise ConfigError(f"throughplane.{key}: source {src['kind']} needs {'path' if src['kind'] in ('volume', 'image') else 'root'}")
             if need_data and not resolve_root(where).exists():
                 raise ConfigError(f"throughplane.{key}: {resolve_root(where)} does not exist; fix the path or MEDSR_SHARED_DATA")
+            diagonals = src.get("diagonals", 0)
+            if isinstance(diagonals, bool) or not isinstance(diagonals, int) or diagonals < 0 or (diagonals and src["kind"] != "volume"):
+                raise ConfigError(f"throughplane.{key}: diagonals (every n-th diagonal plane, 0 = none) must be an integer "
+                                  f">= 0 on a volume source; got {diagonals!r} on {src['kind']}")

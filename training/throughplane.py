@@ -16,7 +16,12 @@ expands as in the in-plane configs):
 * ``{kind: volume, path, axes, modality, step}``: a volume (NIfTI/NRRD/MHA/DICOM folder) read with
   :func:`MedSRLib.io.read_volume`, mapped to [0, 1] with :class:`MedSRLib.intensity.IntensityMapping`
   fitted on the whole volume (CT: the CT window; MR: percentiles), every ``step``-th slice
-  perpendicular to each numpy axis in ``axes`` (``slice`` = the acquisition axis from the header).
+  perpendicular to each numpy axis in ``axes`` (``slice`` = the acquisition axis from the header);
+  ``diagonals: n`` (default 0 = none) adds every ``n``-th diagonal plane through each axis in ``axes``
+  and a diagonal of the two other axes, as the four-view inference cuts them
+  (:class:`MedSRLib.throughplane._Diagonals`: voxels of the grid, columns sqrt(2) pixels apart), kept
+  upright (that axis stays the degraded rows, :func:`MedSRLib.throughplane.random_view`); planes
+  shorter than ``DIAGONAL_MIN_COLUMNS`` columns are left out.
 * ``{kind: image, path, normalise}``: one 2D image file (PNG/JPEG/DICOM/.mat).
 * any source may set ``max_items`` (first n slices).
 
@@ -31,7 +36,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -55,12 +60,18 @@ CONVENTION = "throughplane: PSNR/SSIM on [0,1], data range 1, whole slices (rows
 # slices
 
 
+#: Diagonal training planes shorter than this (columns) are left out: mostly background corners.
+DIAGONAL_MIN_COLUMNS = 32
+
+
 @dataclass
 class SliceStore:
-    """Every slice of the sources, as [0, 1] float32 (8-bit images as uint8), plus names."""
+    """Every slice of the sources, as [0, 1] float32 (8-bit images as uint8), plus names; ``upright[k]``:
+    slice ``k``'s rows must stay the degraded direction (a diagonal plane), empty = none is."""
 
     planes: list[np.ndarray]
     names: list[str]
+    upright: list[bool] = field(default_factory=list)
 
     def image(self, k: int) -> np.ndarray:
         """Slice ``k`` as float32 in [0, 1]."""
@@ -68,7 +79,7 @@ class SliceStore:
         return p.astype(np.float32) / np.float32(255.0) if p.dtype == np.uint8 else p
 
 
-def _volume_planes(src: Mapping[str, Any]) -> tuple[list[np.ndarray], list[str]]:
+def _volume_planes(src: Mapping[str, Any]) -> tuple[list[np.ndarray], list[str], list[bool]]:
     from MedSRLib.geometry import resolve_slice_axis
     from MedSRLib.intensity import IntensityMapping, guess_modality
     from MedSRLib.io import read_volume
@@ -79,13 +90,35 @@ def _volume_planes(src: Mapping[str, Any]) -> tuple[list[np.ndarray], list[str]]
     unit = np.clip(IntensityMapping.fit(volume.array, modality=modality).to_unit(volume.array), 0.0, 1.0)
     axes = src.get("axes", ["slice"])
     step = int(src.get("step", 1))
-    planes, names = [], []
+    diagonal_step = int(src.get("diagonals", 0))
+    planes, names, upright = [], [], []
     for axis in axes:
         ax = resolve_slice_axis(volume, None) if axis == "slice" else int(axis)
         for k in range(0, unit.shape[ax], step):
             planes.append(np.ascontiguousarray(np.take(unit, k, axis=ax), dtype=np.float32))
             names.append(f"{path.name}:axis{ax}:{k}")
-    return planes, names
+            upright.append(False)
+        if diagonal_step > 0:
+            for plane, name in _diagonal_planes(np.moveaxis(unit, ax, 0), diagonal_step):
+                planes.append(plane)
+                names.append(f"{path.name}:axis{ax}:{name}")
+                upright.append(True)
+    return planes, names, upright
+
+
+def _diagonal_planes(view: np.ndarray, step: int) -> list[tuple[np.ndarray, str]]:
+    """Every ``step``-th diagonal plane of a ``(rows, p, q)`` array and of its anti-diagonal twin, as
+    ``(rows x length)`` float32 images (voxels of the grid; the rows stay the first axis)."""
+    from MedSRLib.throughplane import _Diagonals
+
+    out = []
+    for anti in (False, True):
+        diagonals = _Diagonals(view.shape[1], view.shape[2], anti=anti)
+        for c in range(0, len(diagonals.rows), step):
+            i, j = diagonals.rows[c], diagonals.cols[c]
+            if len(i) >= DIAGONAL_MIN_COLUMNS:
+                out.append((np.ascontiguousarray(view[:, i, j], dtype=np.float32), f"{'anti' if anti else 'diag'}{c}"))
+    return out
 
 
 def _compact(image: np.ndarray) -> np.ndarray:
@@ -101,10 +134,12 @@ def load_slices(sources: Sequence[Mapping[str, Any]]) -> SliceStore:
 
     planes: list[np.ndarray] = []
     names: list[str] = []
+    upright: list[bool] = []
     for src in sources:
         kind = src["kind"]
+        u: list[bool] | None = None
         if kind == "volume":
-            p, n = _volume_planes(src)
+            p, n, u = _volume_planes(src)
         elif kind == "image":
             from MedSRLib.io import read_image_2d
 
@@ -119,13 +154,15 @@ def load_slices(sources: Sequence[Mapping[str, Any]]) -> SliceStore:
                 items = items[: int(src["max_items"])]
             p = [load_hr(item, data) for item in items]
             n = [f"{kind}:{item.name}" for item in items]
+        u = u or [False] * len(p)
         if src.get("max_items"):
-            p, n = p[: int(src["max_items"])], n[: int(src["max_items"])]
+            p, n, u = p[: int(src["max_items"])], n[: int(src["max_items"])], u[: int(src["max_items"])]
         planes += [_compact(x) for x in p]
         names += n
+        upright += u
     if not planes:
         raise ConfigError("the through-plane sources hold no slices")
-    return SliceStore(planes, names)
+    return SliceStore(planes, names, upright if any(upright) else [])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -156,6 +193,7 @@ class ThroughPlaneBatches(Dataset):
         self.n_skipped = 0
         self.length = 1
         self.epoch = 0
+        self._upright = store.upright or None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -170,7 +208,8 @@ class ThroughPlaneBatches(Dataset):
         thickness = r * round(float(rng.uniform(*tp["thickness"])) / 0.02) * 0.02  # 0.02 steps: cached matrices
         planes = _PlaneView(self.store)
         lr, hr = cut_batch(planes, rng, n=self.batch, r=r, thickness=thickness, profile=tp["profile"],
-                           lr_rows=int(tp["lr_rows"]), cols=self.cols, min_std=float(tp["min_std"]))
+                           lr_rows=int(tp["lr_rows"]), cols=self.cols, min_std=float(tp["min_std"]),
+                           upright=self._upright)
         return {"lr": lr, "hr": hr,
                 "label": torch.full((self.batch,), -1, dtype=torch.long), "index": torch.tensor(index)}
 
@@ -343,7 +382,8 @@ def _source_label(src: Mapping[str, Any]) -> str:
     label = "/".join(path.parts[-2:])
     axes = src.get("axes", ["slice"])
     if src["kind"] == "volume":
-        label += " (all three axes)" if sorted(map(str, axes)) == ["0", "1", "2"] else " (in-plane slices)"
+        label += " (all three axes" if sorted(map(str, axes)) == ["0", "1", "2"] else " (in-plane slices"
+        label += f", one in {src['diagonals']} diagonal planes too)" if src.get("diagonals") else ")"
     return label
 
 

@@ -319,13 +319,17 @@ class NCAB(nn.Module):
 # Exact rewrites of the shared blocks, registered with :mod:`.rewrites` (applied by
 # ``prepare_for_inference``; never used for training).
 
+from . import fused  # noqa: E402
 from .rewrites import add_, register_swap, scale_conv_  # noqa: E402  (rewrites imports no block)
 
 
 class _InferenceResBlock(ResBlock):
-    """:class:`ResBlock` with ``res_scale`` folded into its last convolution and an in-place skip."""
+    """:class:`ResBlock` with ``res_scale`` folded into its last convolution and an in-place skip; in a
+    bf16 body on the CPU the ReLU and the skip run inside the convolutions (:mod:`.fused`)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fused.applies(x) and len(self.body) == 3 and isinstance(self.body[1], nn.ReLU):
+            return fused.conv(fused.conv(x, self.body[0], relu=True), self.body[2], add=x)
         return add_(self.body(x), x)
 
 

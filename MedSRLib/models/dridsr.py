@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import OptionError
+from . import fused
 from .base import ModelSpec, register
 from .blocks import PixelShuffleHead, ResBlock, ShuffleTailFold, conv1x1, conv3x3
 from .idman import MIN_LR_SIZE
@@ -206,9 +207,23 @@ register(ModelSpec(
 # Exact, registered with :mod:`.rewrites` (applied by ``prepare_for_inference``; never for training).
 
 
+class _InferenceIDB(IDB):
+    """:class:`IDB` that, in a bf16 body on the CPU, never builds ``[X1, X2]``: each conv of the
+    concatenation is the conv of ``X1`` plus the conv of ``X2`` (weights split by input channel), the
+    second added and the ReLU applied inside the convolution (:func:`.fused.conv_of_concat`)."""
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        if not fused.applies(x1):
+            return super().forward(x1, x2)
+        relu = isinstance(self.act, nn.ReLU)
+        fwd = fused.conv_of_concat([x1, x2], self.forward_conv, relu=relu) if self.forward_conv is not None else None
+        return fwd, fused.conv_of_concat([x1, x2], self.keep, relu=relu)
+
+
 class _InferenceRIDM(RIDM):
     """:class:`RIDM` whose body runs in the reduced dtype of a ``reduced_precision_copy`` (its input
-    cast once; the skip ``+ F0`` added in fp32, in place)."""
+    cast once; the skip ``+ F0`` added in fp32, in place); in a bf16 body on the CPU the fusion conv of
+    the kept maps is a sum of per-map convolutions (:func:`.fused.conv_of_concat`, no concatenation)."""
 
     def forward(self, f0: torch.Tensor) -> torch.Tensor:
         kept = []
@@ -220,7 +235,9 @@ class _InferenceRIDM(RIDM):
                 kept.append(r)
         kept.append(f)
         del carry, f
-        return self.fusion(torch.cat(kept, dim=1)).to(f0.dtype).add_(f0)
+        fusion = fused.conv_of_concat(kept, self.fusion) if fused.applies(kept[-1]) else self.fusion(torch.cat(kept, dim=1))
+        del kept
+        return fusion.to(f0.dtype).add_(f0)
 
 
 class _InferenceHighFrequencyPath(HighFrequencyPath):
@@ -244,8 +261,11 @@ class _InferenceDRIDSR(DRIDSR):
             return self.shuffle_tail(add_(self.low(x), self.high(x)))
         layers = list(self.low)
         low = to_body(self, layers[1](layers[0](x)))
-        for layer in layers[2:]:
-            low = layer(low)
+        if fused.applies(low) and len(layers) == 5 and isinstance(layers[3], nn.ReLU):  # conv3x3 + ReLU as one call
+            low = layers[4](fused.conv(low, layers[2], relu=True))
+        else:
+            for layer in layers[2:]:
+                low = layer(low)
         return self.shuffle_tail(add_(self.high(x), low.to(x.dtype)))
 
 
@@ -253,6 +273,7 @@ def _fold_upsampler_and_tail(model: DRIDSR) -> None:
     model.shuffle_tail = ShuffleTailFold.of(model.upsample, model.tail)
 
 
+register_swap(IDB, _InferenceIDB)
 register_swap(RIDM, _InferenceRIDM)
 register_swap(HighFrequencyPath, _InferenceHighFrequencyPath)
 register_swap(DRIDSR, _InferenceDRIDSR, rewrite=_fold_upsampler_and_tail)

@@ -22,6 +22,7 @@ from .base import ModelSpec, register
 from .blocks import CCA, BSConvU, PixelShuffleHead, conv1x1, conv3x3
 from .idman import MIN_LR_SIZE
 from .checks import check_lr_input, choice, positive_int
+from . import fused
 from .rewrites import add_, body_dtype, pointwise_conv, register_swap, to_body
 
 PAPER = "Deng et al., MDRN: Multi-distillation residual network for efficient MR image super-resolution, AIMS 2024"
@@ -201,9 +202,12 @@ register(ModelSpec(
 
 
 class _InferenceBSRB(BSRB):
-    """:class:`BSRB` with the skip added and the ReLU applied in place."""
+    """:class:`BSRB` with the skip added and the ReLU applied in place; in a bf16 body on the CPU both
+    inside the depthwise convolution (:mod:`.fused`)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fused.applies(x) and isinstance(self.act, nn.ReLU):
+            return fused.conv(self.conv.pw(x), self.conv.dw, add=x, relu=True)
         return torch.relu_(add_(self.conv(x), x)) if isinstance(self.act, nn.ReLU) else self.act(self.conv(x) + x)
 
 
@@ -214,6 +218,23 @@ class _InferenceFMDRB(FMDRB):
 
     def _add_residual(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return add_(out, x)
+
+    def _distilled(self, x: torch.Tensor) -> torch.Tensor:
+        if not fused.applies(x) or not isinstance(self.distill_act, nn.Identity):
+            return super()._distilled(x)
+        # bf16 on the CPU: the fuse conv of the kept maps as a sum of per-map convolutions (no concatenation)
+        kept = []
+        r = x
+        for dist, remain in zip(self.distill, self.remain):
+            kept.append(dist(r))
+            r = remain(r)
+        last = self.last
+        if isinstance(last, nn.Sequential) and len(last) == 2 and isinstance(last[1], nn.ReLU):
+            kept.append(fused.conv(last[0].pw(r), last[0].dw, relu=True))
+        else:
+            kept.append(last(r))
+        del r
+        return fused.conv_of_concat(kept, self.fuse)
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         """The block's output before its residual (a fresh tensor of ``x``'s dtype)."""

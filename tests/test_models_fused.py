@@ -1,0 +1,144 @@
+"""Fused oneDNN convolutions of the bf16 CPU body (models/fused.py): each fused call computes the same
+map as the separate ops (to bf16 rounding), the fallback runs exactly the separate ops, and the bf16
+DRIDSR and MDRN bodies run their ReLUs, skips and concatenations inside the convolutions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from MedSRLib.models import fused, get_model
+from MedSRLib.models.rewrites import prepare_for_inference, reduced_precision_copy
+
+needs_onednn = pytest.mark.skipif(not fused._AVAILABLE, reason="this torch build has no oneDNN fused convolutions")
+BF16_REL = 2.0**-7  # one bf16 rounding of the result, relative to the map's largest value
+
+
+def _layer(c_in: int, c_out: int, k: int, groups: int = 1) -> nn.Conv2d:
+    torch.manual_seed(c_in * 100 + c_out + k + groups)
+    return nn.Conv2d(c_in, c_out, k, padding=k // 2, groups=groups).to(torch.bfloat16).to(memory_format=torch.channels_last)
+
+
+def _map(c: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, c, 19, 23, generator=g).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+
+
+def _reference(x: torch.Tensor, layer: nn.Conv2d, *, relu: bool, add: torch.Tensor | None) -> torch.Tensor:
+    """The same map in fp32 from the bf16 inputs and weights."""
+    layer = layer.requires_grad_(False)
+    y = nn.functional.conv2d(x.float(), layer.weight.float(), layer.bias.float(), layer.stride, layer.padding,
+                             layer.dilation, layer.groups)
+    if add is not None:
+        y = y + add.float()
+    return y.relu() if relu else y
+
+
+def _close(got: torch.Tensor, want: torch.Tensor) -> None:
+    assert got.dtype == torch.bfloat16 and got.shape == want.shape
+    scale = float(want.abs().max())
+    assert float((got.float() - want).abs().max()) <= 2 * BF16_REL * scale
+
+
+@needs_onednn
+@pytest.mark.parametrize("k,groups", [(1, 1), (3, 1), (3, 16)])
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("with_add", [False, True])
+def test_fused_conv_is_the_conv_with_its_add_and_relu(k, groups, relu, with_add):
+    layer = _layer(16, 16, k, groups)
+    x, other = _map(16, 1), _map(16, 2)
+    add = other if with_add else None
+    kept = other.clone()
+    with torch.inference_mode():
+        assert fused.applies(x)
+        got = fused.conv(x, layer, relu=relu, add=add)
+    _close(got, _reference(x, layer, relu=relu, add=add))
+    assert torch.equal(other, kept)  # the added map is not written
+    if relu:
+        assert float(got.float().min()) >= 0.0
+
+
+@needs_onednn
+@pytest.mark.parametrize("relu", [False, True])
+def test_conv_add_accumulates_in_place(relu):
+    layer = _layer(8, 12, 3)
+    x, acc = _map(8, 3), _map(12, 4)
+    want = _reference(x, layer, relu=relu, add=acc)
+    with torch.inference_mode():
+        got = fused.conv_add_(acc, x, layer, relu=relu)
+    assert got.data_ptr() == acc.data_ptr()
+    _close(got, want)
+
+
+@needs_onednn
+@pytest.mark.parametrize("k", [1, 3])
+def test_conv_of_concat_equals_the_conv_of_the_concatenation(k):
+    parts = [_map(6, 5), _map(10, 6), _map(4, 7)]
+    layer = _layer(20, 8, k)
+    with torch.inference_mode():
+        got = fused.conv_of_concat(parts, layer, relu=True)
+    _close(got, _reference(torch.cat(parts, dim=1), layer, relu=True, add=None))
+    with pytest.raises(ValueError, match="channels"):
+        fused.conv_of_concat(parts[:2], layer)
+
+
+def test_fallback_runs_the_separate_ops(monkeypatch):
+    monkeypatch.setattr(fused, "_AVAILABLE", False)
+    layer = _layer(16, 16, 3)
+    x, other = _map(16, 1), _map(16, 2)
+    with torch.inference_mode():
+        assert not fused.applies(x)
+        got = fused.conv(x, layer, relu=True, add=other)
+        want = layer(x).add_(other).relu_()
+        parts = [_map(6, 5), _map(10, 6)]
+        cat_layer = _layer(16, 4, 1)
+        got_cat = fused.conv_of_concat(parts, cat_layer)
+        want_cat = cat_layer(torch.cat(parts, dim=1))
+    assert torch.equal(got, want)
+    _close(got_cat, want_cat.float())
+
+
+def test_bit_pattern_relu_is_relu():
+    x = torch.tensor([-3.5, -0.0, 0.0, 1e-30, -1e-30, 2.0, float("inf"), float("-inf")], dtype=torch.bfloat16)
+    got = fused._relu_bf16_(x.clone())
+    assert torch.equal(got, torch.relu(x))  # values (-0.0 == 0.0)
+    assert not torch.signbit(got).any()
+
+
+def test_fp32_and_autocast_are_left_to_the_separate_ops():
+    x = _map(4, 0)
+    assert not fused.applies(x.float())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not fused.applies(x)
+
+
+class _OpNames(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@needs_onednn
+@pytest.mark.parametrize("name", ["dridsr", "mdrn", "tp-dridsr"])
+def test_bf16_bodies_fuse_their_glue_and_match_the_unfused_body(name, monkeypatch):
+    torch.manual_seed(0)
+    module = prepare_for_inference(get_model(name).build(2).eval())
+    reduced = reduced_precision_copy(module, torch.bfloat16)
+    x = torch.rand(1, 1, 40, 36)
+    run = (lambda m: m(x, 2)) if getattr(module, "multi_scale", False) else (lambda m: m(x))
+    with torch.inference_mode(), _OpNames() as ops:
+        y = run(reduced)
+    with torch.inference_mode():
+        reference = run(module)
+    monkeypatch.setattr(fused, "_AVAILABLE", False)
+    with torch.inference_mode():
+        unfused = run(reduced)
+    assert any(n.startswith("_convolution_pointwise") for n in ops.names)
+    assert "cat" not in ops.names  # concatenations became accumulating convolutions
+    assert float((y - unfused).abs().max()) < 0.05 and float((y - reference).abs().max()) < 0.05

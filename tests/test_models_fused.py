@@ -142,3 +142,19 @@ def test_bf16_bodies_fuse_their_glue_and_match_the_unfused_body(name, monkeypatc
     assert any(n.startswith("_convolution_pointwise") for n in ops.names)
     assert "cat" not in ops.names  # concatenations became accumulating convolutions
     assert float((y - unfused).abs().max()) < 0.05 and float((y - reference).abs().max()) < 0.05
+
+
+@pytest.mark.parametrize("groups", [1, 16])
+@pytest.mark.parametrize("available", [True, False])
+def test_a_scratch_add_receives_the_result(groups, available, monkeypatch):
+    if available and not fused._AVAILABLE:
+        pytest.skip("this torch build has no oneDNN fused convolutions")
+    monkeypatch.setattr(fused, "_AVAILABLE", available)
+    layer = _layer(16, 16, 3, groups)
+    x, other = _map(16, 1), _map(16, 2)
+    with torch.inference_mode():
+        fresh = fused.conv(x, layer, add=other, relu=True)
+        scratch = other.clone()
+        written = fused.conv(x, layer, add=scratch, add_is_scratch=True, relu=True)
+    assert written.data_ptr() == scratch.data_ptr()
+    assert torch.equal(written, fresh)

@@ -63,9 +63,10 @@ def input_slice(layer: nn.Conv2d, start: int, stop: int) -> torch.Tensor:
 
 
 def conv(x: torch.Tensor, layer: nn.Conv2d, *, relu: bool = False, add: torch.Tensor | None = None,
-         weight: torch.Tensor | None = None, bias: bool = True) -> torch.Tensor:
-    """``[ReLU](layer(x) [+ add])`` as a new tensor; ``weight`` replaces ``layer.weight`` (e.g. an
-    :func:`input_slice`), ``bias=False`` leaves ``layer.bias`` out."""
+         add_is_scratch: bool = False, weight: torch.Tensor | None = None, bias: bool = True) -> torch.Tensor:
+    """``[ReLU](layer(x) [+ add])``: a new tensor, or ``add`` itself when ``add_is_scratch`` (the caller
+    no longer needs it: the result is written into it, no copy); ``weight`` replaces ``layer.weight``
+    (e.g. an :func:`input_slice`), ``bias=False`` leaves ``layer.bias`` out."""
     w = layer.weight if weight is None else weight
     b = layer.bias if bias else None
     if _fusable(x, layer):
@@ -73,16 +74,17 @@ def conv(x: torch.Tensor, layer: nn.Conv2d, *, relu: bool = False, add: torch.Te
         if add is None:
             return torch.ops.mkldnn._convolution_pointwise(
                 x, w, b, padding, stride, dilation, groups, "relu" if relu else "none", [], "")
-        if groups == 1:
+        if groups == 1 and not add_is_scratch:
             y = torch.ops.mkldnn._convolution_pointwise.binary(
                 x, add, w, b, padding, stride, dilation, groups, "add", None, None, [], None)
-        else:  # grouped (depthwise): the out-of-place form runs separate ops there; the in-place one fuses
+        else:  # in place (grouped, e.g. depthwise: the out-of-place form runs separate ops there)
             y = torch.ops.mkldnn._convolution_pointwise_.binary(
-                add.clone(), x, w, b, padding, stride, dilation, groups, "add", None, None, [], None)
+                add if add_is_scratch else add.clone(), x, w, b, padding, stride, dilation, groups, "add", None,
+                None, [], None)
         return _relu_bf16_(y) if relu else y
     y = layer._conv_forward(x, w, b)
     if add is not None:
-        y = y.add_(add)
+        y = add.add_(y) if add_is_scratch else y.add_(add)
     return y.relu_() if relu else y
 
 

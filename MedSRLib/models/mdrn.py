@@ -205,9 +205,10 @@ class _InferenceBSRB(BSRB):
     """:class:`BSRB` with the skip added and the ReLU applied in place; in a bf16 body on the CPU both
     inside the depthwise convolution (:mod:`.fused`)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, consume: bool = False) -> torch.Tensor:
+        """``consume``: ``x`` is dead after this block; a fused bf16 call writes the result into it."""
         if fused.applies(x) and isinstance(self.act, nn.ReLU):
-            return fused.conv(self.conv.pw(x), self.conv.dw, add=x, relu=True)
+            return fused.conv(self.conv.pw(x), self.conv.dw, add=x, add_is_scratch=consume, relu=True)
         return torch.relu_(add_(self.conv(x), x)) if isinstance(self.act, nn.ReLU) else self.act(self.conv(x) + x)
 
 
@@ -225,9 +226,9 @@ class _InferenceFMDRB(FMDRB):
         # bf16 on the CPU: the fuse conv of the kept maps as a sum of per-map convolutions (no concatenation)
         kept = []
         r = x
-        for dist, remain in zip(self.distill, self.remain):
+        for step, (dist, remain) in enumerate(zip(self.distill, self.remain)):
             kept.append(dist(r))
-            r = remain(r)
+            r = remain(r, consume=step > 0)  # a step's input is dead after its BSRB (the block's input is not ours)
         last = self.last
         if isinstance(last, nn.Sequential) and len(last) == 2 and isinstance(last[1], nn.ReLU):
             kept.append(fused.conv(last[0].pw(r), last[0].dw, relu=True))
@@ -238,10 +239,17 @@ class _InferenceFMDRB(FMDRB):
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         """The block's output before its residual (a fresh tensor of ``x``'s dtype)."""
+        out, scale = self.branch_unscaled(x)
+        return out if scale is None else out.mul_(scale.to(out.dtype))
+
+    def branch_unscaled(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(out, scale)``: the block's output before its residual is ``out * scale``, ``scale`` the
+        contrast-aware attention's fp32 ``N x C x 1 x 1`` weights (None: ``out`` is the output), for a
+        caller that applies the scale in fp32 together with the residual add."""
         out = self.esa(self._distilled(x))
         if type(self.cca) is not CCA:
-            return self.cca(out)
-        return out.mul_(self.cca.fc(_contrast(out, self.cca.eps).to(out.dtype)))
+            return self.cca(out), None
+        return out, self.cca.fc(_contrast(out, self.cca.eps).to(out.dtype)).float()
 
 
 #: Pixels per partial sum of :func:`_contrast` on a reduced-precision map (each partial sum is one GEMM
@@ -293,12 +301,20 @@ def reduced_block_chain(blocks: nn.ModuleList, f0: torch.Tensor, dtype: torch.dt
     """Yield ``(F_i in fp32, F_i in dtype)`` for a chain of :class:`_InferenceFMDRB` started at the fp32
     ``f0``: each block's branch runs in ``dtype`` (its input cast once), while the residual stream
     between blocks stays in fp32 (measured on real CT, MDRN x4: max 10.0 -> 7.0 HU against fp32 with
-    the stream in bf16), so the per-block rounding does not accumulate along the chain."""
+    the stream in bf16), so the per-block rounding does not accumulate along the chain. The contrast-aware
+    attention's per-channel scale is applied in fp32 in the same pass as the residual add (``addcmul``)."""
     f, fb = f0, f0.to(dtype)
     for block in blocks:
-        out = block.branch(fb)
-        f = out.to(f0.dtype).add_(f) if block.block_residual else out.to(f0.dtype)
+        out, scale = block.branch_unscaled(fb)
+        wide = out.to(f0.dtype)
         del out
+        if scale is None:
+            f = wide.add_(f) if block.block_residual else wide
+        elif block.block_residual:  # the attention's scale and the residual add in one fp32 pass
+            f = torch.addcmul(f, wide, scale, out=wide)
+        else:
+            f = wide.mul_(scale)
+        del wide
         fb = f.to(dtype)
         yield f, fb
 

@@ -140,7 +140,10 @@ def test_bf16_bodies_fuse_their_glue_and_match_the_unfused_body(name, monkeypatc
     with torch.inference_mode():
         unfused = run(reduced)
     assert any(n.startswith("_convolution_pointwise") for n in ops.names)
-    assert "cat" not in ops.names  # concatenations became accumulating convolutions
+    if "dridsr" in name:
+        assert "cat" not in ops.names  # concatenations became accumulating convolutions
+    else:  # MDRN keeps one per block (its fuse conv; see FMDRB._distilled), none elsewhere
+        assert ops.names.count("cat") == len(module.blocks)
     assert float((y - unfused).abs().max()) < 0.05 and float((y - reference).abs().max()) < 0.05
 
 

@@ -195,10 +195,12 @@ BF16_MAX_HU = 8.0
 #: and, where measured, two whole 512 x 512 slices (``benchmarks/bench_compare.py``, AMD EPYC).
 #: ``'auto'`` runs a (model, scale) above :data:`BF16_MAX_HU` in fp32 on a CPU.
 BF16_MEASURED_MAX_HU: dict[tuple[str, int], float] = {
-    ("dridsr", 2): 5.1, ("dridsr", 3): 4.3, ("dridsr", 4): 5.0,
-    ("mdrn", 2): 6.4, ("mdrn", 4): 7.8, ("mdrn", 8): 18.8,  # x2 (aggregation in bf16), x4, x8: 4 whole slices (contrast statistic by GEMM)
+    # dridsr, mdrn, srda-small: 4 whole slices, with the fused bf16 body (models/fused.py; dridsr's
+    # concatenations as accumulating convolutions raised x3/x4 from 4.3/5.0), MDRN's attention scale in fp32
+    ("dridsr", 2): 4.6, ("dridsr", 3): 5.9, ("dridsr", 4): 6.9,
+    ("mdrn", 2): 6.4, ("mdrn", 4): 6.9, ("mdrn", 8): 19.0,  # x2: aggregation in bf16; contrast statistic by GEMM
     ("idman-small", 2): 8.8, ("idman-small", 4): 9.0,
-    ("srda-small", 4): 4.4,  # whole slices, with its last upsampler stage + tail folded in fp32 (was 4.3)
+    ("srda-small", 4): 4.7,  # whole slices, with its last upsampler stage + tail folded in fp32
     ("w2amsn-small", 2): 9.4, ("w2amsn-s", 2): 5.6, ("w2amsn-s", 4): 5.9,
 }
 

@@ -223,7 +223,10 @@ class _InferenceFMDRB(FMDRB):
     def _distilled(self, x: torch.Tensor) -> torch.Tensor:
         if not fused.applies(x) or not isinstance(self.distill_act, nn.Identity):
             return super()._distilled(x)
-        # bf16 on the CPU: the fuse conv of the kept maps as a sum of per-map convolutions (no concatenation)
+        # bf16 on the CPU: ReLUs and skips inside the convolutions. The fuse conv keeps its concatenation:
+        # as a sum of per-map convolutions (fused.conv_of_concat, each partial sum rounded to bf16) MDRN x4
+        # measured 8.9 HU max against fp32 on 4 real CT slices (mean 0.82), with the concatenation 6.9 (0.74),
+        # at the same speed (1.44-1.60 vs 1.47 s per slice, 1 thread).
         kept = []
         r = x
         for step, (dist, remain) in enumerate(zip(self.distill, self.remain)):
@@ -235,7 +238,7 @@ class _InferenceFMDRB(FMDRB):
         else:
             kept.append(last(r))
         del r
-        return fused.conv_of_concat(kept, self.fuse)
+        return fused.conv(torch.cat(kept, dim=1), self.fuse)
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         """The block's output before its residual (a fresh tensor of ``x``'s dtype)."""

@@ -176,9 +176,7 @@ class _Runner:
         self.device = device
         # bf16 on a CPU for a prepared MedSR network (it names its fp32 image path and casts at its
         # body's boundary): weights cast once, no autocast. Other modules run under autocast.
-        # (through-plane networks, called module(x, r), keep autocast: their bf16 error is not measured yet)
-        native = (dtype is not None and device.type == "cpu" and not self.one_direction
-                  and _native_ready(self.base_module))
+        native = dtype is not None and device.type == "cpu" and _native_ready(self.base_module)
         module = reduced_precision_copy(self.base_module, dtype) if native else self.base_module
         self.module = _device._move(module.eval(), device, channels_last=channels_last)
         self.forward = _Forward(

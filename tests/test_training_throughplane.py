@@ -89,7 +89,7 @@ def test_config_errors(tmp_path: Path) -> None:
 
 
 def test_shipped_configs_hold_out_the_evaluation_volumes() -> None:
-    for name in ("tp_mr_cpu", "tp_ct_cpu"):
+    for name in ("tp_mr_cpu", "tp_mr_cpu_ft", "tp_mr_cpu_diag", "tp_ct_cpu"):
         cfg = load_config(name)
         validate(cfg, need_data=False)
         paths = " ".join(str(s.get("path", s.get("root"))) for s in cfg["throughplane"]["sources"])

@@ -752,8 +752,8 @@ def results_section(folder: str | Path = GT_DIR, *, machine: str = "") -> str:
         + "; ".join(f"`{gt_command(k)}`" for k, *_ in GT_VOLUMES) + "; adapted: "
         + "; ".join(f"`{gt_command(k, adapt=s, threads=2)}`" for k, _, s in GT_ADAPT)
         + ". Each `--json` output is kept in `training/results_throughplane/<volume>.json` "
-          "(`<volume>_adapt120.json`; `<volume>_views2.json`, `<volume>_adapt120_views2.json`: the same commands "
-          "with `--views 2`); this section and the cards' ground-truth entries are made from them by "
+          "(`<volume>_adapt120.json`; `<volume>_views2.json`: the same commands without --adapt, with "
+          "`--views 2`); this section and the cards' ground-truth entries are made from them by "
           "`python -m training.throughplane results`.",
         f"* Machine: {machine or 'not recorded'}. Network precision on this CPU (auto): {', '.join(precisions)} "
         "(the image path, B-spline base and tails in fp32).",

@@ -9,9 +9,11 @@ is the sum of convolutions of its parts (the weight split along its input channe
 concatenation becomes an accumulation of post-op adds. Measured there: DRIDSR's distillation block
 (cat, 1x1 + ReLU, 3x3 + ReLU) 63 -> 32 ms, its residual block 47 -> 31 ms.
 
-Same arithmetic as the separate ops: the ReLU and the add happen on the fp32 accumulator before the
-single rounding to bf16 (the separate ops round the convolution first), so results differ from the
-unfused bf16 path by bf16 rounding only. Used only where :func:`applies` (bf16 CPU tensors, oneDNN
+Same arithmetic as the separate ops: a ReLU or an add happens on the fp32 accumulator before the single
+rounding to bf16 (the separate ops round the convolution first; a ReLU after an add is taken on the
+rounded sum, which rounding cannot change in sign), so results differ from the unfused bf16 path by bf16
+rounding only; a concatenation's partial sums are each rounded to bf16 (MDRN keeps its concatenation for
+that reason, see ``mdrn._InferenceFMDRB``). Used only where :func:`applies` (bf16 CPU tensors, oneDNN
 available, not under autocast or compilation); elsewhere each function runs the separate ops.
 """
 

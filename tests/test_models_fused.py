@@ -1,6 +1,6 @@
 """Fused oneDNN convolutions of the bf16 CPU body (models/fused.py): each fused call computes the same
 map as the separate ops (to bf16 rounding), the fallback runs exactly the separate ops, and the bf16
-DRIDSR and MDRN bodies run their ReLUs, skips and concatenations inside the convolutions."""
+DRIDSR, MDRN and IDMAN bodies run their ReLUs, skips (and DRIDSR its concatenations) inside the convolutions."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ class _OpNames(TorchDispatchMode):
 
 
 @needs_onednn
-@pytest.mark.parametrize("name", ["dridsr", "mdrn", "tp-dridsr"])
+@pytest.mark.parametrize("name", ["dridsr", "mdrn", "tp-dridsr", "idman-small"])
 def test_bf16_bodies_fuse_their_glue_and_match_the_unfused_body(name, monkeypatch):
     torch.manual_seed(0)
     module = prepare_for_inference(get_model(name).build(2).eval())
@@ -142,8 +142,10 @@ def test_bf16_bodies_fuse_their_glue_and_match_the_unfused_body(name, monkeypatc
     assert any(n.startswith("_convolution_pointwise") for n in ops.names)
     if "dridsr" in name:
         assert "cat" not in ops.names  # concatenations became accumulating convolutions
-    else:  # MDRN keeps one per block (its fuse conv; see FMDRB._distilled), none elsewhere
+    elif name == "mdrn":  # MDRN keeps one per block (its fuse conv; see FMDRB._distilled), none elsewhere
         assert ops.names.count("cat") == len(module.blocks)
+    else:  # IDMAN: one per IDMAB (its fuse conv), the refinement steps' skips and ReLUs fused
+        assert ops.names.count("cat") == sum(len(group.blocks) for group in module.body)
     assert float((y - unfused).abs().max()) < 0.05 and float((y - reference).abs().max()) < 0.05
 
 
@@ -161,3 +163,12 @@ def test_a_scratch_add_receives_the_result(groups, available, monkeypatch):
         written = fused.conv(x, layer, add=scratch, add_is_scratch=True, relu=True)
     assert written.data_ptr() == scratch.data_ptr()
     assert torch.equal(written, fresh)
+
+
+def test_a_scratch_add_that_is_the_input_is_not_overwritten_while_read():
+    layer = _layer(16, 16, 3)
+    x = _map(16, 1)
+    with torch.inference_mode():
+        want = fused.conv(x, layer, add=x, relu=True)
+        got = fused.conv(x, layer, add=x, add_is_scratch=True, relu=True)
+    assert torch.equal(got, want)

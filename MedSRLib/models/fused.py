@@ -67,8 +67,11 @@ def input_slice(layer: nn.Conv2d, start: int, stop: int) -> torch.Tensor:
 def conv(x: torch.Tensor, layer: nn.Conv2d, *, relu: bool = False, add: torch.Tensor | None = None,
          add_is_scratch: bool = False, weight: torch.Tensor | None = None, bias: bool = True) -> torch.Tensor:
     """``[ReLU](layer(x) [+ add])``: a new tensor, or ``add`` itself when ``add_is_scratch`` (the caller
-    no longer needs it: the result is written into it, no copy); ``weight`` replaces ``layer.weight``
-    (e.g. an :func:`input_slice`), ``bias=False`` leaves ``layer.bias`` out."""
+    no longer needs it: the result is written into it, no copy; never when ``add`` shares memory with
+    ``x``, which the convolution still reads); ``weight`` replaces ``layer.weight`` (e.g. an
+    :func:`input_slice`), ``bias=False`` leaves ``layer.bias`` out."""
+    if add is not None and add_is_scratch and add.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+        add_is_scratch = False
     w = layer.weight if weight is None else weight
     b = layer.bias if bias else None
     if _fusable(x, layer):

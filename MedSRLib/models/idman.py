@@ -24,10 +24,11 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm as _weight_norm
 
 from ..errors import OptionError
+from . import fused
 from .base import ModelSpec, register
 from .blocks import EDSRUpsampler, PixelShuffleHead, ShuffleTailFold, conv1x1, conv3x3
 from .checks import check_lr_input, choice, positive_int
-from .rewrites import fold_weight_norm, register_in_place, register_swap, to_body
+from .rewrites import body_dtype, fold_weight_norm, register_in_place, register_swap
 
 PAPER = "Zhao et al., Super-Resolution Network with Information Distillation and Multi-Scale Attention for Medical CT Image, Sensors 2021"
 
@@ -188,6 +189,11 @@ class IDMAB(nn.Module):
         self.res_scale = float(res_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        attended = self.branch(x)  # fresh: updated in place below
+        return attended.add_(x) if self.res_scale == 1.0 else attended.mul_(self.res_scale).add_(x)
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output before its residual, ``MAB(conv1x1(concat(d_1..d_4)))`` (a fresh tensor)."""
         kept = []
         c = x
         for dist, coarse in zip(self.distilled, self.coarse):
@@ -198,8 +204,7 @@ class IDMAB(nn.Module):
             kept.append(self.distill_act(d))
             c = self.act(r.add_(c))  # r is a fresh conv output: adding in place is autograd-safe
         kept.append(self.distill_act(self.last(c)))
-        attended = self.mab(self.fuse(torch.cat(kept, dim=1)))  # fresh: updated in place below
-        return attended.add_(x) if self.res_scale == 1.0 else attended.mul_(self.res_scale).add_(x)
+        return self.mab(self.fuse(torch.cat(kept, dim=1)))
 
 
 class IDMAG(nn.Module):
@@ -303,8 +308,9 @@ register_in_place(MAB, mab_kxk_to_1x1, condition=lambda m: m.pool == "global" an
 
 
 class _InferenceIDMAN(IDMAN):
-    """:class:`IDMAN` whose body (groups and ``body_conv``) runs in the reduced dtype of a
-    ``reduced_precision_copy`` (input cast once, global skip added in fp32), and whose reconstruction
+    """:class:`IDMAN` whose body (blocks' branches, groups' convs and ``body_conv``) runs in the reduced
+    dtype of a ``reduced_precision_copy`` with the residual streams and the global skip in fp32
+    (:func:`_reduced_groups`), and whose reconstruction
     never builds the C-channel HR map: the upsampler's last conv + PixelShuffle and ``rec`` are one LR
     conv (:class:`~.blocks.ShuffleTailFold`), and each feedback step, ``rec(u + y)`` with ``y`` broadcast
     over the C channels, is ``rec(u) + conv3x3(y, sum_c W_c)`` (``rec`` is linear): a 1 -> 1 HR conv.
@@ -315,7 +321,11 @@ class _InferenceIDMAN(IDMAN):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_lr_input(x, model="IDMAN", min_size=self.min_size)
         f0 = self.head(x)
-        lr = self.body_conv(self.body(to_body(self, f0))).to(f0.dtype).add_(f0)
+        dtype = body_dtype(self)
+        if dtype is None:
+            lr = self.body_conv(self.body(f0)).add_(f0)
+        else:
+            lr = self.body_conv(_reduced_groups(self.body, f0, dtype).to(dtype)).to(f0.dtype).add_(f0)
         for stage in list(self.upsample)[:-2]:  # EDSR stages before the last (x4: one)
             lr = stage(lr)
         y0 = self.shuffle_rec(lr)
@@ -326,10 +336,43 @@ class _InferenceIDMAN(IDMAN):
         return y
 
 
+class _InferenceIDMAB(IDMAB):
+    """:class:`IDMAB` whose refinement steps ``ReLU(conv3x3(c) + c)``, in a bf16 body on the CPU, run the
+    skip and the ReLU inside the convolution (:mod:`.fused`)."""
+
+    def branch(self, x: torch.Tensor) -> torch.Tensor:
+        if not fused.applies(x) or self.mode != "conv" or not isinstance(self.act, nn.ReLU):
+            return super().branch(x)
+        kept = []
+        c = x
+        for dist, coarse in zip(self.distilled, self.coarse):
+            kept.append(self.distill_act(dist(c)))
+            c = fused.conv(c, coarse, add=c, relu=True)
+        kept.append(self.distill_act(self.last(c)))
+        return self.mab(self.fuse(torch.cat(kept, dim=1)))
+
+
+def _reduced_groups(groups: nn.Sequential, f0: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The IDMAG chain of a ``reduced_precision_copy``: every block's branch and every group's conv run
+    in ``dtype`` (their input cast once), while the residual streams of the blocks and the groups stay
+    in fp32, so the per-block rounding does not accumulate along the chain (as MDRN's
+    ``reduced_block_chain``). Measured on 4 whole real CT slices against fp32, idman-small x2: max
+    8.70 HU with the streams in bf16, 5.82 HU with them in fp32. Returns the fp32 stream."""
+    g = f0
+    for group in groups:
+        stream = g
+        for block in group.blocks:
+            out = block.branch(stream.to(dtype)).to(f0.dtype)
+            stream = out.add_(stream) if block.res_scale == 1.0 else out.mul_(block.res_scale).add_(stream)
+        g = group.conv(stream.to(dtype)).to(f0.dtype).add_(g)
+    return g
+
+
 def _fold_reconstruction(model: IDMAN) -> None:
     model.shuffle_rec = ShuffleTailFold.of(model.upsample, model.rec)
 
 
+register_swap(IDMAB, _InferenceIDMAB)
 register_swap(IDMAN, _InferenceIDMAN, rewrite=_fold_reconstruction,
               condition=lambda m: ShuffleTailFold.applies(m.upsample, m.rec))
 

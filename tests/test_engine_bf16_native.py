@@ -65,13 +65,15 @@ def test_reduced_copy_runs_the_body_in_bf16_without_mixed_dtype_ops(name):
     # full-size casts only into and out of the bf16 segments (at most two per network: DRIDSR's low
     # path and residual module, SRDA's body and upsampler); MDRN: up to three per block (into it, out of it
     # into the fp32 residual stream, and its attention statistic); IDMAN: two per block and per group (into
-    # the branch, out of it into the fp32 stream). Counted in maps' worth of elements: a
+    # the branch, out of it into the fp32 stream); W2AMSN: two per block (likewise). Counted in maps' worth of elements: a
     # boundary may be cast in row bands plus border strips (SRDA x4's fold input), which is still one
     # boundary, where per-layer round trips would add two maps per layer.
     if "mdrn" in name:
         stream_casts = 3 * len(getattr(getattr(reduced, "body", reduced), "blocks", ()))
     elif "idman" in name:
         stream_casts = 2 * sum(len(group.blocks) + 1 for group in reduced.body)
+    elif "w2amsn" in name:
+        stream_casts = 2 * reduced.n_blocks
     else:
         stream_casts = 0
     full_size = [c for c in rec.casts if c[-2:] != (1, 1)]

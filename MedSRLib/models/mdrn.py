@@ -213,9 +213,9 @@ class _InferenceBSRB(BSRB):
 
 
 class _InferenceFMDRB(FMDRB):
-    """:class:`FMDRB` with the block residual added in place; :meth:`branch` is the block without its
-    residual, run in a reduced dtype by :class:`_InferenceMDRN` (the contrast-aware attention's
-    statistic by :func:`_contrast`, the attention applied in place)."""
+    """:class:`FMDRB` with the block residual added in place; :meth:`branch_unscaled` is the block without
+    its residual and without the contrast-aware attention's scale (statistic by :func:`_contrast`), run
+    in a reduced dtype by :func:`reduced_block_chain`, which applies the scale with the residual add."""
 
     def _add_residual(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return add_(out, x)
@@ -239,11 +239,6 @@ class _InferenceFMDRB(FMDRB):
             kept.append(last(r))
         del r
         return fused.conv(torch.cat(kept, dim=1), self.fuse)
-
-    def branch(self, x: torch.Tensor) -> torch.Tensor:
-        """The block's output before its residual (a fresh tensor of ``x``'s dtype)."""
-        out, scale = self.branch_unscaled(x)
-        return out if scale is None else out.mul_(scale.to(out.dtype))
 
     def branch_unscaled(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(out, scale)``: the block's output before its residual is ``out * scale``, ``scale`` the

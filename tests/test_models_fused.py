@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from MedSRLib.models import fused, get_model
+from MedSRLib.models import fused, get_model, mdrn
 from MedSRLib.models.rewrites import prepare_for_inference, reduced_precision_copy
 
 needs_onednn = pytest.mark.skipif(not fused._AVAILABLE, reason="this torch build has no oneDNN fused convolutions")
@@ -125,13 +125,13 @@ class _OpNames(TorchDispatchMode):
 
 
 @needs_onednn
-@pytest.mark.parametrize("name", ["dridsr", "mdrn", "tp-dridsr", "idman-small"])
-def test_bf16_bodies_fuse_their_glue_and_match_the_unfused_body(name, monkeypatch):
+@pytest.mark.parametrize(("name", "scale"), [("dridsr", 2), ("mdrn", 2), ("mdrn", 4), ("tp-dridsr", 2), ("idman-small", 2)])
+def test_bf16_bodies_fuse_their_glue_and_match_the_unfused_body(name, scale, monkeypatch):
     torch.manual_seed(0)
-    module = prepare_for_inference(get_model(name).build(2).eval())
+    module = prepare_for_inference(get_model(name).build(scale).eval())
     reduced = reduced_precision_copy(module, torch.bfloat16)
     x = torch.rand(1, 1, 40, 36)
-    run = (lambda m: m(x, 2)) if getattr(module, "multi_scale", False) else (lambda m: m(x))
+    run = (lambda m: m(x, scale)) if getattr(module, "multi_scale", False) else (lambda m: m(x))
     with torch.inference_mode(), _OpNames() as ops:
         y = run(reduced)
     with torch.inference_mode():
@@ -142,8 +142,9 @@ def test_bf16_bodies_fuse_their_glue_and_match_the_unfused_body(name, monkeypatc
     assert any(n.startswith("_convolution_pointwise") for n in ops.names)
     if "dridsr" in name:
         assert "cat" not in ops.names  # concatenations became accumulating convolutions
-    elif name == "mdrn":  # MDRN keeps one per block (its fuse conv; see FMDRB._distilled), none elsewhere
-        assert ops.names.count("cat") == len(module.blocks)
+    elif name == "mdrn":  # x4: one per block (its fuse conv, see FMDRB._distilled); x2: accumulated, none
+        assert all(block.fuse_as_sum == (scale in mdrn.BF16_FUSE_AS_SUM_SCALES) for block in module.blocks)
+        assert ops.names.count("cat") == (0 if scale in mdrn.BF16_FUSE_AS_SUM_SCALES else len(module.blocks))
     else:  # IDMAN: one per IDMAB (its fuse conv), the refinement steps' skips and ReLUs fused
         assert ops.names.count("cat") == sum(len(group.blocks) for group in module.body)
     assert float((y - unfused).abs().max()) < 0.05 and float((y - reference).abs().max()) < 0.05

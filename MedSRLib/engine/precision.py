@@ -198,7 +198,7 @@ BF16_MEASURED_MAX_HU: dict[tuple[str, int], float] = {
     # dridsr, mdrn, srda-small: 4 whole slices, with the fused bf16 body (models/fused.py; dridsr's
     # concatenations as accumulating convolutions raised x3/x4 from 4.3/5.0), MDRN's attention scale in fp32
     ("dridsr", 2): 4.6, ("dridsr", 3): 5.9, ("dridsr", 4): 6.9,
-    ("mdrn", 2): 6.4, ("mdrn", 4): 6.9, ("mdrn", 8): 19.0,  # x2: aggregation in bf16; contrast statistic by GEMM
+    ("mdrn", 2): 7.5, ("mdrn", 4): 7.0, ("mdrn", 8): 19.0,  # x2: aggregation in bf16, fuse conv as a sum; statistic by GEMM
     ("idman-small", 2): 6.0, ("idman-small", 4): 7.6,  # streams in fp32 (idman._reduced_groups); were 8.8 / 9.0
     ("srda-small", 4): 4.7,  # whole slices, with its last upsampler stage + tail folded in fp32
     # w2amsn: residual stream in fp32 between its blocks and the global attention in fp32 (were 9.4 / 5.6 / 5.9)

@@ -86,6 +86,10 @@ class FMDRB(nn.Module):
     Eq. 5 reuses D_2/R_2 for step 3: read as a typo, each step has its own layers.
     """
 
+    #: In a fused bf16 body (:mod:`.fused`), run the fuse conv as a sum of per-part convolutions rather
+    #: than on the concatenation (set by :class:`MDRN` per scale: :data:`BF16_FUSE_AS_SUM_SCALES`).
+    fuse_as_sum: bool = False
+
     def __init__(self, channels: int, *, distill_channels: int | None = None, last_remain: str = "bsconv_half",
                  block_residual: bool = True, distill_act: str | None = None, cca_reduction: int = 16,
                  esa: bool = False, padding_mode: str = "zeros") -> None:
@@ -133,6 +137,14 @@ class FMDRB(nn.Module):
 #: Not x4: 7.78 -> 8.38 HU.
 BF16_AGGREGATE_SCALES: tuple[int, ...] = (2,)
 
+#: Scales whose blocks, in the fused bf16 body, run their fuse 1x1 conv as a sum of per-part convolutions
+#: (:func:`fused.conv_of_concat`) instead of on the concatenation of the kept features (each partial sum
+#: rounded to bf16; no 128-channel copy per block). Measured on whole 512 x 512 real CT slices (bf16 vs
+#: fp32, Intel Xeon with AMX, 2 threads): x2 0.696 -> 0.631 s per slice; max error over 8 slices 8.00 HU
+#: with the concatenation, 7.51 HU as a sum (per-slice maxima 5.5-8.0 either way); x4 7.08 -> 8.27 HU
+#: on 4 slices, over the 8 HU bound: x4 and x8 keep the concatenation.
+BF16_FUSE_AS_SUM_SCALES: tuple[int, ...] = (2,)
+
 
 class MDRN(nn.Module):
     """MDRN (Fig. 1, Eqs. 1-4): ``N x 1 x h x w`` in [0, 1] -> ``N x 1 x (s h) x (s w)``.
@@ -165,6 +177,7 @@ class MDRN(nn.Module):
         self.scale = scale
         if scale in BF16_AGGREGATE_SCALES:
             self.full_precision_layers = ("head", "upsample")
+        fuse_as_sum = scale in BF16_FUSE_AS_SUM_SCALES
         self.min_size = ESA_MIN_SIZE if esa else MIN_LR_SIZE
         self.head = conv3x3(1, channels)
         self.blocks = nn.ModuleList(
@@ -172,6 +185,8 @@ class MDRN(nn.Module):
                   cca_reduction=cca_reduction, esa=esa, padding_mode=padding_mode)
             for _ in range(n_blocks)
         )
+        for block in self.blocks:
+            block.fuse_as_sum = fuse_as_sum
         self.aggregate = nn.Sequential(
             conv1x1(n_blocks * channels, channels),
             _activation(agg_act, option="agg_act"),
@@ -220,31 +235,34 @@ class _InferenceFMDRB(FMDRB):
     def _add_residual(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return add_(out, x)
 
-    def _distilled(self, x: torch.Tensor) -> torch.Tensor:
+    def _distilled(self, x: torch.Tensor, *, consume: bool = False) -> torch.Tensor:
+        """``consume``: ``x`` is dead after this block (the fused bf16 path then writes into it)."""
         if not fused.applies(x) or not isinstance(self.distill_act, nn.Identity):
             return super()._distilled(x)
-        # bf16 on the CPU: ReLUs and skips inside the convolutions. The fuse conv keeps its concatenation:
-        # as a sum of per-map convolutions (fused.conv_of_concat, each partial sum rounded to bf16) MDRN x4
-        # measured 8.9 HU max against fp32 on 4 real CT slices (mean 0.82), with the concatenation 6.9 (0.74),
-        # at the same speed (1.44-1.60 vs 1.47 s per slice, 1 thread).
+        # bf16 on the CPU: ReLUs and skips inside the convolutions. The fuse conv runs on the concatenation,
+        # or as a sum of per-map convolutions where that was measured within the bound (fuse_as_sum, see
+        # BF16_FUSE_AS_SUM_SCALES: each partial sum is rounded to bf16; x4 8.3 HU, x2 7.5).
         kept = []
         r = x
         for step, (dist, remain) in enumerate(zip(self.distill, self.remain)):
             kept.append(dist(r))
-            r = remain(r, consume=step > 0)  # a step's input is dead after its BSRB (the block's input is not ours)
+            r = remain(r, consume=consume or step > 0)  # a step's input is dead after its BSRB
         last = self.last
         if isinstance(last, nn.Sequential) and len(last) == 2 and isinstance(last[1], nn.ReLU):
             kept.append(fused.conv(last[0].pw(r), last[0].dw, relu=True))
         else:
             kept.append(last(r))
         del r
+        if self.fuse_as_sum:
+            return fused.conv_of_concat(kept, self.fuse)
         return fused.conv(torch.cat(kept, dim=1), self.fuse)
 
-    def branch_unscaled(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def branch_unscaled(self, x: torch.Tensor, *, consume: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(out, scale)``: the block's output before its residual is ``out * scale``, ``scale`` the
         contrast-aware attention's fp32 ``N x C x 1 x 1`` weights (None: ``out`` is the output), for a
-        caller that applies the scale in fp32 together with the residual add."""
-        out = self.esa(self._distilled(x))
+        caller that applies the scale in fp32 together with the residual add. ``consume``: the caller no
+        longer needs ``x`` (its memory may be overwritten)."""
+        out = self.esa(self._distilled(x, consume=consume))
         if type(self.cca) is not CCA:
             return self.cca(out), None
         return out, self.cca.fc(_contrast(out, self.cca.eps).to(out.dtype)).float()
@@ -271,23 +289,42 @@ def _channel_sums(v: torch.Tensor) -> torch.Tensor:
     return total
 
 
+def _channel_square_sums(v: torch.Tensor) -> torch.Tensor:
+    """``N x P x C`` (any float dtype) -> fp32 ``N x C`` sums of squares over P: the diagonals of the
+    Gram matrices of chunks of :data:`CONTRAST_CHUNK` pixels (batched GEMMs, accumulated in fp32 inside
+    the GEMM, each chunk's sum rounded once to ``v``'s dtype), added in fp32. One read of the map, where
+    squaring it first is a read and a write."""
+    n, p, c = v.shape
+    full = p - p % CONTRAST_CHUNK
+    total = v.new_zeros((n, c), dtype=torch.float32)
+    if full:
+        chunks = v[:, :full].reshape(n * (full // CONTRAST_CHUNK), CONTRAST_CHUNK, c)
+        gram = torch.bmm(chunks.transpose(1, 2), chunks)
+        total += torch.diagonal(gram, dim1=1, dim2=2).float().view(n, full // CONTRAST_CHUNK, c).sum(1)
+    if full < p:
+        rest = v[:, full:]
+        total += torch.diagonal(torch.bmm(rest.transpose(1, 2), rest), dim1=1, dim2=2).float()
+    return total
+
+
 def _contrast(x: torch.Tensor, eps: float) -> torch.Tensor:
     """CCA's statistic ``std + mean`` over H x W (``N x C x 1 x 1``, fp32).
 
-    On a reduced-precision (bf16) channels_last map: the mean from :func:`_channel_sums`; the variance
-    from the map minus that mean (rounded to the map's dtype: ``var = E[d^2] - E[d]^2`` with ``d = x - m``
-    is exact for any shift ``m`` and, ``m`` being close to the mean, has no cancellation), squared in
-    place, summed the same way. Measured (MDRN x2, 4 real 512^2 CT slices, 2 threads, AMD EPYC): 0.95 ->
-    0.82 s per slice against the earlier fp32-copy statistic, max error against fp32 7.69 -> 6.38 HU;
-    relative error of the statistic 7e-4..2e-3 on random maps (CCA's own bf16 chain moved MDRN x4 from
-    7.0 to 8.1 HU). Otherwise (fp32, or NCHW): one fp32 copy, centred in place."""
+    On a reduced-precision (bf16) channels_last map, by GEMMs: the mean ``m`` from :func:`_channel_sums`;
+    ``d = x - m_b`` (``m_b``: ``m`` rounded to the map's dtype) in one pass; the variance
+    ``E[d^2] - (m - m_b)^2`` with ``E[d^2]`` from :func:`_channel_square_sums` (Gram diagonals: one read
+    of ``d``). Centred, so no cancellation when the std is a small fraction of the mean (measured on
+    MDRN's real maps: 30-46 % of the channels have ``|mean| > 4 std``, up to 80x; an uncentred
+    ``E[x^2] - E[x]^2`` lost the std of such channels). Two reads and one write of the map fewer than
+    squaring ``d`` in place and summing it. Otherwise (fp32, or NCHW): one fp32 copy, centred in place."""
     n, c, h, w = x.shape
     if x.is_contiguous(memory_format=torch.channels_last) and x.dtype in (torch.bfloat16, torch.float16):
         v = x.permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view of the NHWC memory
         mean = _channel_sums(v) / (h * w)
-        d = v - mean.to(x.dtype).view(n, 1, c)
-        shift = _channel_sums(d) / (h * w)
-        var = (_channel_sums(d.square_()) / (h * w) - shift * shift).clamp_min_(0.0)
+        rounded = mean.to(x.dtype)
+        shift = mean - rounded.float()  # E[d] up to d's own (unbiased) rounding
+        d = v - rounded.view(n, 1, c)
+        var = (_channel_square_sums(d) / (h * w) - shift * shift).clamp_min_(0.0)
         return var.add_(eps).sqrt_().add_(mean).reshape(n, c, 1, 1)
     x32 = x.to(torch.float32, copy=True)  # centred in place below: never the caller's tensor
     mean = x32.mean(dim=(2, 3), keepdim=True)
@@ -303,7 +340,8 @@ def reduced_block_chain(blocks: nn.ModuleList, f0: torch.Tensor, dtype: torch.dt
     attention's per-channel scale is applied in fp32 in the same pass as the residual add (``addcmul``)."""
     f, fb = f0, f0.to(dtype)
     for block in blocks:
-        out, scale = block.branch_unscaled(fb)
+        # the consumer has read the previous fb before asking for the next block: dead after this branch
+        out, scale = block.branch_unscaled(fb, consume=fb.data_ptr() != f0.data_ptr())
         wide = out.to(f0.dtype)
         del out
         if scale is None:
@@ -334,6 +372,11 @@ class _InferenceMDRN(MDRN):
             chain = reduced_block_chain(self.blocks, f0, dtype)
         total = None
         for i, (_, fb) in enumerate(chain):
+            if fused.applies(fb):  # bf16 on the CPU: each part accumulated inside its convolution
+                weight = fused.input_slice(fuse, i * width, (i + 1) * width)
+                total = (fused.conv(fb, fuse, weight=weight) if total is None
+                         else fused.conv_add_(total, fb, fuse, weight=weight, bias=False))
+                continue
             part = pointwise_conv(fb, fuse.weight[:, i * width : (i + 1) * width], fuse.bias if i == 0 else None)
             total = part if total is None else add_(total, part)
         assert total is not None

@@ -611,7 +611,7 @@ def run_volume(
 def run_summary(volume: Any, result: Any, *, input_path: Any, output_path: Any) -> dict[str, Any]:
     """The ``medsr run --json`` object of a run (from the result's ``metadata["medsr"]``): input/output,
     ``plane``, ``model``, ``axis`` (the numpy slice axis, also as ``slice_axis``), ``factor`` (the
-    slice-axis factor through-plane, the in-plane scale otherwise), grids, precision, device; a
+    slice-axis factor through-plane, the in-plane scale otherwise), grids, precision, device, ``ensemble``; a
     through-plane run adds ``through_plane`` (network factor, finishing step, thickness used and
     whether it was assumed, target spacing, adaptation report)."""
     run_info = result.metadata["medsr"]
@@ -630,6 +630,7 @@ def run_summary(volume: Any, result: Any, *, input_path: Any, output_path: Any) 
         "slice_axis": run_info["slice_axis"],
         "precision": run_info["precision"],
         "device": run_info["device"],
+        "ensemble": bool(any(s.get("ensemble") for s in steps)),
         "factors_zyx": run_info["grid"]["factors_zyx"],
         "input_shape_zyx": list(volume.shape),
         "output_shape_zyx": list(result.shape),
@@ -650,10 +651,13 @@ def summary_text(summary: dict[str, Any]) -> str:
     ran = f"({summary['precision']} on {summary['device']})"
     through = summary.get("through_plane")
     if through is None:
-        return f"wrote {summary['output']}: {summary['model']} x{summary['factor']} {ran}; {shape}, {spacing}"
+        ensemble = ", x8 self-ensemble" if summary.get("ensemble") else ""
+        return f"wrote {summary['output']}: {summary['model']} x{summary['factor']}{ensemble} {ran}; {shape}, {spacing}"
     how = f"network x{through['network_factor']}" + (" + cubic B-spline finish" if through["finish"] else "")
     if through.get("views"):
         how += f", {through['views']} views fused"
+    if summary.get("ensemble"):
+        how += ", each on its 4 flips (self-ensemble)"
     prefix = f"in-plane x{summary['scale']}, then " if summary["plane"] == "both" else ""
     lines = [
         f"wrote {summary['output']}: {prefix}through-plane {summary['model']} along array axis {summary['axis']}, "

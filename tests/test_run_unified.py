@@ -261,3 +261,22 @@ def test_views_reach_the_run_and_its_record(tiny_weights, tmp_path, capsys) -> N
     from MedSRLib.io import read_volume
 
     assert not np.array_equal(read_volume(outputs[None]).array, read_volume(outputs[2]).array)
+
+
+def test_the_flip_self_ensemble_is_said_in_the_json_and_the_summary_line(tiny_weights, tmp_path, capsys) -> None:
+    """--ensemble through-plane (each view on its 4 flips) is recorded (JSON ``ensemble``, the summary line)
+    and changes the output; without it the record says so too."""
+    thick = _thick_mr(tmp_path / "in")
+    flags = ("--plane", "through", "--model", "tp-dridsr", "--weights", str(tiny_weights), "--precision", "fp32", "--quiet")
+    outputs = {}
+    for ensemble in (False, True):
+        out = tmp_path / f"ensemble{ensemble}.nii.gz"
+        code, text, err = _cli(capsys, "run", str(thick), str(out), *flags, *(("--ensemble",) if ensemble else ()), "--json")
+        assert code == 0, err
+        assert json.loads(text)["ensemble"] is ensemble
+        outputs[ensemble] = out
+    code, text, err = _cli(capsys, "run", str(thick), str(tmp_path / "text.nii.gz"), *flags, "--ensemble")
+    assert code == 0 and "each on its 4 flips (self-ensemble)" in text, err
+    from MedSRLib.io import read_volume
+
+    assert not np.array_equal(read_volume(outputs[False]).array, read_volume(outputs[True]).array)

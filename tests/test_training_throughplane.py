@@ -210,3 +210,35 @@ def test_diagonals_config_errors(tmp_path: Path) -> None:
     cfg["throughplane"]["sources"].append({"kind": "image", "path": cfg["throughplane"]["sources"][0]["path"], "diagonals": 2})
     with pytest.raises(ConfigError, match="diagonals"):
         validate(cfg)
+
+
+def _gt_rows(mm_gain: dict[float, float], *, views: int = 4) -> list[dict]:
+    """Minimal ``medsr evaluate --through-plane --json`` rows: B-spline at 20 dB, the network at 20 + gain."""
+    rows = []
+    for mm, gain in mm_gain.items():
+        scores = {"bspline3": {"psnr": 20.0, "ssim": 0.5}, "linear": {"psnr": 19.0, "ssim": 0.4},
+                  "network": {"psnr": 20.0 + gain, "ssim": 0.6}}
+        rows.append({"model": "tp-dridsr", "mm": mm, "factor": mm, "scores": scores, "gain_db": {"network": gain},
+                     "views": views, "precision": "fp32"})
+    return rows
+
+
+def test_results_section_compares_each_variant_with_the_default_and_states_the_target(tmp_path) -> None:
+    import json
+
+    from training.throughplane import results_section
+
+    default = {"seg3d-mr": 2.2, "stroke-t1": 1.7}  # 5 mm gains: mean +1.95, below the +2 dB target
+    with_ensemble = {"seg3d-mr": 2.25, "stroke-t1": 1.80}  # mean +2.025
+    for key, gain in default.items():
+        (tmp_path / f"{key}.json").write_text(json.dumps(_gt_rows({5.0: gain})), encoding="utf-8")
+        (tmp_path / f"{key}_ensemble.json").write_text(json.dumps(_gt_rows({5.0: with_ensemble[key]})), encoding="utf-8")
+    (tmp_path / "seg3d-mr_views2.json").write_text(json.dumps(_gt_rows({5.0: 2.1}, views=2)), encoding="utf-8")
+    text = results_section(tmp_path, machine="test")
+    assert "mean gain over cubic B-spline +1.95 dB over 2 volume(s)" in text and "NOT reached (+1.95 dB)" in text
+    ensemble = next(line for line in text.splitlines() if line.startswith("* `--ensemble` at 5 mm"))
+    assert "+2.02 dB vs the default's +1.95 dB" in ensemble and "seg3d-mr +0.050" in ensemble and "stroke-t1 +0.100" in ensemble
+    assert "(held out: seg3d-mr +0.050)" in ensemble  # seg3d-mr is a held-out volume
+    views = next(line for line in text.splitlines() if line.startswith("* `--views 2` at 5 mm"))
+    assert "seg3d-mr -0.100" in views and "stroke-t1" not in views  # only the volume that has a views2 result
+    assert "with `--ensemble` (shipped weights, 4x network time) on the 2 volume(s) run with it: reached (+2.025 dB" in text

@@ -731,12 +731,18 @@ def results_section(folder: str | Path = GT_DIR, *, machine: str = "") -> str:
                f"(mean over the {len(adapted_gains)} adapted volume(s) {_mean(a for _, a, _, _ in adapted_gains):+.2f} dB, "
                f"shipped weights alone on them {_mean(p for _, _, p, _ in adapted_gains):+.2f} dB; "
                f"{', '.join(f'{k} {a:+.2f} dB' for k, a, _, _ in adapted_gains)})" if adapted_gains else "") + ".")
+        ensemble5 = _variant_gains(folder, loaded, "ensemble").get(5.0)
+        if ensemble5:
+            mean_e = _mean(gv for *_, gv in ensemble5)
+            lines.append(f"* The same target with `--ensemble` (shipped weights, 4x network time) on the {len(ensemble5)} "
+                         f"volume(s) run with it: {'reached' if mean_e >= 2 else 'NOT reached'} ({mean_e:+.3f} dB; the "
+                         f"default on them {_mean(gd for *_, gd, _ in ensemble5):+.3f} dB).")
         if any(not _held_out(k) for k, *_ in adapted_gains):
             lines.append("* --adapt on a training-source volume is not a test of adaptation: the shipped network was "
                          "trained on that volume's own planes, the through-plane ones included, so its result there is "
                          "a fit to data it has seen, which adapting to the in-plane slices alone may undo; the held-out "
                          "rows are the test.")
-    lines += _views_lines(folder, loaded)
+    lines += _variant_lines(folder, loaded)
     for key, a_gain, plain_gain, rep in adapted_gains:
         lines.append(f"* {key} at 5 mm with --adapt: {a_gain:+.2f} dB over cubic B-spline (shipped weights alone "
                      f"{plain_gain:+.2f} dB); adaptation ran {rep['seconds']:.0f} s, {rep['iterations']} steps, "
@@ -752,8 +758,10 @@ def results_section(folder: str | Path = GT_DIR, *, machine: str = "") -> str:
         + "; ".join(f"`{gt_command(k)}`" for k, *_ in GT_VOLUMES) + "; adapted: "
         + "; ".join(f"`{gt_command(k, adapt=s, threads=2)}`" for k, _, s in GT_ADAPT)
         + ". Each `--json` output is kept in `training/results_throughplane/<volume>.json` "
-          "(`<volume>_adapt120.json`; `<volume>_views2.json`: the same commands without --adapt, with "
-          "`--views 2`); this section and the cards' ground-truth entries are made from them by "
+          "(`<volume>_adapt120.json`; "
+        + "; ".join(f"`<volume>_{suffix}.json`: the same commands without --adapt, with `{option}`"
+                    for suffix, option, _ in GT_VARIANTS)
+        + "); this section and the cards' ground-truth entries are made from them by "
           "`python -m training.throughplane results`.",
         f"* Machine: {machine or 'not recorded'}. Network precision on this CPU (auto): {', '.join(precisions)} "
         "(the image path, B-spline base and tails in fp32).",
@@ -763,29 +771,44 @@ def results_section(folder: str | Path = GT_DIR, *, machine: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _views_lines(folder: Path, loaded: Mapping[str, list[dict[str, Any]]]) -> list[str]:
-    """The comparison of 4 fused views (the default; ``loaded``: each volume's ``<key>.json`` rows) with 2
-    (``<key>_views2.json`` in ``folder``)."""
+#: Ground-truth variants kept beside each volume's default result ``<key>.json``: ``(file suffix, the
+#: option added to the default command, what it runs)``; ``<key>_<suffix>.json`` is that command's output.
+GT_VARIANTS: tuple[tuple[str, str, str], ...] = (
+    ("views2", "--views 2", "2 fused views (the two in-plane orientations only; the default fuses 4: both "
+                            "orientations and both voxel diagonals)"),
+    ("ensemble", "--ensemble", "the flip self-ensemble (each view run on the 4 flips that keep the thick axis "
+                               "as rows, averaged: 4x the network time)"),
+)
+
+
+def _variant_gains(folder: Path, loaded: Mapping[str, list[dict[str, Any]]], suffix: str
+                   ) -> dict[float, list[tuple[str, bool, float, float]]]:
+    """Per mm: ``(key, held out, default gain, variant gain)`` of the MR volumes with a ``<key>_<suffix>.json``."""
     import json
 
     pairs: dict[float, list[tuple[str, bool, float, float]]] = {}
     for key, _rel, _mms, modality, held_out in GT_VOLUMES:
-        two = folder / f"{key}_views2.json"
-        if modality != "MR" or key not in loaded or not two.is_file():
+        path = folder / f"{key}_{suffix}.json"
+        if modality != "MR" or key not in loaded or not path.is_file():
             continue
-        gain2 = {float(r["mm"]): r["gain_db"]["network"] for r in json.loads(two.read_text(encoding="utf-8"))}
+        variant = {float(r["mm"]): r["gain_db"]["network"] for r in json.loads(path.read_text(encoding="utf-8"))}
         for r in loaded[key]:
-            if float(r["mm"]) in gain2 and r.get("views", 2) == 4:
-                pairs.setdefault(float(r["mm"]), []).append((key, held_out, r["gain_db"]["network"], gain2[float(r["mm"])]))
+            if float(r["mm"]) in variant and r.get("views", 2) == 4:
+                pairs.setdefault(float(r["mm"]), []).append((key, held_out, r["gain_db"]["network"], variant[float(r["mm"])]))
+    return pairs
+
+
+def _variant_lines(folder: Path, loaded: Mapping[str, list[dict[str, Any]]]) -> list[str]:
+    """Each :data:`GT_VARIANTS` entry against the default, per mm (``loaded``: each volume's ``<key>.json`` rows)."""
     lines = []
-    for mm, values in sorted(pairs.items()):
-        held = [(k, g4 - g2) for k, h, g4, g2 in values if h]
-        lines.append(
-            f"* Views at {mm:g} mm (MR): 4 fused views (both in-plane orientations and both voxel diagonals, the default) "
-            f"{_mean(g4 for *_, g4, _ in values):+.2f} dB mean gain vs 2 (the orientations only) "
-            f"{_mean(g2 for *_, g2 in values):+.2f} dB; per volume "
-            + ", ".join(f"{k} {g4 - g2:+.3f}" for k, _, g4, g2 in values)
-            + (f" (held out: {', '.join(f'{k} {d:+.3f}' for k, d in held)})" if held else "") + ".")
+    for suffix, option, what in GT_VARIANTS:
+        for mm, values in sorted(_variant_gains(folder, loaded, suffix).items()):
+            held = [(k, gv - gd) for k, h, gd, gv in values if h]
+            lines.append(
+                f"* `{option}` at {mm:g} mm (MR), {what}: mean gain over cubic B-spline "
+                f"{_mean(gv for *_, gv in values):+.2f} dB vs the default's {_mean(gd for *_, gd, _ in values):+.2f} dB; "
+                "per volume (variant - default) " + ", ".join(f"{k} {gv - gd:+.3f}" for k, _, gd, gv in values)
+                + (f" (held out: {', '.join(f'{k} {d:+.3f}' for k, d in held)})" if held else "") + ".")
     return lines
 
 

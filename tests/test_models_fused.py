@@ -125,12 +125,14 @@ class _OpNames(TorchDispatchMode):
 
 
 @needs_onednn
-@pytest.mark.parametrize(("name", "scale"), [("dridsr", 2), ("mdrn", 2), ("mdrn", 4), ("tp-dridsr", 2), ("idman-small", 2)])
+@pytest.mark.parametrize(("name", "scale"), [("dridsr", 2), ("mdrn", 2), ("mdrn", 4), ("tp-dridsr", 2), ("idman-small", 2),
+                                           ("w2amsn-small", 2)])
 def test_bf16_bodies_fuse_their_glue_and_match_the_unfused_body(name, scale, monkeypatch):
     torch.manual_seed(0)
-    module = prepare_for_inference(get_model(name).build(scale).eval())
+    # channels_last, as the engine runs them on a CPU
+    module = prepare_for_inference(get_model(name).build(scale).eval()).to(memory_format=torch.channels_last)
     reduced = reduced_precision_copy(module, torch.bfloat16)
-    x = torch.rand(1, 1, 40, 36)
+    x = torch.rand(1, 1, 40, 36).contiguous(memory_format=torch.channels_last)
     run = (lambda m: m(x, scale)) if getattr(module, "multi_scale", False) else (lambda m: m(x))
     with torch.inference_mode(), _OpNames() as ops:
         y = run(reduced)
@@ -145,6 +147,10 @@ def test_bf16_bodies_fuse_their_glue_and_match_the_unfused_body(name, scale, mon
     elif name == "mdrn":  # x4: one per block (its fuse conv, see FMDRB._distilled); x2: accumulated, none
         assert all(block.fuse_as_sum == (scale in mdrn.BF16_FUSE_AS_SUM_SCALES) for block in module.blocks)
         assert ops.names.count("cat") == (0 if scale in mdrn.BF16_FUSE_AS_SUM_SCALES else len(module.blocks))
+    elif name == "w2amsn-small":  # one per block ([S1, W1], read by both stage-2 convs); its fuse conv as a sum
+        assert ops.names.count("cat") == len(module.blocks) + 1  # + the global attention's (fp32) concatenation
+        # the blocks' attentions folded into their 1x1 convs: only the fp32 global attention pools and scales
+        assert ops.names.count("mul_") == 1 and ops.names.count("mean") == 1
     else:  # IDMAN: one per IDMAB (its fuse conv), the refinement steps' skips and ReLUs fused
         assert ops.names.count("cat") == sum(len(group.blocks) for group in module.body)
     assert float((y - unfused).abs().max()) < 0.05 and float((y - reference).abs().max()) < 0.05
@@ -173,3 +179,36 @@ def test_a_scratch_add_that_is_the_input_is_not_overwritten_while_read():
         want = fused.conv(x, layer, add=x, relu=True)
         got = fused.conv(x, layer, add=x, add_is_scratch=True, relu=True)
     assert torch.equal(got, want)
+
+
+@needs_onednn
+def test_channel_means_by_gemm_match_the_float64_mean_of_the_same_bf16_values():
+    x = (torch.randn(2, 24, 37, 41) * 0.3 + torch.linspace(-2, 2, 24).view(1, 24, 1, 1)).to(torch.bfloat16)
+    x = x.contiguous(memory_format=torch.channels_last)  # 1517 pixels: one 1024-pixel chunk and a remainder
+    want = x.double().mean(dim=(2, 3))
+    got = fused.channel_means(x)
+    assert got.dtype == torch.float32 and got.shape == (2, 24)
+    assert float((got.double() - want).abs().max()) <= 2.0**-8 * float(x.double().abs().mean(dim=(2, 3)).max())
+    assert torch.allclose(fused.channel_means(x.float()).double(), want, atol=1e-6)
+
+
+@needs_onednn
+def test_fused_channel_attention_is_the_attention_of_each_sample_in_one_convolution():
+    """NCAB in a bf16 body: ``softmax(upper(GAP x)) * lower(x) + x`` with the attention folded into ``lower``'s
+    weights per sample (two samples with different attentions) equals the separate ops within bf16 rounding."""
+    from MedSRLib.models.blocks import NCAB
+    from MedSRLib.models.rewrites import prepare_for_inference
+
+    torch.manual_seed(3)
+    ncab = prepare_for_inference(NCAB(16).eval()).to(torch.bfloat16).to(memory_format=torch.channels_last)
+    x = torch.cat([_map(16, 4), _map(16, 5) * 3.0])
+    with torch.inference_mode(), _OpNames() as ops:
+        got = ncab(x)
+    assert "mul_" not in ops.names and any(n.startswith("_convolution_pointwise") for n in ops.names)
+    with torch.inference_mode():
+        xf = x.float()
+        up, low = ncab.upper, ncab.lower
+        att = torch.softmax(nn.functional.conv2d(xf.mean(dim=(2, 3), keepdim=True), up.weight.float(), up.bias.float()), dim=1)
+        want = att * nn.functional.conv2d(xf, low.weight.float(), low.bias.float()) + xf
+    assert not torch.allclose(att[0], att[1])  # the two samples' attentions differ
+    _close(got, want)

@@ -342,17 +342,37 @@ def _fold_res_scale(m: ResBlock) -> None:
 class _InferenceNCAB(NCAB):
     """:class:`NCAB` whose attention pools before the 1x1 ``upper`` convolution
     (``softmax(GAP(conv1x1(x)))`` = ``softmax(conv1x1(GAP(x)))``: the mean commutes with a linear map);
-    in-place tail."""
+    in-place tail. In a bf16 body on the CPU (:mod:`.fused`): the pooling by GEMM
+    (:func:`.fused.channel_means`) and ``att * lower(x) + x`` as one convolution per sample: the attention
+    scales ``lower``'s output channels, so it scales its weight rows and bias (in fp32, rounded once),
+    and the skip is the convolution's add post-op."""
 
     def attention(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.upper(x.mean(dim=(2, 3), keepdim=True)), dim=1)
+        if fused.applies(x):
+            pooled = fused.channel_means(x).to(x.dtype)[:, :, None, None]
+        else:
+            pooled = x.mean(dim=(2, 3), keepdim=True)
+        return torch.softmax(self.upper(pooled), dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fused.applies(x) and isinstance(self.lower, nn.Conv2d) and self.lower.kernel_size == (1, 1):
+            return self._fused(x)
         y = self.lower(x)
         att = self.attention(x)
         if y.dtype == torch.result_type(y, att):
             return add_(y.mul_(att), x)
         return att * y + x
+
+    def _fused(self, x: torch.Tensor) -> torch.Tensor:
+        att = self.attention(x).float()[:, :, 0, 0]  # N x C
+        weight = self.lower.weight.float()
+        bias = self.lower.bias.float() if self.lower.bias is not None else weight.new_zeros(weight.shape[0])
+        outs = []
+        for i in range(x.shape[0]):
+            scaled = (weight * att[i].view(-1, 1, 1, 1)).to(x.dtype).contiguous(memory_format=torch.channels_last)
+            outs.append(fused.conv(x[i : i + 1], self.lower, weight=scaled, bias=(bias * att[i]).to(x.dtype),
+                                   add=x[i : i + 1]))
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
 register_swap(ResBlock, _InferenceResBlock, rewrite=_fold_res_scale, condition=lambda m: isinstance(m.body[-1], nn.Conv2d))

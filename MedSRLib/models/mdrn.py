@@ -268,51 +268,12 @@ class _InferenceFMDRB(FMDRB):
         return out, self.cca.fc(_contrast(out, self.cca.eps).to(out.dtype)).float()
 
 
-#: Pixels per partial sum of :func:`_contrast` on a reduced-precision map (each partial sum is one GEMM
-#: row, rounded once to the map's dtype; the partial sums are added in fp32).
-CONTRAST_CHUNK = 1024
-
-
-def _channel_sums(v: torch.Tensor) -> torch.Tensor:
-    """``N x P x C`` (any float dtype) -> fp32 ``N x C`` sums over P: GEMMs of a ones row with chunks of
-    :data:`CONTRAST_CHUNK` pixels (accumulated in fp32 inside the GEMM, each chunk's sum rounded once to
-    ``v``'s dtype), the chunk sums added in fp32. A bf16 GEMM reads the map once at full speed, where a
-    reduction with ``dtype=torch.float32`` or a cast copy is memory-bound at a fraction of it."""
-    n, p, c = v.shape
-    full = p - p % CONTRAST_CHUNK
-    total = v.new_zeros((n, c), dtype=torch.float32)
-    if full:
-        ones = v.new_ones((1, CONTRAST_CHUNK))
-        total += torch.matmul(ones, v[:, :full].reshape(n, full // CONTRAST_CHUNK, CONTRAST_CHUNK, c)).float().sum((1, 2))
-    if full < p:
-        total += torch.matmul(v.new_ones((1, p - full)), v[:, full:]).float().sum(1)
-    return total
-
-
-def _channel_square_sums(v: torch.Tensor) -> torch.Tensor:
-    """``N x P x C`` (any float dtype) -> fp32 ``N x C`` sums of squares over P: the diagonals of the
-    Gram matrices of chunks of :data:`CONTRAST_CHUNK` pixels (batched GEMMs, accumulated in fp32 inside
-    the GEMM, each chunk's sum rounded once to ``v``'s dtype), added in fp32. One read of the map, where
-    squaring it first is a read and a write."""
-    n, p, c = v.shape
-    full = p - p % CONTRAST_CHUNK
-    total = v.new_zeros((n, c), dtype=torch.float32)
-    if full:
-        chunks = v[:, :full].reshape(n * (full // CONTRAST_CHUNK), CONTRAST_CHUNK, c)
-        gram = torch.bmm(chunks.transpose(1, 2), chunks)
-        total += torch.diagonal(gram, dim1=1, dim2=2).float().view(n, full // CONTRAST_CHUNK, c).sum(1)
-    if full < p:
-        rest = v[:, full:]
-        total += torch.diagonal(torch.bmm(rest.transpose(1, 2), rest), dim1=1, dim2=2).float()
-    return total
-
-
 def _contrast(x: torch.Tensor, eps: float) -> torch.Tensor:
     """CCA's statistic ``std + mean`` over H x W (``N x C x 1 x 1``, fp32).
 
-    On a reduced-precision (bf16) channels_last map, by GEMMs: the mean ``m`` from :func:`_channel_sums`;
+    On a reduced-precision (bf16) channels_last map, by GEMMs: the mean ``m`` from :func:`.fused.channel_sums`;
     ``d = x - m_b`` (``m_b``: ``m`` rounded to the map's dtype) in one pass; the variance
-    ``E[d^2] - (m - m_b)^2`` with ``E[d^2]`` from :func:`_channel_square_sums` (Gram diagonals: one read
+    ``E[d^2] - (m - m_b)^2`` with ``E[d^2]`` from :func:`.fused.channel_square_sums` (Gram diagonals: one read
     of ``d``). Centred, so no cancellation when the std is a small fraction of the mean (measured on
     MDRN's real maps: 30-46 % of the channels have ``|mean| > 4 std``, up to 80x; an uncentred
     ``E[x^2] - E[x]^2`` lost the std of such channels). Two reads and one write of the map fewer than
@@ -320,11 +281,11 @@ def _contrast(x: torch.Tensor, eps: float) -> torch.Tensor:
     n, c, h, w = x.shape
     if x.is_contiguous(memory_format=torch.channels_last) and x.dtype in (torch.bfloat16, torch.float16):
         v = x.permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view of the NHWC memory
-        mean = _channel_sums(v) / (h * w)
+        mean = fused.channel_sums(v) / (h * w)
         rounded = mean.to(x.dtype)
         shift = mean - rounded.float()  # E[d] up to d's own (unbiased) rounding
         d = v - rounded.view(n, 1, c)
-        var = (_channel_square_sums(d) / (h * w) - shift * shift).clamp_min_(0.0)
+        var = (fused.channel_square_sums(d) / (h * w) - shift * shift).clamp_min_(0.0)
         return var.add_(eps).sqrt_().add_(mean).reshape(n, c, 1, 1)
     x32 = x.to(torch.float32, copy=True)  # centred in place below: never the caller's tensor
     mean = x32.mean(dim=(2, 3), keepdim=True)

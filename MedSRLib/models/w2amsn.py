@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import fused
 from .base import ModelSpec, register
 from .blocks import NCAB, EDSRUpsampler, PixelShuffleHead, ShuffleTailFold, conv1x1, conv3x3
 from ..errors import OptionError
@@ -222,7 +223,19 @@ class _InferenceW2AMSB(W2AMSB):
     """:class:`W2AMSB` with lambdas and ``res_scale`` in ``fuse``, one stage-2 concatenation, in-place skip."""
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
-        """The block's output before its skip (a fresh tensor)."""
+        """The block's output before its skip (a fresh tensor); in a bf16 body on the CPU the ReLUs run
+        inside the convolutions and the attentions fold into theirs (:mod:`.fused`, ``_InferenceNCAB``)."""
+        if fused.applies(x):
+            s1 = fused.conv(x, self.conv_s1, relu=True)
+            w1 = fused.conv(x, self.conv_w1, relu=True)
+            both = torch.cat([s1, w1], dim=1)
+            del s1, w1
+            s2 = fused.conv(both, self.conv_s2, relu=self.stage2_act)
+            w2 = fused.conv(both, self.conv_w2, relu=self.stage2_act)
+            del both
+            # the fuse conv as a sum of per-part convolutions (no 128-channel copy): w2amsn-small x2
+            # 0.341 -> 0.315 s per slice, max 6.2 -> 6.9 HU on 4 real CT slices (AMX Xeon, 2 threads)
+            return fused.conv_of_concat([self.att_s(s2), self.att_w(w2)], self.fuse)
         s1 = torch.relu_(self.conv_s1(x))
         w1 = torch.relu_(self.conv_w1(x))
         both = torch.cat([s1, w1], dim=1)

@@ -115,13 +115,22 @@ def test_fp32_and_autocast_are_left_to_the_separate_ops():
 
 
 class _OpNames(TorchDispatchMode):
+    """Records each aten op's name (``names``) and the largest tensor argument's number of elements
+    (``sizes``, in the same order)."""
+
     def __init__(self) -> None:
         super().__init__()
         self.names: list[str] = []
+        self.sizes: list[int] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.names.append(func.overloadpacket.__name__)
+        self.sizes.append(max((a.numel() for a in args if isinstance(a, torch.Tensor)), default=0))
         return func(*args, **(kwargs or {}))
+
+    def on_maps(self, name: str, *, min_numel: int = 4096) -> int:
+        """How many ``name`` ops had a tensor argument of at least ``min_numel`` elements (a feature map)."""
+        return sum(n == name and size >= min_numel for n, size in zip(self.names, self.sizes))
 
 
 @needs_onednn
@@ -153,6 +162,7 @@ def test_bf16_bodies_fuse_their_glue_and_match_the_unfused_body(name, scale, mon
         assert ops.names.count("mul_") == 1 and ops.names.count("mean") == 1
     else:  # IDMAN: one per IDMAB (its fuse conv), the refinement steps' skips and ReLUs fused
         assert ops.names.count("cat") == sum(len(group.blocks) for group in module.body)
+        assert "mean" not in ops.names and ops.on_maps("mul") == 0  # the MAB gates folded into the fuse convs
     assert float((y - unfused).abs().max()) < 0.05 and float((y - reference).abs().max()) < 0.05
 
 
@@ -212,3 +222,20 @@ def test_fused_channel_attention_is_the_attention_of_each_sample_in_one_convolut
         want = att * nn.functional.conv2d(xf, low.weight.float(), low.bias.float()) + xf
     assert not torch.allclose(att[0], att[1])  # the two samples' attentions differ
     _close(got, want)
+
+
+@needs_onednn
+@pytest.mark.parametrize("with_add", [False, True])
+def test_conv_scaled_is_each_samples_scaled_conv(with_add):
+    """``scale * conv(x) [+ add]`` per sample and output channel, within bf16 rounding; the inputs untouched."""
+    layer = _layer(16, 8, 1)
+    x = torch.cat([_map(16, 6), _map(16, 7)])
+    add = torch.cat([_map(8, 8), _map(8, 9)]) if with_add else None
+    scale = torch.rand(2, 8) + 0.5
+    kept = x.clone()
+    with torch.inference_mode():
+        got = fused.conv_scaled(x, layer, scale, add=add)
+        want = torch.cat([scale[i].view(1, -1, 1, 1) * _reference(x[i : i + 1], layer, relu=False, add=None)
+                          + (add[i : i + 1].float() if add is not None else 0.0) for i in range(2)])
+    _close(got, want)
+    assert torch.equal(x, kept)

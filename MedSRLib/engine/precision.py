@@ -199,7 +199,7 @@ BF16_MEASURED_MAX_HU: dict[tuple[str, int], float] = {
     # concatenations as accumulating convolutions raised x3/x4 from 4.3/5.0), MDRN's attention scale in fp32
     ("dridsr", 2): 4.6, ("dridsr", 3): 5.9, ("dridsr", 4): 6.9,
     ("mdrn", 2): 7.5, ("mdrn", 4): 7.0, ("mdrn", 8): 19.0,  # x2: aggregation in bf16, fuse conv as a sum; statistic by GEMM
-    ("idman-small", 2): 6.0, ("idman-small", 4): 7.6,  # streams in fp32 (idman._reduced_groups); were 8.8 / 9.0
+    ("idman-small", 2): 5.6, ("idman-small", 4): 7.7,  # streams in fp32 (idman._reduced_groups; were 8.8 / 9.0), MAB gate folded
     ("srda-small", 4): 4.7,  # whole slices, with its last upsampler stage + tail folded in fp32
     # w2amsn: residual stream in fp32 between its blocks and the global attention in fp32 (were 9.4 / 5.6 / 5.9);
     # fused blocks (ReLUs in the convs, attention folded into its 1x1 conv, fuse conv as a sum of parts)

@@ -364,15 +364,7 @@ class _InferenceNCAB(NCAB):
         return att * y + x
 
     def _fused(self, x: torch.Tensor) -> torch.Tensor:
-        att = self.attention(x).float()[:, :, 0, 0]  # N x C
-        weight = self.lower.weight.float()
-        bias = self.lower.bias.float() if self.lower.bias is not None else weight.new_zeros(weight.shape[0])
-        outs = []
-        for i in range(x.shape[0]):
-            scaled = (weight * att[i].view(-1, 1, 1, 1)).to(x.dtype).contiguous(memory_format=torch.channels_last)
-            outs.append(fused.conv(x[i : i + 1], self.lower, weight=scaled, bias=(bias * att[i]).to(x.dtype),
-                                   add=x[i : i + 1]))
-        return outs[0] if len(outs) == 1 else torch.cat(outs)
+        return fused.conv_scaled(x, self.lower, self.attention(x), add=x)
 
 
 register_swap(ResBlock, _InferenceResBlock, rewrite=_fold_res_scale, condition=lambda m: isinstance(m.body[-1], nn.Conv2d))

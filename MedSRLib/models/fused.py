@@ -115,6 +115,22 @@ def conv_add_(acc: torch.Tensor, x: torch.Tensor, layer: nn.Conv2d, *, relu: boo
     return acc.relu_() if relu else acc
 
 
+def conv_scaled(x: torch.Tensor, layer: nn.Conv2d, scale: torch.Tensor, *, add: torch.Tensor | None = None) -> torch.Tensor:
+    """``scale * layer(x) [+ add]`` with ``scale`` an ``N x C_out`` per-sample, per-output-channel factor (a
+    channel attention or gate known before the convolution): the scale multiplies ``layer``'s weight rows
+    and bias (in fp32, rounded once to ``x``'s dtype), one convolution per sample, the add as its post-op,
+    so the scaled map is written once instead of a convolution followed by a multiplying pass."""
+    weight = layer.weight.float()
+    bias = layer.bias.float() if layer.bias is not None else weight.new_zeros(weight.shape[0])
+    scale = scale.float().reshape(x.shape[0], weight.shape[0])
+    outs = []
+    for i in range(x.shape[0]):
+        rows = (weight * scale[i].view(-1, 1, 1, 1)).to(x.dtype).contiguous(memory_format=torch.channels_last)
+        outs.append(conv(x[i : i + 1], layer, weight=rows, bias=(bias * scale[i]).to(x.dtype),
+                         add=None if add is None else add[i : i + 1]))
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
 def conv_of_concat(parts: list[torch.Tensor], layer: nn.Conv2d, *, relu: bool = False) -> torch.Tensor:
     """``[ReLU](layer(cat(parts, dim=1)))`` without building the concatenation: the first part's
     convolution (with the bias), then each further part's added in place."""
@@ -183,4 +199,4 @@ def channel_means(x: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = ["CHANNEL_SUM_CHUNK", "applies", "channel_means", "channel_square_sums", "channel_sums", "conv", "conv_add_",
-           "conv_of_concat", "input_slice"]
+           "conv_of_concat", "conv_scaled", "input_slice"]

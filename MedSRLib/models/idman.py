@@ -135,7 +135,10 @@ class MAB(nn.Module):
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
         """``omega`` of Eq. 16 (values in (0, 1))."""
-        z = self.descriptor(x)
+        return self.gate_of(self.descriptor(x))
+
+    def gate_of(self, z: torch.Tensor) -> torch.Tensor:
+        """``omega`` from the descriptor ``z`` of :meth:`descriptor`."""
         total = 0
         for i, (c_in, c_out) in enumerate(zip(self.conv_in, self.conv_out)):
             fc = self.fc[i if len(self.fc) > 1 else 0]
@@ -338,7 +341,11 @@ class _InferenceIDMAN(IDMAN):
 
 class _InferenceIDMAB(IDMAB):
     """:class:`IDMAB` whose refinement steps ``ReLU(conv3x3(c) + c)``, in a bf16 body on the CPU, run the
-    skip and the ReLU inside the convolution (:mod:`.fused`)."""
+    skip and the ReLU inside the convolution (:mod:`.fused`); with the MAB's global pooling its gate
+    is folded into the fuse 1x1 conv: the mean of ``fuse(cat)`` is ``fuse`` applied to the channel
+    means of ``cat`` (a linear map commutes with the mean), so the gate is known before the conv and
+    scales its weight rows and bias (in fp32, rounded once), one convolution per sample instead of a
+    conv, a pooling pass and a multiplying pass."""
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
         if not fused.applies(x) or self.mode != "conv" or not isinstance(self.act, nn.ReLU):
@@ -349,7 +356,14 @@ class _InferenceIDMAB(IDMAB):
             kept.append(self.distill_act(dist(c)))
             c = fused.conv(c, coarse, add=c, relu=True)
         kept.append(self.distill_act(self.last(c)))
-        return self.mab(self.fuse(torch.cat(kept, dim=1)))
+        cat = torch.cat(kept, dim=1)
+        del kept, c
+        if type(self.mab) is not MAB or self.mab.pool != "global":
+            return self.mab(self.fuse(cat))
+        weight = self.fuse.weight.float()  # C x 4dc x 1 x 1
+        bias = self.fuse.bias.float() if self.fuse.bias is not None else weight.new_zeros(weight.shape[0])
+        means = fused.channel_means(cat) @ weight[:, :, 0, 0].t() + bias  # N x C: the mean of fuse(cat)
+        return fused.conv_scaled(cat, self.fuse, self.mab.gate_of(means.to(cat.dtype)[:, :, None, None]))
 
 
 def _reduced_groups(groups: nn.Sequential, f0: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

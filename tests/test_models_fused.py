@@ -239,3 +239,19 @@ def test_conv_scaled_is_each_samples_scaled_conv(with_add):
                           + (add[i : i + 1].float() if add is not None else 0.0) for i in range(2)])
     _close(got, want)
     assert torch.equal(x, kept)
+
+
+@needs_onednn
+def test_a_consuming_residual_block_writes_into_its_input_and_gives_the_same_map():
+    from MedSRLib.models.blocks import ResBlock
+    from MedSRLib.models.rewrites import prepare_for_inference
+
+    torch.manual_seed(5)
+    block = prepare_for_inference(ResBlock(16).eval()).to(torch.bfloat16).to(memory_format=torch.channels_last)
+    x = _map(16, 10)
+    with torch.inference_mode():
+        kept = block(x)
+        scratch = x.clone()
+        written = block(scratch, consume=True)
+    assert written.data_ptr() == scratch.data_ptr()  # the result is in the input's memory
+    assert torch.equal(written, kept)

@@ -327,9 +327,10 @@ class _InferenceResBlock(ResBlock):
     """:class:`ResBlock` with ``res_scale`` folded into its last convolution and an in-place skip; in a
     bf16 body on the CPU the ReLU and the skip run inside the convolutions (:mod:`.fused`)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, consume: bool = False) -> torch.Tensor:
+        """``consume``: the caller no longer needs ``x``; a fused bf16 call then writes the result into it."""
         if fused.applies(x) and len(self.body) == 3 and isinstance(self.body[1], nn.ReLU):
-            return fused.conv(fused.conv(x, self.body[0], relu=True), self.body[2], add=x)
+            return fused.conv(fused.conv(x, self.body[0], relu=True), self.body[2], add=x, add_is_scratch=consume)
         return add_(self.body(x), x)
 
 

@@ -20,7 +20,7 @@ from torch import nn
 from ..errors import OptionError
 from . import fused
 from .base import ModelSpec, register
-from .blocks import PixelShuffleHead, ResBlock, ShuffleTailFold, conv1x1, conv3x3
+from .blocks import PixelShuffleHead, ResBlock, ShuffleTailFold, _InferenceResBlock, conv1x1, conv3x3
 from .idman import MIN_LR_SIZE
 from .checks import check_lr_input, choice, positive_int
 from .rewrites import add_, body_dtype, register_swap, to_body
@@ -229,7 +229,8 @@ class _InferenceRIDM(RIDM):
         kept = []
         f = carry = to_body(self, f0)
         for i, rb in enumerate(self.res_blocks):
-            f = rb(f)
+            # F_{i-1} is dead after RB_i except the first (F_0 is also IDB_1's carry): written into in place
+            f = rb(f, consume=i > 0) if isinstance(rb, _InferenceResBlock) else rb(f)
             if i < len(self.idbs):
                 carry, r = self.idbs[i](carry, f)
                 kept.append(r)

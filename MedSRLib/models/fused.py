@@ -9,6 +9,11 @@ is the sum of convolutions of its parts (the weight split along its input channe
 concatenation becomes an accumulation of post-op adds. Measured there: DRIDSR's distillation block
 (cat, 1x1 + ReLU, 3x3 + ReLU) 63 -> 32 ms, its residual block 47 -> 31 ms.
 
+Two more helpers of the bf16 body: per-channel sums and means of a map by bf16 GEMMs against a ones row
+(:func:`channel_sums`, :func:`channel_means`; aten's ``mean`` of a bf16 map converts it to fp32 first) and
+Gram-matrix diagonals (:func:`channel_square_sums`), and :func:`conv_scaled`, a convolution whose output
+channels a per-sample attention scales, applied to its weight rows (W2AMSN's NCAB, IDMAN's MAB gate).
+
 Same arithmetic as the separate ops: a ReLU or an add happens on the fp32 accumulator before the single
 rounding to bf16 (the separate ops round the convolution first; a ReLU after an add is taken on the
 rounded sum, which rounding cannot change in sign), so results differ from the unfused bf16 path by bf16

@@ -252,3 +252,18 @@ def test_shuffle_tail_fold_reads_the_map_before_a_pixel_shuffle_exactly(pre, hw)
     h, w = hw
     extra = h * w * (9 * 6 * pre * pre * 4 * pre * pre - 25 * 6 * 4 * pre * pre)
     assert fold.macs_removed(h, w, pre) == fold.macs_removed(h * pre, w * pre) - extra
+
+
+@pytest.mark.parametrize("scale", [None, 0.25, "per-channel"])
+def test_a_full_precision_stream_step_adds_the_scaled_branch_in_fp32_and_keeps_the_old_stream(scale) -> None:
+    from MedSRLib.models.rewrites import add_to_stream
+
+    torch.manual_seed(0)
+    stream = torch.randn(2, 8, 5, 6)
+    out = torch.randn(2, 8, 5, 6).bfloat16()
+    factor = torch.rand(2, 8, 1, 1) if scale == "per-channel" else scale
+    before = stream.clone()
+    got = add_to_stream(stream, out, scale=factor)
+    want = stream.double() + (1.0 if factor is None else (factor.double() if isinstance(factor, torch.Tensor) else factor)) * out.double()
+    assert got.dtype == torch.float32 and torch.equal(stream, before)
+    assert torch.allclose(got.double(), want, rtol=1e-6, atol=1e-6)  # fp32 arithmetic on the bf16 values: no bf16 rounding

@@ -28,7 +28,7 @@ from . import fused
 from .base import ModelSpec, register
 from .blocks import EDSRUpsampler, PixelShuffleHead, ShuffleTailFold, conv1x1, conv3x3
 from .checks import check_lr_input, choice, positive_int
-from .rewrites import body_dtype, fold_weight_norm, register_in_place, register_swap
+from .rewrites import add_to_stream, body_dtype, fold_weight_norm, register_in_place, register_swap
 
 PAPER = "Zhao et al., Super-Resolution Network with Information Distillation and Multi-Scale Attention for Medical CT Image, Sensors 2021"
 
@@ -376,9 +376,8 @@ def _reduced_groups(groups: nn.Sequential, f0: torch.Tensor, dtype: torch.dtype)
     for group in groups:
         stream = g
         for block in group.blocks:
-            out = block.branch(stream.to(dtype)).to(f0.dtype)
-            stream = out.add_(stream) if block.res_scale == 1.0 else out.mul_(block.res_scale).add_(stream)
-        g = group.conv(stream.to(dtype)).to(f0.dtype).add_(g)
+            stream = add_to_stream(stream, block.branch(stream.to(dtype)), scale=block.res_scale)
+        g = add_to_stream(g, group.conv(stream.to(dtype)))
     return g
 
 

@@ -23,7 +23,7 @@ from .blocks import CCA, BSConvU, PixelShuffleHead, conv1x1, conv3x3
 from .idman import MIN_LR_SIZE
 from .checks import check_lr_input, choice, positive_int
 from . import fused
-from .rewrites import add_, body_dtype, pointwise_conv, register_swap, to_body
+from .rewrites import add_, add_to_stream, body_dtype, pointwise_conv, register_swap, to_body
 
 PAPER = "Deng et al., MDRN: Multi-distillation residual network for efficient MR image super-resolution, AIMS 2024"
 
@@ -303,15 +303,13 @@ def reduced_block_chain(blocks: nn.ModuleList, f0: torch.Tensor, dtype: torch.dt
     for block in blocks:
         # the consumer has read the previous fb before asking for the next block: dead after this branch
         out, scale = block.branch_unscaled(fb, consume=fb.data_ptr() != f0.data_ptr())
-        wide = out.to(f0.dtype)
-        del out
-        if scale is None:
-            f = wide.add_(f) if block.block_residual else wide
-        elif block.block_residual:  # the attention's scale and the residual add in one fp32 pass
-            f = torch.addcmul(f, wide, scale, out=wide)
+        if block.block_residual:  # the attention's scale and the residual add in one fp32 pass
+            f = add_to_stream(f, out, scale=scale)
         else:
-            f = wide.mul_(scale)
-        del wide
+            f = out.to(f0.dtype)
+            if scale is not None:
+                f.mul_(scale)
+        del out
         fb = f.to(dtype)
         yield f, fb
 

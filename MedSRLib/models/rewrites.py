@@ -30,8 +30,8 @@ generic rewrites.
 a CPU): a copy of the prepared network whose body weights are cast once to bf16 while the
 ``full_precision_layers`` keep fp32 weights and cast their inputs to fp32. Each network's inference
 forward (``_Inference*`` classes in its file) casts the body's input once (:func:`to_body`) and adds
-the global skip in fp32 (``body(x).to(f0.dtype).add_(f0)``); MDRN keeps its block-to-block residual
-stream in fp32 (``mdrn.reduced_block_chain``). Cheaper glue in the reduced body only (MDRN's
+the global skip in fp32 (``body(x).to(f0.dtype).add_(f0)``); MDRN, IDMAN and W2AMSN keep their
+block-to-block residual streams in fp32 (:func:`add_to_stream`, one step of such a stream). Cheaper glue in the reduced body only (MDRN's
 contrast-aware statistic accumulated in fp32 from one copy, the attention applied in place), so fp32
 results stay bit-identical.
 A body layer that still receives another dtype casts its input to its weights' dtype (a safety net;
@@ -54,6 +54,7 @@ from torch.nn.utils import parametrize
 
 __all__ = [
     "add_",
+    "add_to_stream",
     "body_dtype",
     "reduced_precision_copy",
     "to_body",
@@ -267,6 +268,21 @@ class _PointwiseConv2d(nn.Conv2d):
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         return pointwise_conv(x, weight, bias, self.stride)
+
+
+def add_to_stream(stream: torch.Tensor, out: torch.Tensor, *, scale: torch.Tensor | float | None = None) -> torch.Tensor:
+    """One step of a reduced-precision body's full-precision residual stream: ``stream + scale * out``,
+    computed in ``stream``'s dtype (fp32) from a branch output ``out`` in the reduced dtype, written into a
+    fresh fp32 copy of ``out`` (``stream`` itself is not modified: callers keep earlier streams).
+    ``scale``: None, a number (a block's ``res_scale``) or a per-channel tensor (an attention applied in
+    the same pass as the add, ``addcmul``). Used by MDRN's, IDMAN's and W2AMSN's chains (each network
+    keeps its stream in fp32 between bf16 branches: the per-block rounding does not accumulate)."""
+    wide = out.to(stream.dtype)
+    if isinstance(scale, torch.Tensor):
+        return torch.addcmul(stream, wide, scale, out=wide)
+    if scale is not None and scale != 1.0:
+        wide.mul_(scale)
+    return wide.add_(stream)
 
 
 def add_(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ from .base import ModelSpec, register
 from .blocks import NCAB, EDSRUpsampler, PixelShuffleHead, ShuffleTailFold, conv1x1, conv3x3
 from ..errors import OptionError
 from .checks import check_lr_input, positive_int
-from .rewrites import add_, body_dtype, register_swap, scale_conv_, to_body
+from .rewrites import add_, add_to_stream, body_dtype, register_swap, scale_conv_, to_body
 
 __all__ = ["W2AMSB", "W2AMSN", "check_lr_input"]
 
@@ -291,7 +291,7 @@ class _InferenceW2AMSN(W2AMSN):
                 h = block(h)
                 features.append(h if dtype is None else h.to(x_s.dtype))
             else:  # a reduced_precision_copy: the block in bf16, the residual stream between blocks in fp32
-                stream = block.branch(h).to(x_s.dtype).add_(stream)
+                stream = add_to_stream(stream, block.branch(h))
                 h = stream.to(dtype)
                 features.append(stream)
         del h, stream

@@ -358,7 +358,7 @@ class _InferenceIDMAB(IDMAB):
         kept.append(self.distill_act(self.last(c)))
         cat = torch.cat(kept, dim=1)
         del kept, c
-        if type(self.mab) is not MAB or self.mab.pool != "global":
+        if type(self.mab) is not MAB or self.mab.pool != "global" or self.fuse.kernel_size != (1, 1):
             return self.mab(self.fuse(cat))
         weight = self.fuse.weight.float()  # C x 4dc x 1 x 1
         bias = self.fuse.bias.float() if self.fuse.bias is not None else weight.new_zeros(weight.shape[0])

@@ -14,6 +14,7 @@ a busy machine can be told from a slow network. Untrained weights time the same 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -73,8 +74,7 @@ def main() -> int:
     for views, ensemble in runs:
         columns = view_columns(other[0], other[1], views=views)
         macs = macs2 * columns / (2 * other[0] * other[1]) * (4 if ensemble else 1)  # MACs grow with the slice width
-        run_with = predictor.with_options(EngineOptions(batch_size=args.batch, channels_last=args.channels_last,
-                                                        threads=args.threads, ensemble=True)) if ensemble else predictor
+        run_with = predictor.with_options(dataclasses.replace(options, ensemble=True)) if ensemble else predictor
         t0 = time.perf_counter()
         out = super_resolve_through_plane(unit, axis=axis, factor=factor, predictor=run_with, views=views)
         t_net = time.perf_counter() - t0

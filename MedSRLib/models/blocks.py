@@ -357,15 +357,12 @@ class _InferenceNCAB(NCAB):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if fused.applies(x) and isinstance(self.lower, nn.Conv2d) and self.lower.kernel_size == (1, 1):
-            return self._fused(x)
+            return fused.conv_scaled(x, self.lower, self.attention(x), add=x)
         y = self.lower(x)
         att = self.attention(x)
         if y.dtype == torch.result_type(y, att):
             return add_(y.mul_(att), x)
         return att * y + x
-
-    def _fused(self, x: torch.Tensor) -> torch.Tensor:
-        return fused.conv_scaled(x, self.lower, self.attention(x), add=x)
 
 
 register_swap(ResBlock, _InferenceResBlock, rewrite=_fold_res_scale, condition=lambda m: isinstance(m.body[-1], nn.Conv2d))

@@ -360,10 +360,8 @@ class _InferenceIDMAB(IDMAB):
         del kept, c
         if type(self.mab) is not MAB or self.mab.pool != "global" or self.fuse.kernel_size != (1, 1):
             return self.mab(self.fuse(cat))
-        weight = self.fuse.weight.float()  # C x 4dc x 1 x 1
-        bias = self.fuse.bias.float() if self.fuse.bias is not None else weight.new_zeros(weight.shape[0])
-        means = fused.channel_means(cat) @ weight[:, :, 0, 0].t() + bias  # N x C: the mean of fuse(cat)
-        return fused.conv_scaled(cat, self.fuse, self.mab.gate_of(means.to(cat.dtype)[:, :, None, None]))
+        descriptor = self.fuse(fused.channel_means(cat).to(cat.dtype)[:, :, None, None])  # the mean of fuse(cat)
+        return fused.conv_scaled(cat, self.fuse, self.mab.gate_of(descriptor))
 
 
 def _reduced_groups(groups: nn.Sequential, f0: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
